@@ -1,0 +1,3 @@
+from deliverytrack.streams.cli import main
+
+raise SystemExit(main())

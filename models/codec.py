@@ -1,0 +1,132 @@
+"""Encoding and decoding of topic values, with schema upcasting.
+
+Decoding runs: JSON parse -> upcast (``schemaVersion`` N -> current) -> validation. Any failure
+raises :class:`DecodeError` with a reason fit for a dead-letter record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from deliverytrack.models.events import (
+    SCHEMA_VERSION,
+    CancelMessage,
+    DeadLetter,
+    ProviderReportReceived,
+    SendRecorded,
+    StatusChanged,
+    StopTracking,
+    UpdateStatus,
+)
+from deliverytrack.models.records import TrackingRecord
+
+CommandAdapter: TypeAdapter[UpdateStatus | CancelMessage | StopTracking] = TypeAdapter(
+    Annotated[UpdateStatus | CancelMessage | StopTracking, Field(discriminator="event_type")]
+)
+SendRecordedAdapter: TypeAdapter[SendRecorded] = TypeAdapter(SendRecorded)
+ProviderReportAdapter: TypeAdapter[ProviderReportReceived] = TypeAdapter(ProviderReportReceived)
+StatusChangedAdapter: TypeAdapter[StatusChanged] = TypeAdapter(StatusChanged)
+DeadLetterAdapter: TypeAdapter[DeadLetter] = TypeAdapter(DeadLetter)
+RecordAdapter: TypeAdapter[TrackingRecord] = TypeAdapter(TrackingRecord)
+
+T = TypeVar("T")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+# (eventType, fromVersion) -> function returning the payload at fromVersion + 1.
+# Register one small function per version step, e.g. ("SendRecorded", 1): upcast_v1_v2.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class DecodeError(ValueError):
+    """An input value that cannot become an event. ``reason`` is a short category."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def upcast(payload: dict[str, Any], default_event_type: str | None = None) -> dict[str, Any]:
+    """Bring a payload up to the current schema version, one registered step at a time."""
+    version = payload.get("schemaVersion", SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise DecodeError("invalid-schema-version", f"schemaVersion must be >= 1, got {version!r}")
+    event_type = payload.get("eventType", default_event_type)
+    while version < SCHEMA_VERSION:
+        step = UPCASTERS.get((str(event_type), version))
+        if step is None:
+            raise DecodeError(
+                "unsupported-schema-version", f"no upcaster for {event_type} v{version}"
+            )
+        payload = step(payload)
+        version += 1
+        payload["schemaVersion"] = version
+    if version > SCHEMA_VERSION:
+        raise DecodeError(
+            "unsupported-schema-version",
+            f"schemaVersion {version} is newer than this worker understands ({SCHEMA_VERSION})",
+        )
+    return payload
+
+
+def parse_json_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise DecodeError("empty-value", "the message has no value")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("malformed-json", str(exc)) from exc
+    if not isinstance(payload, dict):
+        raise DecodeError("malformed-json", f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def _validate(adapter: TypeAdapter[T], payload: dict[str, Any]) -> T:
+    try:
+        return adapter.validate_python(payload)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors(include_url=False)[:5]
+        )
+        raise DecodeError("schema-invalid", errors) from exc
+
+
+def decode_send_result(raw: bytes | None) -> SendRecorded:
+    return _validate(SendRecordedAdapter, upcast(parse_json_object(raw), "SendRecorded"))
+
+
+def decode_command(raw: bytes | None) -> UpdateStatus | CancelMessage | StopTracking:
+    return _validate(CommandAdapter, upcast(parse_json_object(raw)))
+
+
+def decode_provider_report(raw: bytes | None) -> ProviderReportReceived:
+    return _validate(
+        ProviderReportAdapter, upcast(parse_json_object(raw), "ProviderReportReceived")
+    )
+
+
+def encode(model: BaseModel) -> bytes:
+    """camelCase JSON, nulls omitted (an absent optional field reads back as null)."""
+    return model.__pydantic_serializer__.to_json(model, by_alias=True, exclude_none=True)
+
+
+def encode_status_changed(event: StatusChanged) -> bytes:
+    """Like :func:`encode`, but ``previousStatus`` is always present (null for the first)."""
+    body = event.__pydantic_serializer__.to_python(
+        event, mode="json", by_alias=True, exclude_none=True
+    )
+    body.setdefault("previousStatus", None)
+    return orjson.dumps(body)
+
+
+def encode_record(record: TrackingRecord) -> bytes:
+    return encode(record)
+
+
+def decode_record(raw: bytes) -> TrackingRecord:
+    return RecordAdapter.validate_json(raw)

@@ -1,0 +1,188 @@
+"""Events and commands: the public topic contract (ARCHITECTURE.md section 3).
+
+Input events carry ``eventId`` (used to drop duplicates) and ``schemaVersion``. Topics that carry
+several kinds of event discriminate on ``eventType`` (``type`` is the message type).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
+from deliverytrack.models.enums import FallbackChannel, MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.records import TrackingRecord
+
+SCHEMA_VERSION = 1
+
+
+class Event(Frozen):
+    """Fields every input event has."""
+
+    event_id: NonEmptyStr
+    schema_version: Literal[1] = 1
+
+
+class SendWarning(Frozen):
+    """k-msg ``SendWarning``: e.g. FAILOVER_PARTIAL_PROVIDER."""
+
+    code: NonEmptyStr
+    message: str = ""
+    details: JsonObject | None = None
+
+
+class FailoverRequest(Frozen):
+    """k-msg AlimTalk ``failover`` options as given on the send."""
+
+    enabled: bool | None = None
+    fallback_channel: FallbackChannel | None = None
+    fallback_content: str | None = None
+    fallback_title: str | None = None
+
+
+# --- deliverytrack.send-results (key: messageId) -------------------------------------------------
+
+
+class SendRecorded(Event):
+    """A message was handed to a provider (k-msg ``recordSend``)."""
+
+    event_type: Literal["SendRecorded"] = "SendRecorded"
+    message_id: NonEmptyStr
+    provider_id: NonEmptyStr
+    # Missing or blank means the provider gave no id: the record starts UNKNOWN.
+    provider_message_id: str | None = None
+    type: MessageType
+    to: NonEmptyStr
+    from_: str | None = Field(default=None, alias="from")
+    requested_at: UtcDatetime
+    scheduled_at: UtcDatetime | None = None
+    # When the send result was recorded; defaults to requestedAt. Used as statusUpdatedAt.
+    recorded_at: UtcDatetime | None = None
+    custom_fields: dict[str, str] | None = None
+    metadata: JsonObject | None = None
+    failover: FailoverRequest | None = None
+    warnings: tuple[SendWarning, ...] = ()
+
+
+# --- deliverytrack.commands (key: messageId) -----------------------------------------------------
+
+
+class UpdateStatus(Event):
+    """Set a status by hand (k-msg DeliveryTracker ``updateStatus``); refused if it goes back."""
+
+    event_type: Literal["UpdateStatus"] = "UpdateStatus"
+    message_id: NonEmptyStr
+    status: TrackingStatus
+    at: UtcDatetime
+    source: StatusSource = StatusSource.MANUAL
+    provider: str | None = None
+    provider_status_code: str | None = None
+    provider_status_message: str | None = None
+    sent_at: UtcDatetime | None = None
+    delivered_at: UtcDatetime | None = None
+    failed_at: UtcDatetime | None = None
+    clicked_at: UtcDatetime | None = None
+    error: ErrorInfo | None = None
+    details: JsonObject | None = None
+
+
+class CancelMessage(Event):
+    """Cancel a message that has not reached a final status (status CANCELLED, source manual)."""
+
+    event_type: Literal["CancelMessage"] = "CancelMessage"
+    message_id: NonEmptyStr
+    at: UtcDatetime
+    reason: str | None = None
+
+
+class StopTracking(Event):
+    """Stop polling a message. The record stays; later provider reports still apply."""
+
+    event_type: Literal["StopTracking"] = "StopTracking"
+    message_id: NonEmptyStr
+    at: UtcDatetime
+    reason: str | None = None
+
+
+# --- deliverytrack.provider-webhooks (key: providerId:providerMessageId) -------------------------
+
+
+class ProviderReportReceived(Event):
+    """A provider's delivery report (webhook), normalised. Knows the provider's id only."""
+
+    event_type: Literal["ProviderReportReceived"] = "ProviderReportReceived"
+    provider_id: NonEmptyStr
+    provider_message_id: NonEmptyStr
+    status: TrackingStatus
+    status_code: str | None = None
+    status_message: str | None = None
+    sent_at: UtcDatetime | None = None
+    delivered_at: UtcDatetime | None = None
+    failed_at: UtcDatetime | None = None
+    received_at: UtcDatetime
+    raw: JsonObject | None = None
+
+
+# --- deliverytrack.status-changes (key: messageId) -----------------------------------------------
+
+
+class StatusChanged(Frozen):
+    """One applied transition. ``eventId`` is ``<messageId>:<sequence>``, stable across replays."""
+
+    event_id: NonEmptyStr
+    schema_version: Literal[1] = 1
+    event_type: Literal["StatusChanged"] = "StatusChanged"
+    message_id: NonEmptyStr
+    sequence: int = Field(ge=1)
+    previous_status: TrackingStatus | None
+    status: TrackingStatus
+    source: StatusSource
+    changed_at: UtcDatetime
+    caused_by: str = Field(description="eventId of the input event that caused the transition")
+    record: TrackingRecord
+
+    @model_validator(mode="after")
+    def _ids_agree(self) -> StatusChanged:
+        if self.event_id != f"{self.message_id}:{self.sequence}":
+            raise ValueError("eventId must be '<messageId>:<sequence>'")
+        return self
+
+
+# --- deliverytrack.dead-letters (key: the original key) ------------------------------------------
+
+
+class DeadLetter(Frozen):
+    """An input that could not be processed, with the original bytes (base64) and the reason."""
+
+    schema_version: Literal[1] = 1
+    event_type: Literal["DeadLetter"] = "DeadLetter"
+    topic: str
+    partition: int
+    offset: int
+    key_base64: str | None
+    value_base64: str | None
+    value_text: str | None = Field(
+        default=None, description="The original value as UTF-8 when it decodes, for humans"
+    )
+    reason: str
+    error: str
+    failed_at: UtcDatetime
+
+
+CommandEvent = UpdateStatus | CancelMessage | StopTracking
+MessageEvent = SendRecorded | UpdateStatus | CancelMessage | StopTracking
+"""Everything the fold accepts, keyed by messageId."""
+
+
+class EventRejected(Frozen):
+    """The fold could not apply an input event (e.g. a command for an unknown messageId).
+
+    Not published as is: the worker turns it into a dead-letter record with the original bytes.
+    A refused backward transition is not a rejection of this kind: it emits nothing.
+    """
+
+    event_id: str
+    message_id: str
+    reason: str
+    detail: str

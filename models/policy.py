@@ -1,0 +1,34 @@
+"""Polling policy: k-msg's DEFAULT_POLLING_CONFIG (all configurable)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class PollingPolicy(BaseModel):
+    """k-msg ``DeliveryTrackingService`` polling configuration, same names and defaults."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    interval_ms: int = Field(default=5_000, ge=1)
+    batch_size: int = Field(default=200, ge=1)
+    concurrency: int = Field(default=10, ge=1)
+    initial_delay_ms: int = Field(default=30_000, ge=0)
+    scheduled_grace_ms: int = Field(default=120_000, ge=0)
+    backoff_ms: tuple[int, ...] = (30_000, 120_000, 600_000, 1_800_000, 7_200_000)
+    max_tracking_duration_ms: int = Field(default=86_400_000, ge=0)
+    unsupported_provider_strategy: Literal["skip", "unknown"] = "skip"
+    provider_timeout_ms: int = Field(default=10_000, ge=1)
+
+    def backoff_delay_ms(self, attempt_count_after: int) -> int:
+        """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""
+        if not self.backoff_ms:
+            return 60_000
+        index = min(max(attempt_count_after - 1, 0), len(self.backoff_ms) - 1)
+        return max(0, self.backoff_ms[index])
+
+
+DEFAULT_POLICY = PollingPolicy()

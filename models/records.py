@@ -1,0 +1,73 @@
+"""The tracking record: k-msg's ``TrackingRecord`` plus a status history."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
+from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
+
+CryptoState = Literal["plain", "encrypted", "degraded"]
+RetentionClass = Literal["opsLogs", "telecomMetadata", "billingEvidence"]
+
+
+class StatusHistoryEntry(Frozen):
+    """One applied transition (k-msg DeliveryTracker's ``statusHistory`` entry)."""
+
+    status: TrackingStatus
+    at: UtcDatetime
+    source: StatusSource
+    provider: str | None = None
+    details: JsonObject | None = None
+    event_id: str = Field(description="eventId of the input event that caused the transition")
+
+
+class TrackingRecord(Frozen):
+    """The state of one tracked message, keyed by ``messageId``.
+
+    Built and changed only by the fold. ``nextCheckAt`` is null when the record is not polled
+    (terminal status or tracking stopped); k-msg sets it to "now" instead.
+    """
+
+    message_id: NonEmptyStr
+    provider_id: NonEmptyStr
+    provider_message_id: str
+    type: MessageType
+    to: str
+    to_hash: str | None = None
+    to_masked: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+    from_hash: str | None = None
+    from_masked: str | None = None
+    requested_at: UtcDatetime
+    scheduled_at: UtcDatetime | None = None
+    status: TrackingStatus
+    provider_status_code: str | None = None
+    provider_status_message: str | None = None
+    sent_at: UtcDatetime | None = None
+    delivered_at: UtcDatetime | None = None
+    failed_at: UtcDatetime | None = None
+    clicked_at: UtcDatetime | None = None
+    status_updated_at: UtcDatetime
+    attempt_count: int = Field(default=0, ge=0)
+    last_checked_at: UtcDatetime | None = None
+    next_check_at: UtcDatetime | None = None
+    last_error: ErrorInfo | None = None
+    raw: JsonObject | None = None
+    metadata: JsonObject | None = None
+    metadata_hashes: dict[str, str] | None = None
+    metadata_encrypted: str | None = None
+    crypto_kid: str | None = None
+    crypto_version: int | None = None
+    crypto_state: CryptoState | None = None
+    retention_class: RetentionClass | None = None
+    retention_bucket_ym: int | None = None
+    tracking_stopped_at: UtcDatetime | None = None
+    # deliverytrack's own bookkeeping
+    sequence: int = Field(default=0, ge=0, description="Number of applied transitions")
+    status_history: tuple[StatusHistoryEntry, ...] = ()
+    processed_event_ids: tuple[str, ...] = Field(
+        default=(), description="Recent input eventIds applied to this record (duplicate guard)"
+    )

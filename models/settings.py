@@ -1,0 +1,56 @@
+"""Configuration: environment variables ``DELIVERYTRACK_*`` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deliverytrack.models.policy import PollingPolicy
+
+
+class Settings(BaseSettings):
+    """Worker settings. Every field can be set as ``DELIVERYTRACK_<FIELD>``.
+
+    Nested polling fields use a double underscore, e.g. ``DELIVERYTRACK_POLLING__INTERVAL_MS``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DELIVERYTRACK_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    broker: str = Field(
+        default="kafka://127.0.0.1:9092",
+        description="Kafka bootstrap servers, 'kafka://host:port[;host:port]'",
+    )
+    app_id: str = Field(default="deliverytrack", min_length=1)
+    data_dir: Path = Path("./data")
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    topic_prefix: str = "deliverytrack."
+    partitions: int = Field(default=4, ge=1, description="Partitions of the topics we create")
+    replication_factor: int = Field(default=1, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Fold engine batching
+    fold_batch_max_records: int = Field(default=20_000, ge=1)
+    fold_batch_timeout_ms: int = Field(default=50, ge=0)
+    producer_linger_ms: int = Field(default=20, ge=0)
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    polling: PollingPolicy = PollingPolicy()
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str) -> str:
+        if not value.startswith("kafka://") or len(value) <= len("kafka://"):
+            raise ValueError("broker must look like kafka://host:port")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [part for part in self.broker.removeprefix("kafka://").split(";") if part]

@@ -1,0 +1,54 @@
+"""Topic creation: inputs and outputs as configured, the changelog compact-only."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+COMPACT_ONLY = {"cleanup.policy": "compact"}
+
+
+async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> None:
+    """Create missing topics. Existing ones are left as they are (their partition count wins)."""
+    wanted: dict[str, dict[str, str]] = {name: {} for name in topics.public}
+    wanted[topics.records_changelog] = COMPACT_ONLY
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
+    )
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await admin.start()
+            break
+        except KafkaError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
+            await asyncio.sleep(0.5)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(
+                name=name,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=config,
+            )
+            for name, config in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another worker created them at the same time
+            log.info("created topics %s", [topic.name for topic in missing])
+    finally:
+        await admin.close()

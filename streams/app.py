@@ -1,0 +1,93 @@
+"""The Faust application: worker lifecycle, web server, and the fold engine as a service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from mode import Service
+
+from deliverytrack.models.codec import encode
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.engine import FoldEngine
+
+log = logging.getLogger(__name__)
+
+
+class FoldService(Service):
+    """Runs the fold engine for as long as the Faust worker runs."""
+
+    def __init__(self, engine: FoldEngine, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+
+    async def on_start(self) -> None:
+        await self.engine.start()
+
+    async def on_stop(self) -> None:
+        await self.engine.stop()
+
+
+class DeliveryTrackApp(faust.App):
+    """A Faust app that knows its settings and its fold engine."""
+
+    settings: Settings
+    engine: FoldEngine
+
+
+def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
+    settings = settings or Settings()
+    app = DeliveryTrackApp(
+        settings.app_id,
+        broker=settings.broker,
+        store="rocksdb://",
+        datadir=str(settings.data_dir / settings.app_id / "faust"),
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        producer_linger=settings.producer_linger_ms / 1000,
+        broker_session_timeout=settings.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.consumer_heartbeat_interval_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+    )
+    app.settings = settings
+    app.engine = FoldEngine(settings)
+    app.service(FoldService(app.engine))  # type: ignore[arg-type]
+    _register_views(app)
+    return app
+
+
+def _register_views(app: DeliveryTrackApp) -> None:
+    engine = app.engine
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            stats = engine.stats
+            body = {
+                "status": "ok" if engine.ready.is_set() else "starting",
+                "assignedPartitions": engine.assigned_partitions,
+                "events": stats.events,
+                "applied": stats.applied,
+                "statusChanges": stats.status_changes,
+                "deadLetters": stats.dead_letters,
+                "restored": stats.restored,
+            }
+            return self.json(body, status=200 if engine.ready.is_set() else 503)
+
+    @app.page("/records/{message_id}")
+    class RecordView(View):
+        async def get(self, request: Request, message_id: str) -> Response:
+            record = engine.get_record(message_id)
+            if record is None:
+                return self.json(
+                    {"error": f"no tracking record for messageId {message_id!r} on this worker"},
+                    status=404,
+                )
+            return self.bytes(encode(record), content_type="application/json")

@@ -1,0 +1,61 @@
+"""The ``deliverytrack`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from deliverytrack.models.settings import Settings
+
+
+def _settings(overrides: dict[str, Any]) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        print(f"deliverytrack: invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from deliverytrack.streams.app import create_app
+
+    settings = _settings(
+        {"broker": args.broker, "data_dir": args.data_dir, "web_port": args.web_port}
+    )
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deliverytrack",
+        description="Event-sourced message delivery tracking on Kafka. Configuration comes from "
+        "DELIVERYTRACK_* environment variables; flags override them.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    worker = commands.add_parser("worker", help="run a worker (fold engine + web server)")
+    worker.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
+    worker.add_argument("--data-dir", help="state directory (DELIVERYTRACK_DATA_DIR)")
+    worker.add_argument("--web-port", type=int, help="HTTP port (DELIVERYTRACK_WEB_PORT)")
+    worker.set_defaults(run=_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,42 @@
+"""Topic names: the only place they are spelled out. One prefix configures them all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    send_results: str
+    provider_webhooks: str
+    commands: str
+    status_changes: str
+    dead_letters: str
+    records_changelog: str
+
+    @classmethod
+    def from_prefix(cls, prefix: str, app_id: str) -> Topics:
+        return cls(
+            send_results=f"{prefix}send-results",
+            provider_webhooks=f"{prefix}provider-webhooks",
+            commands=f"{prefix}commands",
+            status_changes=f"{prefix}status-changes",
+            dead_letters=f"{prefix}dead-letters",
+            # Internal, owned by the app: compact-only (never delete-retention).
+            records_changelog=f"{prefix}{app_id}-records_by_message_id-changelog",
+        )
+
+    @property
+    def fold_inputs(self) -> tuple[str, ...]:
+        """Topics the fold consumes, all keyed by messageId, in tie-break order."""
+        return (self.send_results, self.commands)
+
+    @property
+    def public(self) -> tuple[str, ...]:
+        return (
+            self.send_results,
+            self.provider_webhooks,
+            self.commands,
+            self.status_changes,
+            self.dead_letters,
+        )

@@ -1,0 +1,49 @@
+"""Due-index keys: big-endian due time in epoch milliseconds, then the messageId.
+
+Keys sort by due time, so a scan from the first key up to ``upper_bound(now)`` touches only the
+records that are due: O(records due), not O(records tracked). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from deliverytrack.models.records import TrackingRecord
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+_WIDTH = 8
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Exact integer milliseconds since the epoch (no float rounding)."""
+    return (moment - _EPOCH) // _MS
+
+
+def due_key(due_at: datetime, message_id: str) -> bytes:
+    return epoch_ms(due_at).to_bytes(_WIDTH, "big") + message_id.encode()
+
+
+def parse_due_key(key: bytes) -> tuple[int, str]:
+    return int.from_bytes(key[:_WIDTH], "big"), key[_WIDTH:].decode()
+
+
+def upper_bound(now: datetime) -> bytes:
+    """Exclusive upper bound: every key due at or before ``now`` sorts below it."""
+    return (epoch_ms(now) + 1).to_bytes(_WIDTH, "big")
+
+
+def due_key_of(record: TrackingRecord | None) -> bytes | None:
+    if record is None or record.next_check_at is None:
+        return None
+    return due_key(record.next_check_at, record.message_id)
+
+
+def due_index_change(
+    old: TrackingRecord | None, new: TrackingRecord | None
+) -> tuple[bytes | None, bytes | None]:
+    """What to delete from and put into the due index when ``old`` becomes ``new``."""
+    old_key, new_key = due_key_of(old), due_key_of(new)
+    if old_key == new_key:
+        return None, None
+    return old_key, new_key

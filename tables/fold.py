@@ -1,0 +1,287 @@
+"""The pure fold: ``fold(record | None, event) -> (record | None, emitted)``.
+
+No I/O, no clock, no randomness: time comes from the events, new ids are derived
+(``<messageId>:<sequence>``), so replaying the same events gives the same records and the same
+emitted events. The worker assigns what this returns, never anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any, assert_never
+
+from deliverytrack.models.common import ErrorInfo, JsonObject
+from deliverytrack.models.enums import (
+    FINAL_STATUSES,
+    FORWARD_RANK,
+    MessageType,
+    StatusSource,
+    TrackingStatus,
+    is_pollable,
+)
+from deliverytrack.models.events import (
+    CancelMessage,
+    EventRejected,
+    MessageEvent,
+    SendRecorded,
+    StatusChanged,
+    StopTracking,
+    UpdateStatus,
+)
+from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
+from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
+
+Emitted = StatusChanged | EventRejected
+FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
+
+# How many recent input eventIds a record remembers to drop duplicates. Structural guards
+# (monotonic status, first send wins) cover anything older.
+REMEMBERED_EVENT_IDS = 64
+
+MISSING_PROVIDER_MESSAGE_ID = ErrorInfo(
+    code="MISSING_PROVIDER_MESSAGE_ID", message="providerMessageId missing"
+)
+
+
+def can_transition(current: TrackingStatus | None, new: TrackingStatus) -> bool:
+    """The status model of ARCHITECTURE.md section 5: a record never regresses."""
+    if current is None:
+        return True
+    if current == new or current in FINAL_STATUSES:
+        return False
+    if current == TrackingStatus.DELIVERED:
+        return new == TrackingStatus.CLICKED
+    if current == TrackingStatus.UNKNOWN:
+        return new in (TrackingStatus.DELIVERED, TrackingStatus.FAILED)
+    if new in (TrackingStatus.FAILED, TrackingStatus.CANCELLED, TrackingStatus.UNKNOWN):
+        return True
+    return FORWARD_RANK[new] > FORWARD_RANK[current]
+
+
+def fold(
+    record: TrackingRecord | None, event: MessageEvent, policy: PollingPolicy = DEFAULT_POLICY
+) -> FoldResult:
+    """Apply one event. Duplicates (a remembered ``eventId``) change nothing and emit nothing."""
+    if record is not None and event.event_id in record.processed_event_ids:
+        return record, ()
+    match event:
+        case SendRecorded():
+            return _record_send(record, event, policy)
+        case UpdateStatus():
+            return _update_status(record, event)
+        case CancelMessage():
+            return _cancel(record, event)
+        case StopTracking():
+            return _stop_tracking(record, event)
+        case _:
+            assert_never(event)
+
+
+def replay(
+    events: Iterable[MessageEvent],
+    record: TrackingRecord | None = None,
+    policy: PollingPolicy = DEFAULT_POLICY,
+) -> tuple[TrackingRecord | None, tuple[Emitted, ...]]:
+    """Reduce ``fold`` over events (one message's), collecting everything emitted."""
+    emitted: list[Emitted] = []
+    for event in events:
+        record, out = fold(record, event, policy)
+        emitted.extend(out)
+    return record, tuple(emitted)
+
+
+# --- recordSend ------------------------------------------------------------------------------
+
+
+def _record_send(
+    record: TrackingRecord | None, event: SendRecorded, policy: PollingPolicy
+) -> FoldResult:
+    if record is not None:
+        # k-msg replaces the record on a repeated recordSend, resetting even terminal records.
+        # Here the first send result wins; a repeat changes nothing.
+        return record, ()
+    recorded_at = event.recorded_at or event.requested_at
+    provider_message_id = (event.provider_message_id or "").strip()
+    last_error: ErrorInfo | None = None
+    next_check_at: datetime | None
+    if not provider_message_id:
+        status = TrackingStatus.UNKNOWN
+        next_check_at = None
+        last_error = MISSING_PROVIDER_MESSAGE_ID
+    elif event.scheduled_at is not None:
+        status = TrackingStatus.PENDING
+        next_check_at = event.scheduled_at + timedelta(milliseconds=policy.scheduled_grace_ms)
+    else:
+        status = TrackingStatus.SENT
+        next_check_at = event.requested_at + timedelta(milliseconds=policy.initial_delay_ms)
+    entry = StatusHistoryEntry(
+        status=status,
+        at=recorded_at,
+        source=StatusSource.SYSTEM,
+        provider=event.provider_id,
+        details={"code": last_error.code, "message": last_error.message} if last_error else None,
+        event_id=event.event_id,
+    )
+    new = TrackingRecord(
+        message_id=event.message_id,
+        provider_id=event.provider_id,
+        provider_message_id=provider_message_id,
+        type=event.type,
+        to=event.to,
+        from_=event.from_,
+        requested_at=event.requested_at,
+        scheduled_at=event.scheduled_at,
+        status=status,
+        status_updated_at=recorded_at,
+        attempt_count=0,
+        next_check_at=next_check_at,
+        last_error=last_error,
+        metadata=_send_metadata(event),
+        sequence=1,
+        status_history=(entry,),
+        processed_event_ids=(event.event_id,),
+    )
+    return new, (_status_changed(new, None, entry),)
+
+
+def _send_metadata(event: SendRecorded) -> JsonObject | None:
+    metadata: dict[str, Any] = dict(event.metadata or {})
+    if event.custom_fields:
+        metadata["customFields"] = dict(event.custom_fields)
+    if event.type == MessageType.ALIMTALK and event.failover is not None:
+        metadata["failover"] = {
+            "request": event.failover.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "sendWarningCodes": [warning.code for warning in event.warnings],
+            "apiAttempt": {"attempted": False, "status": "not_attempted"},
+        }
+    return metadata or None
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _update_status(record: TrackingRecord | None, event: UpdateStatus) -> FoldResult:
+    if record is None:
+        return None, (_unknown_message(event.event_id, event.message_id),)
+    if not can_transition(record.status, event.status):
+        return record, ()
+    updates: dict[str, Any] = {}
+    for field in ("sent_at", "delivered_at", "failed_at", "clicked_at"):
+        value = getattr(event, field)
+        if value is not None:
+            updates[field] = value
+    if event.provider_status_code:
+        updates["provider_status_code"] = event.provider_status_code
+    if event.provider_status_message:
+        updates["provider_status_message"] = event.provider_status_message
+    if event.error is not None:
+        updates["last_error"] = event.error
+    details: dict[str, Any] = dict(event.details or {})
+    if event.error is not None:
+        details["error"] = {"code": event.error.code, "message": event.error.message}
+    return _apply_transition(
+        record,
+        status=event.status,
+        at=event.at,
+        source=event.source,
+        event_id=event.event_id,
+        provider=event.provider,
+        details=details or None,
+        updates=updates,
+    )
+
+
+def _cancel(record: TrackingRecord | None, event: CancelMessage) -> FoldResult:
+    if record is None:
+        return None, (_unknown_message(event.event_id, event.message_id),)
+    if not can_transition(record.status, TrackingStatus.CANCELLED):
+        return record, ()
+    return _apply_transition(
+        record,
+        status=TrackingStatus.CANCELLED,
+        at=event.at,
+        source=StatusSource.MANUAL,
+        event_id=event.event_id,
+        details={"reason": event.reason} if event.reason else None,
+    )
+
+
+def _stop_tracking(record: TrackingRecord | None, event: StopTracking) -> FoldResult:
+    if record is None:
+        return None, (_unknown_message(event.event_id, event.message_id),)
+    if record.tracking_stopped_at is not None:
+        return record, ()
+    new = record.model_copy(
+        update={
+            "tracking_stopped_at": event.at,
+            "next_check_at": None,
+            "processed_event_ids": _remember(record, event.event_id),
+        }
+    )
+    return new, ()
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+
+def _apply_transition(
+    record: TrackingRecord,
+    *,
+    status: TrackingStatus,
+    at: datetime,
+    source: StatusSource,
+    event_id: str,
+    provider: str | None = None,
+    details: JsonObject | None = None,
+    updates: dict[str, Any] | None = None,
+) -> FoldResult:
+    entry = StatusHistoryEntry(
+        status=status,
+        at=at,
+        source=source,
+        provider=provider or record.provider_id,
+        details=details,
+        event_id=event_id,
+    )
+    changes: dict[str, Any] = dict(updates or {})
+    changes.update(
+        status=status,
+        status_updated_at=at,
+        sequence=record.sequence + 1,
+        status_history=(*record.status_history, entry),
+        processed_event_ids=_remember(record, event_id),
+    )
+    if not is_pollable(status) or record.tracking_stopped_at is not None:
+        changes["next_check_at"] = None
+    new = record.model_copy(update=changes)
+    return new, (_status_changed(new, record.status, entry),)
+
+
+def _status_changed(
+    record: TrackingRecord, previous: TrackingStatus | None, entry: StatusHistoryEntry
+) -> StatusChanged:
+    return StatusChanged(
+        event_id=f"{record.message_id}:{record.sequence}",
+        message_id=record.message_id,
+        sequence=record.sequence,
+        previous_status=previous,
+        status=record.status,
+        source=entry.source,
+        changed_at=entry.at,
+        caused_by=entry.event_id,
+        record=record,
+    )
+
+
+def _remember(record: TrackingRecord, event_id: str) -> tuple[str, ...]:
+    return (*record.processed_event_ids, event_id)[-REMEMBERED_EVENT_IDS:]
+
+
+def _unknown_message(event_id: str, message_id: str) -> EventRejected:
+    return EventRejected(
+        event_id=event_id,
+        message_id=message_id,
+        reason="unknown-message",
+        detail=f"no tracking record for messageId {message_id!r}",
+    )

@@ -1,0 +1,91 @@
+"""Event factories shared by unit and integration tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from typing import Any
+
+from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.events import (
+    CancelMessage,
+    FailoverRequest,
+    SendRecorded,
+    SendWarning,
+    StopTracking,
+    UpdateStatus,
+)
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+_ids = count(1)
+
+
+def next_event_id(prefix: str = "evt") -> str:
+    return f"{prefix}-{next(_ids)}"
+
+
+def send_recorded_factory(
+    message_id: str = "msg-1",
+    *,
+    provider_id: str = "solapi",
+    provider_message_id: str | None = "pm-1",
+    type: MessageType = MessageType.SMS,
+    requested_at: datetime = T0,
+    scheduled_at: datetime | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> SendRecorded:
+    return SendRecorded(
+        event_id=event_id or next_event_id("send"),
+        message_id=message_id,
+        provider_id=provider_id,
+        provider_message_id=provider_message_id,
+        type=type,
+        to="01012345678",
+        from_="0212345678",
+        requested_at=requested_at,
+        scheduled_at=scheduled_at,
+        **extra,
+    )
+
+
+def update_status_factory(
+    status: TrackingStatus,
+    message_id: str = "msg-1",
+    *,
+    at: datetime | None = None,
+    event_id: str | None = None,
+    source: StatusSource = StatusSource.MANUAL,
+    **extra: Any,
+) -> UpdateStatus:
+    return UpdateStatus(
+        event_id=event_id or next_event_id("upd"),
+        message_id=message_id,
+        status=status,
+        at=at or T0 + timedelta(minutes=1),
+        source=source,
+        **extra,
+    )
+
+
+def cancel_factory(message_id: str = "msg-1", *, event_id: str | None = None) -> CancelMessage:
+    return CancelMessage(
+        event_id=event_id or next_event_id("cancel"),
+        message_id=message_id,
+        at=T0 + timedelta(minutes=2),
+        reason="operator",
+    )
+
+
+def stop_tracking_factory(message_id: str = "msg-1") -> StopTracking:
+    return StopTracking(event_id=next_event_id("stop"), message_id=message_id, at=T0)
+
+
+def alimtalk_send_factory(message_id: str = "msg-ak", **extra: Any) -> SendRecorded:
+    return send_recorded_factory(
+        message_id,
+        type=MessageType.ALIMTALK,
+        failover=FailoverRequest(enabled=True, fallback_channel="sms", fallback_content="hi"),
+        warnings=(SendWarning(code="FAILOVER_PARTIAL_PROVIDER", message="partial"),),
+        **extra,
+    )

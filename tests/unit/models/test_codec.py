@@ -1,0 +1,102 @@
+"""Golden JSON per (type, version), decoding errors, upcasting, round trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deliverytrack.models import codec
+from deliverytrack.models.codec import DecodeError
+from deliverytrack.models.enums import MessageType, TrackingStatus
+from deliverytrack.models.events import (
+    CancelMessage,
+    ProviderReportReceived,
+    SendRecorded,
+    StopTracking,
+    UpdateStatus,
+)
+from deliverytrack.tables.fold import fold
+
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "events"
+DECODERS = {
+    "SendRecorded": (codec.decode_send_result, SendRecorded),
+    "UpdateStatus": (codec.decode_command, UpdateStatus),
+    "CancelMessage": (codec.decode_command, CancelMessage),
+    "StopTracking": (codec.decode_command, StopTracking),
+    "ProviderReportReceived": (codec.decode_provider_report, ProviderReportReceived),
+}
+
+
+@pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.name)
+def test_golden_event_decodes(path: Path) -> None:
+    event_type, version = path.name.split(".")[:2]
+    decode, cls = DECODERS[event_type]
+    event = decode(path.read_bytes())
+    assert isinstance(event, cls)
+    assert version == f"v{event.schema_version}"
+    # Re-encoding and decoding again gives the same event.
+    assert decode(codec.encode(event)) == event
+
+
+def test_send_recorded_golden_fields() -> None:
+    event = codec.decode_send_result((FIXTURES / "SendRecorded.v1.json").read_bytes())
+    assert event.type == MessageType.ALIMTALK
+    assert event.from_ == "0212345678"
+    assert event.requested_at.isoformat() == "2026-11-23T09:00:00+00:00"  # normalised to UTC
+    assert json.loads(codec.encode(event))["requestedAt"] == "2026-11-23T09:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "malformed-json"),
+        (b"[1, 2]", "malformed-json"),
+        (None, "empty-value"),
+        (b'{"eventId": "x"}', "schema-invalid"),
+        (b'{"eventId": "x", "schemaVersion": 99, "messageId": "m"}', "unsupported-schema-version"),
+        (b'{"eventId": "x", "schemaVersion": "one"}', "invalid-schema-version"),
+    ],
+)
+def test_bad_send_results_raise_decode_error(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        codec.decode_send_result(raw)
+    assert info.value.reason == reason
+
+
+def test_unknown_fields_and_naive_times_are_rejected() -> None:
+    good = json.loads((FIXTURES / "UpdateStatus.v1.json").read_bytes())
+    with pytest.raises(DecodeError, match="schema-invalid"):
+        codec.decode_command(json.dumps({**good, "colour": "red"}).encode())
+    with pytest.raises(DecodeError, match="schema-invalid"):
+        codec.decode_command(json.dumps({**good, "at": "2026-11-23T09:00:05"}).encode())
+    with pytest.raises(DecodeError, match="schema-invalid"):
+        codec.decode_command(json.dumps({**good, "eventType": "Nope"}).encode())
+
+
+def test_upcasters_run_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    def v1_to_v2(payload: dict[str, object]) -> dict[str, object]:
+        payload = dict(payload)
+        payload["status"] = payload.pop("state")
+        return payload
+
+    monkeypatch.setattr(codec, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(codec.UPCASTERS, ("UpdateStatus", 1), v1_to_v2)
+    upcast = codec.upcast({"eventType": "UpdateStatus", "schemaVersion": 1, "state": "SENT"})
+    assert upcast == {"eventType": "UpdateStatus", "schemaVersion": 2, "status": "SENT"}
+    with pytest.raises(DecodeError, match="no upcaster for CancelMessage v1"):
+        codec.upcast({"eventType": "CancelMessage", "schemaVersion": 1})
+
+
+def test_record_and_status_change_round_trip() -> None:
+    event = codec.decode_send_result((FIXTURES / "SendRecorded.v1.json").read_bytes())
+    record, (change,) = fold(None, event)
+    assert record is not None
+    assert codec.decode_record(codec.encode_record(record)) == record
+    body = json.loads(codec.encode_status_changed(change))  # type: ignore[arg-type]
+    assert body["previousStatus"] is None
+    assert body["status"] == TrackingStatus.SENT
+    assert body["eventId"] == "order-1234-sms:1"
+    assert body["record"]["messageId"] == "order-1234-sms"
+    assert codec.StatusChangedAdapter.validate_json(codec.encode_status_changed(change)) == change
