@@ -39,11 +39,13 @@ class DeliveryTrackApp(faust.App):
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     settings = settings or Settings()
+    faust_dir = settings.data_dir / settings.app_id / "faust"
+    faust_dir.parent.mkdir(parents=True, exist_ok=True)
     app = DeliveryTrackApp(
         settings.app_id,
         broker=settings.broker,
         store="rocksdb://",
-        datadir=str(settings.data_dir / settings.app_id / "faust"),
+        datadir=str(faust_dir),
         web_enabled=True,
         web_host=settings.web_host,
         web_port=settings.web_port,

@@ -155,6 +155,7 @@ class FoldEngine:
             max_poll_interval_ms=600_000,
         )
         await self._producer.start()
+        await self._partitions(self.topics.send_results)
         self._consumer.subscribe(topics=list(self.topics.fold_inputs), listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="fold-engine")

@@ -1,0 +1,248 @@
+"""Integration fixtures: per-test settings (fresh topics, group, state), a worker process,
+and small Kafka read/write helpers. Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from deliverytrack.models.codec import encode
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.topics import Topics
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def settings_factory(kafka_broker: Any, tmp_path: Path) -> SettingsFactory:
+    """Settings with a fresh topic prefix, app id (consumer group) and data dir per test."""
+    tag = uuid.uuid4().hex[:8]
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "broker": kafka_broker.url,
+            "app_id": f"dt-{tag}",
+            "topic_prefix": f"t{tag}.",
+            "data_dir": tmp_path / "data",
+            "web_port": free_port(),
+            "partitions": 4,
+            "consumer_session_timeout_ms": 6_000,
+            "consumer_heartbeat_interval_ms": 500,
+            "fold_batch_timeout_ms": 20,
+            "producer_linger_ms": 5,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("DELIVERYTRACK_") or key == "DELIVERYTRACK_KAFKA_HOME"
+    }
+    for name, value in settings.model_dump(exclude={"polling"}).items():
+        env[f"DELIVERYTRACK_{name.upper()}"] = str(value)
+    for name, value in settings.polling.model_dump().items():
+        if isinstance(value, tuple):
+            value = orjson.dumps(list(value)).decode()
+        env[f"DELIVERYTRACK_POLLING__{name.upper()}"] = str(value)
+    return env
+
+
+class WorkerProcess:
+    """``python -m deliverytrack worker`` as a child process, as a user runs it."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def start(self, timeout: float = 60.0) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deliverytrack", "worker"],
+            cwd=ROOT,
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            status, _ = self.http_get("/health")
+            if status == 200:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def http_get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=5) as response:  # noqa: S310
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read() or b"null")
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, None
+
+    def record(
+        self, message_id: str, until: Callable[[Any], bool] = bool, timeout: float = 15.0
+    ) -> Any:
+        """GET /records/{messageId} until ``until(body)`` holds (the table trails the topic)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = self.http_get(f"/records/{message_id}")
+            if status == 200 and until(body):
+                return body
+            if time.monotonic() > deadline:
+                pytest.fail(f"record {message_id}: last answer {status} {body}")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 80) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def worker_factory(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def make(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.kill()
+
+
+class KafkaIO:
+    """Produce events with the right keys; read topics from the beginning with a deadline."""
+
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.producer = producer
+
+    async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:
+        if isinstance(value, bytes) or value is None:
+            raw = value
+        elif isinstance(value, dict):
+            raw = orjson.dumps(value)
+        else:
+            raw = encode(value)
+        key_bytes = key.encode() if isinstance(key, str) else key
+        await self.producer.send_and_wait(topic, raw, key=key_bytes)
+
+    async def read(
+        self,
+        topic: str,
+        until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
+        timeout: float = 30.0,
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Everything on ``topic`` so far, once ``until(messages)`` holds (or fail)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = await asyncio.wait_for(self.producer.partitions_for(topic), timeout)
+            deadline = time.monotonic() + timeout
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            messages: list[ConsumerRecord[bytes, bytes]] = []
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    messages.extend(records)
+                if until(messages):
+                    return messages
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"timed out after {timeout}s reading {topic}: {len(messages)} messages"
+                    )
+        finally:
+            await consumer.stop()
+
+    async def read_json(
+        self, topic: str, until: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
+        messages = await self.read(
+            topic, lambda ms: until([orjson.loads(m.value) for m in ms]), timeout
+        )
+        return [orjson.loads(m.value) for m in messages]
+
+
+@pytest.fixture
+async def kafka_io_factory() -> AsyncIterator[Callable[[Settings], KafkaIO]]:
+    producers: list[AIOKafkaProducer] = []
+    clients: dict[str, KafkaIO] = {}
+
+    async def make(settings: Settings) -> KafkaIO:
+        if settings.topic_prefix not in clients:
+            producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=2)
+            await producer.start()
+            producers.append(producer)
+            clients[settings.topic_prefix] = KafkaIO(settings, producer)
+        return clients[settings.topic_prefix]
+
+    yield make  # type: ignore[misc]
+    for producer in producers:
+        await producer.stop()
