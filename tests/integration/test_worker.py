@@ -77,8 +77,10 @@ async def test_send_results_commands_and_dead_letters(
 
     changes = await io.read_json(
         topics.status_changes,
-        lambda es: any(e["messageId"] == "m-sched" and e["status"] == "CANCELLED" for e in es)
-        and any(e["messageId"] == "m-after" for e in es),
+        lambda es: (
+            any(e["messageId"] == "m-sched" and e["status"] == "CANCELLED" for e in es)
+            and any(e["messageId"] == "m-after" for e in es)
+        ),
     )
     sent_changes = changes_for(changes, "m-sent")
     assert [(e["previousStatus"], e["status"]) for e in sent_changes] == [
