@@ -16,9 +16,12 @@ from deliverytrack.models.events import (
     SCHEMA_VERSION,
     CancelMessage,
     DeadLetter,
+    DueCheckIssued,
+    PollRequested,
     ProviderReportReceived,
     SendRecorded,
     StatusChanged,
+    StatusObserved,
     StopTracking,
     UpdateStatus,
 )
@@ -28,6 +31,9 @@ CommandAdapter: TypeAdapter[UpdateStatus | CancelMessage | StopTracking] = TypeA
     Annotated[UpdateStatus | CancelMessage | StopTracking, Field(discriminator="event_type")]
 )
 SendRecordedAdapter: TypeAdapter[SendRecorded] = TypeAdapter(SendRecorded)
+DueCheckAdapter: TypeAdapter[DueCheckIssued] = TypeAdapter(DueCheckIssued)
+PollRequestAdapter: TypeAdapter[PollRequested] = TypeAdapter(PollRequested)
+ObservationAdapter: TypeAdapter[StatusObserved] = TypeAdapter(StatusObserved)
 ProviderReportAdapter: TypeAdapter[ProviderReportReceived] = TypeAdapter(ProviderReportReceived)
 StatusChangedAdapter: TypeAdapter[StatusChanged] = TypeAdapter(StatusChanged)
 DeadLetterAdapter: TypeAdapter[DeadLetter] = TypeAdapter(DeadLetter)
@@ -108,6 +114,18 @@ def decode_provider_report(raw: bytes | None) -> ProviderReportReceived:
     return _validate(
         ProviderReportAdapter, upcast(parse_json_object(raw), "ProviderReportReceived")
     )
+
+
+def decode_due_check(raw: bytes | None) -> DueCheckIssued:
+    return _validate(DueCheckAdapter, upcast(parse_json_object(raw), "DueCheckIssued"))
+
+
+def decode_poll_request(raw: bytes | None) -> PollRequested:
+    return _validate(PollRequestAdapter, upcast(parse_json_object(raw), "PollRequested"))
+
+
+def decode_observation(raw: bytes | None) -> StatusObserved:
+    return _validate(ObservationAdapter, upcast(parse_json_object(raw), "StatusObserved"))
 
 
 def encode(model: BaseModel) -> bytes:

@@ -124,6 +124,77 @@ class ProviderReportReceived(Event):
     raw: JsonObject | None = None
 
 
+# --- internal: due checks, poll requests, observations (key: messageId) -------------------------
+
+
+class DueCheckIssued(Event):
+    """A timer found the record due at ``dueAt`` while scanning at ``issuedAt`` (its clock)."""
+
+    event_type: Literal["DueCheckIssued"] = "DueCheckIssued"
+    message_id: NonEmptyStr
+    due_at: UtcDatetime
+    issued_at: UtcDatetime
+
+
+class ProviderStatus(Frozen):
+    """k-msg ``DeliveryStatusResult``: what a provider's status API said."""
+
+    status: TrackingStatus
+    status_code: str | None = None
+    status_message: str | None = None
+    sent_at: UtcDatetime | None = None
+    delivered_at: UtcDatetime | None = None
+    failed_at: UtcDatetime | None = None
+    raw: JsonObject | None = None
+
+
+class PollRequested(Event):
+    """The fold leased a due record to the poller: ask the provider, answer with ``checkSeq``."""
+
+    event_type: Literal["PollRequested"] = "PollRequested"
+    message_id: NonEmptyStr
+    check_seq: int = Field(ge=1)
+    provider_id: NonEmptyStr
+    provider_message_id: NonEmptyStr
+    type: MessageType
+    to: str
+    requested_at: UtcDatetime
+    scheduled_at: UtcDatetime | None = None
+    due_at: UtcDatetime
+    issued_at: UtcDatetime
+
+
+ObservationOutcome = Literal["result", "not_yet", "error", "provider_not_found", "unsupported"]
+
+
+class ProviderErrorInfo(Frozen):
+    code: NonEmptyStr
+    message: str = ""
+    retryable: bool
+    http_status: int | None = None
+
+
+class StatusObserved(Event):
+    """What the poller saw for one poll request (its ``checkSeq``), at ``observedAt``."""
+
+    event_type: Literal["StatusObserved"] = "StatusObserved"
+    message_id: NonEmptyStr
+    check_seq: int = Field(ge=1)
+    provider_id: NonEmptyStr
+    outcome: ObservationOutcome
+    observed_at: UtcDatetime
+    result: ProviderStatus | None = None
+    error: ProviderErrorInfo | None = None
+
+    @model_validator(mode="after")
+    def _outcome_has_its_payload(self) -> StatusObserved:
+        if (self.outcome == "result") != (self.result is not None):
+            raise ValueError("result is required exactly when outcome is 'result'")
+        if (self.outcome == "error") != (self.error is not None):
+            raise ValueError("error is required exactly when outcome is 'error'")
+        return self
+
+
 # --- deliverytrack.status-changes (key: messageId) -----------------------------------------------
 
 
@@ -171,7 +242,9 @@ class DeadLetter(Frozen):
 
 
 CommandEvent = UpdateStatus | CancelMessage | StopTracking
-MessageEvent = SendRecorded | UpdateStatus | CancelMessage | StopTracking
+MessageEvent = (
+    SendRecorded | UpdateStatus | CancelMessage | StopTracking | DueCheckIssued | StatusObserved
+)
 """Everything the fold accepts, keyed by messageId."""
 
 

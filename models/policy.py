@@ -22,6 +22,8 @@ class PollingPolicy(BaseModel):
     max_tracking_duration_ms: int = Field(default=86_400_000, ge=0)
     unsupported_provider_strategy: Literal["skip", "unknown"] = "skip"
     provider_timeout_ms: int = Field(default=10_000, ge=1)
+    # How long a poll may stay unanswered before the record is due again (a lost request).
+    lease_ms: int = Field(default=60_000, ge=1)
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""

@@ -65,6 +65,9 @@ class TrackingRecord(Frozen):
     retention_class: RetentionClass | None = None
     retention_bucket_ym: int | None = None
     tracking_stopped_at: UtcDatetime | None = None
+    # Polling lease: set when a poll is handed to the poller, cleared by its observation.
+    check_seq: int = Field(default=0, ge=0, description="Number of polls handed out")
+    check_lease_until: UtcDatetime | None = None
     # deliverytrack's own bookkeeping
     sequence: int = Field(default=0, ge=0, description="Number of applied transitions")
     status_history: tuple[StatusHistoryEntry, ...] = ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from deliverytrack.models.enums import is_pollable
 from deliverytrack.models.records import TrackingRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -33,10 +34,19 @@ def upper_bound(now: datetime) -> bytes:
     return (epoch_ms(now) + 1).to_bytes(_WIDTH, "big")
 
 
-def due_key_of(record: TrackingRecord | None) -> bytes | None:
-    if record is None or record.next_check_at is None:
+def effective_due(record: TrackingRecord) -> datetime | None:
+    """When the timer should next look at the record: the lease expiry while a poll is in
+    flight (so a lost poll is retried), else ``nextCheckAt``; never for unpolled records."""
+    if not is_pollable(record.status) or record.tracking_stopped_at is not None:
         return None
-    return due_key(record.next_check_at, record.message_id)
+    return record.check_lease_until or record.next_check_at
+
+
+def due_key_of(record: TrackingRecord | None) -> bytes | None:
+    if record is None:
+        return None
+    due = effective_due(record)
+    return None if due is None else due_key(due, record.message_id)
 
 
 def due_index_change(

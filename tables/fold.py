@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, assert_never
+from typing import Any, TypeVar, assert_never
 
 from deliverytrack.models.common import ErrorInfo, JsonObject
 from deliverytrack.models.enums import (
@@ -22,17 +22,23 @@ from deliverytrack.models.enums import (
 )
 from deliverytrack.models.events import (
     CancelMessage,
+    DueCheckIssued,
     EventRejected,
     MessageEvent,
+    PollRequested,
+    ProviderStatus,
     SendRecorded,
     StatusChanged,
+    StatusObserved,
     StopTracking,
     UpdateStatus,
 )
 from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
+from deliverytrack.tables.due_index import effective_due, epoch_ms
 
-Emitted = StatusChanged | EventRejected
+T = TypeVar("T")
+Emitted = StatusChanged | EventRejected | PollRequested
 FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
 
 # How many recent input eventIds a record remembers to drop duplicates. Structural guards
@@ -41,6 +47,10 @@ REMEMBERED_EVENT_IDS = 64
 
 MISSING_PROVIDER_MESSAGE_ID = ErrorInfo(
     code="MISSING_PROVIDER_MESSAGE_ID", message="providerMessageId missing"
+)
+TRACKING_TIMEOUT = ErrorInfo(code="TRACKING_TIMEOUT", message="max tracking duration exceeded")
+UNSUPPORTED_PROVIDER = ErrorInfo(
+    code="UNSUPPORTED_PROVIDER", message="Provider has no getDeliveryStatus()"
 )
 
 
@@ -74,6 +84,10 @@ def fold(
             return _cancel(record, event)
         case StopTracking():
             return _stop_tracking(record, event)
+        case DueCheckIssued():
+            return _due_check(record, event, policy)
+        case StatusObserved():
+            return _observed(record, event, policy)
         case _:
             assert_never(event)
 
@@ -216,10 +230,180 @@ def _stop_tracking(record: TrackingRecord | None, event: StopTracking) -> FoldRe
         update={
             "tracking_stopped_at": event.at,
             "next_check_at": None,
+            "check_lease_until": None,
             "processed_event_ids": _remember(record, event.event_id),
         }
     )
     return new, ()
+
+
+# --- polling (kmsg-behaviour.md 3.3) -----------------------------------------------------------
+
+
+def _due_check(
+    record: TrackingRecord | None, event: DueCheckIssued, policy: PollingPolicy
+) -> FoldResult:
+    """A timer saw the record due. Stale checks (the due time moved, or the record is not
+    polled any more) change nothing; otherwise apply the rules that need no provider, or lease
+    the record to the poller: the next tick will not see it due again until the lease ends."""
+    if record is None:
+        return None, ()
+    due = effective_due(record)
+    if due is None or epoch_ms(due) != epoch_ms(event.due_at):
+        return record, ()
+    now = event.issued_at
+    checked: dict[str, Any] = {
+        "attempt_count": record.attempt_count + 1,
+        "last_checked_at": now,
+        "check_lease_until": None,
+    }
+    if not record.provider_message_id:
+        return _give_up(record, event.event_id, now, MISSING_PROVIDER_MESSAGE_ID, checked)
+    if record.scheduled_at is not None:
+        grace_end = record.scheduled_at + timedelta(milliseconds=policy.scheduled_grace_ms)
+        if now < grace_end:
+            checked["next_check_at"] = grace_end
+            return _changed(record, event.event_id, checked), ()
+        tracking_start = grace_end
+    else:
+        tracking_start = record.requested_at
+    max_ms = policy.max_tracking_duration_ms
+    if max_ms > 0 and now - tracking_start > timedelta(milliseconds=max_ms):
+        return _give_up(record, event.event_id, now, TRACKING_TIMEOUT, checked)
+    check_seq = record.check_seq + 1
+    lease_until = now + timedelta(milliseconds=policy.lease_ms)
+    leased = _changed(
+        record, event.event_id, {"check_seq": check_seq, "check_lease_until": lease_until}
+    )
+    request = PollRequested(
+        event_id=f"{record.message_id}:poll:{check_seq}",
+        message_id=record.message_id,
+        check_seq=check_seq,
+        provider_id=record.provider_id,
+        provider_message_id=record.provider_message_id,
+        type=record.type,
+        to=record.to,
+        requested_at=record.requested_at,
+        scheduled_at=record.scheduled_at,
+        due_at=event.due_at,
+        issued_at=now,
+    )
+    return leased, (request,)
+
+
+def _observed(
+    record: TrackingRecord | None, event: StatusObserved, policy: PollingPolicy
+) -> FoldResult:
+    """Reconcile what the poller saw. Only the answer to the current lease counts."""
+    if record is None:
+        return None, ()
+    if record.check_lease_until is None or event.check_seq != record.check_seq:
+        return record, ()
+    now = event.observed_at
+    attempts = record.attempt_count + 1
+    checked: dict[str, Any] = {
+        "attempt_count": attempts,
+        "last_checked_at": now,
+        "check_lease_until": None,
+    }
+    backoff = now + timedelta(milliseconds=policy.backoff_delay_ms(attempts))
+    match event.outcome:
+        case "provider_not_found":
+            error = ErrorInfo(
+                code="PROVIDER_NOT_FOUND", message=f"Provider not found: {event.provider_id}"
+            )
+            return _give_up(record, event.event_id, now, error, checked)
+        case "unsupported":
+            if policy.unsupported_provider_strategy == "unknown":
+                return _give_up(record, event.event_id, now, UNSUPPORTED_PROVIDER, checked)
+            checked.update(last_error=UNSUPPORTED_PROVIDER, next_check_at=backoff)
+            return _changed(record, event.event_id, checked), ()
+        case "error":
+            observed = _present(event.error)
+            error = ErrorInfo(code=observed.code, message=observed.message)
+            if not observed.retryable:
+                return _give_up(record, event.event_id, now, error, checked)
+            checked.update(last_error=error, next_check_at=backoff)
+            return _changed(record, event.event_id, checked), ()
+        case "not_yet":
+            checked.update(last_error=None, next_check_at=backoff)
+            return _changed(record, event.event_id, checked), ()
+        case "result":
+            return _apply_result(record, event, _present(event.result), checked, backoff)
+        case _:
+            assert_never(event.outcome)
+
+
+def _apply_result(
+    record: TrackingRecord,
+    event: StatusObserved,
+    result: ProviderStatus,
+    checked: dict[str, Any],
+    backoff: datetime,
+) -> FoldResult:
+    checked["last_error"] = None
+    if result.status_code:
+        checked["provider_status_code"] = result.status_code
+    if result.status_message:
+        checked["provider_status_message"] = result.status_message
+    for field in ("sent_at", "delivered_at", "failed_at"):
+        value = getattr(result, field)
+        if value is not None:
+            checked[field] = value
+    if result.raw is not None:
+        checked["raw"] = result.raw
+    checked["next_check_at"] = backoff
+    if not can_transition(record.status, result.status):
+        # Same status, or one we refuse (a regression): keep polling, keep what we learnt.
+        return _changed(record, event.event_id, checked), ()
+    details: dict[str, Any] = {}
+    if result.status_code:
+        details["statusCode"] = result.status_code
+    if result.status_message:
+        details["statusMessage"] = result.status_message
+    return _apply_transition(
+        record,
+        status=result.status,
+        at=event.observed_at,
+        source=StatusSource.PROVIDER,
+        event_id=event.event_id,
+        provider=event.provider_id,
+        details=details or None,
+        updates=checked,
+    )
+
+
+def _give_up(
+    record: TrackingRecord,
+    event_id: str,
+    at: datetime,
+    error: ErrorInfo,
+    checked: dict[str, Any],
+) -> FoldResult:
+    """k-msg's terminal UNKNOWN outcomes (timeout, missing id, provider not found, ...)."""
+    if not can_transition(record.status, TrackingStatus.UNKNOWN):
+        return _changed(record, event_id, checked), ()
+    return _apply_transition(
+        record,
+        status=TrackingStatus.UNKNOWN,
+        at=at,
+        source=StatusSource.SYSTEM,
+        event_id=event_id,
+        details={"code": error.code, "message": error.message},
+        updates={**checked, "last_error": error},
+    )
+
+
+def _present(value: T | None) -> T:
+    """StatusObserved's validator guarantees the payload of each outcome."""
+    if value is None:
+        raise ValueError("observation is missing the payload of its outcome")
+    return value
+
+
+def _changed(record: TrackingRecord, event_id: str, updates: dict[str, Any]) -> TrackingRecord:
+    """The record with ``updates`` and the event remembered; no status change."""
+    return record.model_copy(update={**updates, "processed_event_ids": _remember(record, event_id)})
 
 
 # --- shared ----------------------------------------------------------------------------------
@@ -254,6 +438,7 @@ def _apply_transition(
     )
     if not is_pollable(status) or record.tracking_stopped_at is not None:
         changes["next_check_at"] = None
+        changes["check_lease_until"] = None
     new = record.model_copy(update=changes)
     return new, (_status_changed(new, record.status, entry),)
 

@@ -89,3 +89,38 @@ def alimtalk_send_factory(message_id: str = "msg-ak", **extra: Any) -> SendRecor
         warnings=(SendWarning(code="FAILOVER_PARTIAL_PROVIDER", message="partial"),),
         **extra,
     )
+
+
+def due_check_factory(record: Any, issued_at: datetime, due_at: datetime | None = None) -> Any:
+    from deliverytrack.models.events import DueCheckIssued
+    from deliverytrack.tables.due_index import effective_due
+
+    due = due_at or effective_due(record)
+    assert due is not None
+    return DueCheckIssued(
+        event_id=next_event_id("due"),
+        message_id=record.message_id,
+        due_at=due,
+        issued_at=issued_at,
+    )
+
+
+def observed_factory(
+    record: Any,
+    outcome: str,
+    observed_at: datetime,
+    *,
+    check_seq: int | None = None,
+    **extra: Any,
+) -> Any:
+    from deliverytrack.models.events import StatusObserved
+
+    return StatusObserved(
+        event_id=next_event_id("obs"),
+        message_id=record.message_id,
+        check_seq=check_seq if check_seq is not None else record.check_seq,
+        provider_id=record.provider_id,
+        outcome=outcome,
+        observed_at=observed_at,
+        **extra,
+    )

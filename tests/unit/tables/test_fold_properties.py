@@ -10,9 +10,12 @@ from hypothesis import strategies as st
 from deliverytrack.models.enums import FINAL_STATUSES, FORWARD_RANK, TrackingStatus
 from deliverytrack.models.events import (
     CancelMessage,
+    DueCheckIssued,
     MessageEvent,
+    PollRequested,
     SendRecorded,
     StatusChanged,
+    StatusObserved,
     StopTracking,
     UpdateStatus,
 )
@@ -22,13 +25,18 @@ from tests.factories import T0
 
 MESSAGE_IDS = ["m-a", "m-b"]
 statuses = st.sampled_from(list(TrackingStatus))
-offsets = st.integers(min_value=0, max_value=10_000).map(lambda s: T0 + timedelta(seconds=s))
+# Coarse times so that due checks often hit a record's due time exactly.
+offsets = st.integers(min_value=0, max_value=40).map(lambda i: T0 + timedelta(seconds=30 * i))
 event_ids = st.integers(min_value=0, max_value=30).map(lambda i: f"e-{i}")
 
 
 @st.composite
 def message_events(draw: st.DrawFn) -> MessageEvent:
-    kind = draw(st.sampled_from(["send", "update", "update", "update", "cancel", "stop"]))
+    kind = draw(
+        st.sampled_from(
+            ["send", "update", "update", "update", "cancel", "stop", "due", "due", "obs", "obs"]
+        )
+    )
     message_id = draw(st.sampled_from(MESSAGE_IDS))
     event_id = draw(event_ids)
     at = draw(offsets)
@@ -45,6 +53,24 @@ def message_events(draw: st.DrawFn) -> MessageEvent:
         )
     if kind == "update":
         return UpdateStatus(event_id=event_id, message_id=message_id, status=draw(statuses), at=at)
+    if kind == "due":
+        return DueCheckIssued(
+            event_id=event_id, message_id=message_id, due_at=draw(offsets), issued_at=at
+        )
+    if kind == "obs":
+        outcome = draw(
+            st.sampled_from(["result", "not_yet", "error", "provider_not_found", "unsupported"])
+        )
+        return StatusObserved(
+            event_id=event_id,
+            message_id=message_id,
+            check_seq=draw(st.integers(min_value=1, max_value=3)),
+            provider_id="p",
+            outcome=outcome,
+            observed_at=at,
+            result={"status": draw(statuses), "statusCode": "c"} if outcome == "result" else None,
+            error={"code": "E", "retryable": draw(st.booleans())} if outcome == "error" else None,
+        )
     if kind == "cancel":
         return CancelMessage(event_id=event_id, message_id=message_id, at=at)
     return StopTracking(event_id=event_id, message_id=message_id, at=at)
@@ -84,6 +110,10 @@ def test_status_never_regresses(events: list[MessageEvent]) -> None:
             assert changes[0].previous_status == old.status
         if old is not None and new is not None and new.status == old.status:
             assert changes == []
+        polls = [e for e in emitted if isinstance(e, PollRequested)]
+        if polls:
+            assert isinstance(event, DueCheckIssued) and new is not None
+            assert new.check_lease_until is not None
         if new is not None:
             # History and sequence agree with what was published.
             assert new.sequence == len(new.status_history)
