@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from deliverytrack.models.enums import StatusSource, TrackingStatus
 from deliverytrack.models.events import PollRequested, StatusChanged
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.due_index import due_key_of, effective_due
 from deliverytrack.tables.fold import fold
@@ -24,14 +24,16 @@ S = TrackingStatus
 SECOND = timedelta(seconds=1)
 
 
-def sent_record(policy: PollingPolicy = PollingPolicy(), **extra: object) -> TrackingRecord:
+def sent_record(policy: PollingPolicy = DEFAULT_POLICY, **extra: object) -> TrackingRecord:
     record, _ = fold(None, send_recorded_factory(**extra), policy)  # type: ignore[arg-type]
     assert record is not None
     return record
 
 
-def lease(record: TrackingRecord, now: object, policy: PollingPolicy = PollingPolicy()):  # type: ignore[no-untyped-def]
-    leased, emitted = fold(record, due_check_factory(record, now), policy)  # type: ignore[arg-type]
+def lease(
+    record: TrackingRecord, now: datetime, policy: PollingPolicy = DEFAULT_POLICY
+) -> tuple[TrackingRecord, tuple[object, ...]]:
+    leased, emitted = fold(record, due_check_factory(record, now), policy)
     assert leased is not None
     return leased, emitted
 
