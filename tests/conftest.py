@@ -1,0 +1,59 @@
+"""Shared pytest fixtures.
+
+Kafka: the session-scoped ``kafka_broker`` fixture starts one real single-node KRaft broker
+(jars fetched from Maven Central with ``mvn`` on first use and cached) for every test that asks
+for it. Set ``DELIVERYTRACK_TEST_BROKER=127.0.0.1:9092`` (or ``kafka://127.0.0.1:9092``) to use an
+already running broker instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from deliverytrack.streams.kafka_broker import BrokerInfo, KafkaBroker
+
+TEST_BROKER_ENV = "DELIVERYTRACK_TEST_BROKER"
+
+
+@dataclass(frozen=True)
+class ExternalBroker:
+    """A broker started outside the test session (``$DELIVERYTRACK_TEST_BROKER``)."""
+
+    bootstrap_servers: str
+
+    @property
+    def url(self) -> str:
+        return "kafka://" + self.bootstrap_servers.split(",")[0]
+
+
+def _external_broker() -> ExternalBroker | None:
+    value = os.environ.get(TEST_BROKER_ENV, "").strip()
+    if not value:
+        return None
+    servers = ",".join(part.strip().removeprefix("kafka://") for part in value.split(","))
+    return ExternalBroker(servers)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerInfo]:
+    """One real Kafka broker for the whole session; failing to start it fails the test."""
+    external = _external_broker()
+    if external is not None:
+        yield external
+        return
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka"))
+    error: str | None = None
+    try:
+        broker.start()
+    except RuntimeError as exc:
+        error = str(exc)
+    if error is not None:  # fail outside the except block: no chained traceback noise
+        pytest.fail(f"could not start the test Kafka broker:\n{error}", pytrace=False)
+    try:
+        yield broker
+    finally:
+        broker.stop()
