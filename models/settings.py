@@ -5,10 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deliverytrack.models.policy import PollingPolicy
+
+
+class ProviderConfig(BaseModel):
+    """One provider's status API. ``kind`` selects the adapter; ``none`` has no status API
+    (polling it is UNSUPPORTED_PROVIDER, handled by ``unsupportedProviderStrategy``)."""
+
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, alias_generator=to_camel, extra="forbid"
+    )
+
+    kind: Literal["simulated", "none"]
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    timeout_ms: int | None = Field(default=None, ge=1)
 
 
 class Settings(BaseSettings):
@@ -43,6 +59,11 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     polling: PollingPolicy = PollingPolicy()
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict,
+        description="providerId -> status API, e.g. "
+        '{"sim": {"kind": "simulated", "baseUrl": "http://127.0.0.1:8089"}}',
+    )
 
     @field_validator("broker")
     @classmethod

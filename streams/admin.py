@@ -17,9 +17,8 @@ COMPACT_ONLY = {"cleanup.policy": "compact"}
 
 
 async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> None:
-    """Create missing topics. Existing ones are left as they are (their partition count wins)."""
-    wanted: dict[str, dict[str, str]] = {name: {} for name in topics.public}
-    wanted[topics.records_changelog] = COMPACT_ONLY
+    """Create missing topics. Existing ones are left as they are, but the internal topics and
+    the changelog always get the partition count of send-results (they are co-partitioned)."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
     )
@@ -33,22 +32,39 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
                 raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
             await asyncio.sleep(0.5)
     try:
-        existing = set(await admin.list_topics())
-        missing = [
-            NewTopic(
-                name=name,
-                num_partitions=settings.partitions,
-                replication_factor=settings.replication_factor,
-                topic_configs=config,
-            )
-            for name, config in wanted.items()
-            if name not in existing
-        ]
-        if missing:
-            try:
-                await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # another worker created them at the same time
-            log.info("created topics %s", [topic.name for topic in missing])
+        await _create_missing(admin, settings, {name: {} for name in topics.public})
+        partitions = settings.partitions
+        described = await admin.describe_topics([topics.send_results])
+        if described and described[0].get("partitions"):
+            partitions = len(described[0]["partitions"])
+        internal: dict[str, dict[str, str]] = {name: {} for name in topics.internal}
+        internal[topics.records_changelog] = COMPACT_ONLY
+        await _create_missing(admin, settings, internal, partitions)
     finally:
         await admin.close()
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    wanted: dict[str, dict[str, str]],
+    partitions: int | None = None,
+) -> None:
+    existing = set(await admin.list_topics())
+    missing = [
+        NewTopic(
+            name=name,
+            num_partitions=partitions or settings.partitions,
+            replication_factor=settings.replication_factor,
+            topic_configs=config,
+        )
+        for name, config in wanted.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    try:
+        await admin.create_topics(missing)
+    except TopicAlreadyExistsError:
+        pass  # another worker created them at the same time
+    log.info("created topics %s", [topic.name for topic in missing])

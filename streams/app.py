@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 from mode import Service
 
-from deliverytrack.models.codec import encode
+from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.poller import Poller, utc_now
+from deliverytrack.streams.providers.base import StatusProvider
+from deliverytrack.streams.providers.registry import build_registry, close_registry
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +23,19 @@ log = logging.getLogger(__name__)
 class FoldService(Service):
     """Runs the fold engine for as long as the Faust worker runs."""
 
-    def __init__(self, engine: FoldEngine, **kwargs: Any) -> None:
+    def __init__(
+        self, engine: FoldEngine, providers: Mapping[str, StatusProvider], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.engine = engine
+        self.providers = providers
 
     async def on_start(self) -> None:
         await self.engine.start()
 
     async def on_stop(self) -> None:
         await self.engine.stop()
+        await close_registry(self.providers)
 
 
 class DeliveryTrackApp(faust.App):
@@ -35,6 +43,7 @@ class DeliveryTrackApp(faust.App):
 
     settings: Settings
     engine: FoldEngine
+    poller: Poller
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -60,13 +69,47 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     )
     app.settings = settings
     app.engine = FoldEngine(settings)
-    app.service(FoldService(app.engine))  # type: ignore[arg-type]
+    providers = build_registry(settings)
+    app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
+    app.service(FoldService(app.engine, providers))  # type: ignore[arg-type]
+    _register_polling(app)
     _register_views(app)
     return app
 
 
+def _register_polling(app: DeliveryTrackApp) -> None:
+    engine, poller, policy = app.engine, app.poller, app.settings.polling
+    topics = engine.topics
+    raw = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    poll_requests = app.topic(topics.poll_requests, **raw)  # type: ignore[arg-type]
+    observations = app.topic(topics.observations, **raw)  # type: ignore[arg-type]
+
+    @app.timer(interval=policy.interval_ms / 1000)  # type: ignore[untyped-decorator]
+    async def emit_due_checks() -> None:
+        """Publish due checks for this worker's partitions. Never writes the table."""
+        if engine.ready.is_set():
+            await engine.emit_due_checks(utc_now())
+
+    @app.agent(poll_requests, concurrency=policy.concurrency)
+    async def poll_providers(stream: faust.StreamT[bytes]) -> None:
+        """Ask the provider for each leased record; the fold reconciles the answer."""
+        async for key, value in stream.items():
+            try:
+                request = decode_poll_request(value)
+            except DecodeError as exc:
+                log.error("dropping undecodable poll request %r: %s", key, exc)
+                continue
+            observed = await poller.poll(request)
+            await observations.send(key=key, value=encode(observed))
+
+
 def _register_views(app: DeliveryTrackApp) -> None:
-    engine = app.engine
+    engine, poller = app.engine, app.poller
 
     @app.page("/health")
     class Health(View):
@@ -80,6 +123,10 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "statusChanges": stats.status_changes,
                 "deadLetters": stats.dead_letters,
                 "restored": stats.restored,
+                "dueScans": stats.due_scans,
+                "dueChecks": stats.due_checks,
+                "pollRequests": stats.poll_requests,
+                "providerCalls": poller.calls,
             }
             return self.json(body, status=200 if engine.ready.is_set() else 503)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from typing import Any
@@ -23,11 +24,14 @@ def _settings(overrides: dict[str, Any]) -> Settings:
 def _worker(args: argparse.Namespace) -> int:
     import faust
 
+    from deliverytrack.streams.admin import ensure_topics
     from deliverytrack.streams.app import create_app
+    from deliverytrack.streams.topics import Topics
 
     settings = _settings(
         {"broker": args.broker, "data_dir": args.data_dir, "web_port": args.web_port}
     )
+    asyncio.run(ensure_topics(settings, Topics.from_prefix(settings.topic_prefix, settings.app_id)))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -45,19 +45,29 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from deliverytrack.models.codec import (
     DecodeError,
     decode_command,
+    decode_due_check,
+    decode_observation,
     decode_record,
     decode_send_result,
     encode,
     encode_record,
     encode_status_changed,
 )
-from deliverytrack.models.events import DeadLetter, EventRejected, MessageEvent, StatusChanged
+from deliverytrack.models.events import (
+    DeadLetter,
+    DueCheckIssued,
+    EventRejected,
+    MessageEvent,
+    PollRequested,
+    StatusChanged,
+)
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.store import PartitionStore, Position
 from deliverytrack.streams.topics import Topics
+from deliverytrack.tables.due_index import epoch_ms, from_epoch_ms
 from deliverytrack.tables.fold import fold
 
 log = logging.getLogger(__name__)
@@ -79,6 +89,9 @@ class EngineStats:
     batches: int = 0
     changelog_writes: int = 0
     restored: int = 0
+    poll_requests: int = 0
+    due_checks: int = 0
+    due_scans: int = 0
 
 
 @dataclass(slots=True)
@@ -114,6 +127,8 @@ class FoldEngine:
         self._decoders: dict[str, Decoder] = {
             self.topics.send_results: decode_send_result,
             self.topics.commands: decode_command,
+            self.topics.due_checks: decode_due_check,
+            self.topics.observations: decode_observation,
         }
         self._rank = {topic: rank for rank, topic in enumerate(self.topics.fold_inputs)}
         self._lock = asyncio.Lock()
@@ -209,6 +224,37 @@ class FoldEngine:
         store = self._stores.get(self.partition_of(message_id))
         return None if store is None else store.get(message_id)
 
+    # --- due checks (called by the timer; publishes events, never writes the table) ----------
+
+    async def emit_due_checks(self, now: datetime) -> int:
+        """Scan the due index of the partitions this worker owns, oldest first, and publish up
+        to ``batchSize`` due checks. Costs O(records due), not O(records tracked)."""
+        limit = self.policy.batch_size
+        self.stats.due_scans += 1
+        found: list[tuple[int, str]] = []
+        for store in list(self._stores.values()):
+            found.extend(store.due(now, limit))
+        found.sort()
+        issued_ms = epoch_ms(now)
+        outputs = [
+            _Output(
+                self.topics.due_checks,
+                message_id.encode(),
+                encode(
+                    DueCheckIssued(
+                        event_id=f"{message_id}:due:{due_ms}:{issued_ms}",
+                        message_id=message_id,
+                        due_at=from_epoch_ms(due_ms),
+                        issued_at=now,
+                    )
+                ),
+            )
+            for due_ms, message_id in found[:limit]
+        ]
+        await self._publish(outputs)
+        self.stats.due_checks += len(outputs)
+        return len(outputs)
+
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -279,6 +325,7 @@ class FoldEngine:
         current: dict[str, TrackingRecord | None] = {}
         changed: set[str] = set()
         status_topic = self.topics.status_changes
+        poll_topic = self.topics.poll_requests
         policy = self.policy
         for msg in records:
             self.stats.events += 1
@@ -319,6 +366,9 @@ class FoldEngine:
                 if isinstance(out, StatusChanged):
                     outputs.append(_Output(status_topic, msg.key, encode_status_changed(out)))
                     self.stats.status_changes += 1
+                elif isinstance(out, PollRequested):
+                    outputs.append(_Output(poll_topic, msg.key, encode(out)))
+                    self.stats.poll_requests += 1
                 elif isinstance(out, EventRejected):
                     outputs.append(self._dead_letter(msg, out.reason, out.detail))
         result: dict[str, Change] = {}

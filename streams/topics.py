@@ -13,6 +13,9 @@ class Topics:
     status_changes: str
     dead_letters: str
     records_changelog: str
+    due_checks: str
+    poll_requests: str
+    observations: str
 
     @classmethod
     def from_prefix(cls, prefix: str, app_id: str) -> Topics:
@@ -24,12 +27,20 @@ class Topics:
             dead_letters=f"{prefix}dead-letters",
             # Internal, owned by the app: compact-only (never delete-retention).
             records_changelog=f"{prefix}{app_id}-records_by_message_id-changelog",
+            due_checks=f"{prefix}{app_id}-due-checks",
+            poll_requests=f"{prefix}{app_id}-poll-requests",
+            observations=f"{prefix}{app_id}-observations",
         )
 
     @property
     def fold_inputs(self) -> tuple[str, ...]:
         """Topics the fold consumes, all keyed by messageId, in tie-break order."""
-        return (self.send_results, self.commands)
+        return (self.send_results, self.commands, self.observations, self.due_checks)
+
+    @property
+    def internal(self) -> tuple[str, ...]:
+        """Owned by the app; keyed by messageId and co-partitioned with send-results."""
+        return (self.due_checks, self.poll_requests, self.observations)
 
     @property
     def public(self) -> tuple[str, ...]:

@@ -21,6 +21,10 @@ def epoch_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // _MS
 
 
+def from_epoch_ms(ms: int) -> datetime:
+    return _EPOCH + ms * _MS
+
+
 def due_key(due_at: datetime, message_id: str) -> bytes:
     return epoch_ms(due_at).to_bytes(_WIDTH, "big") + message_id.encode()
 

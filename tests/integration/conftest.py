@@ -66,17 +66,17 @@ def settings_factory(kafka_broker: Any, tmp_path: Path) -> SettingsFactory:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as the DELIVERYTRACK_* environment a worker process reads."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("DELIVERYTRACK_") or key == "DELIVERYTRACK_KAFKA_HOME"
     }
-    for name, value in settings.model_dump(exclude={"polling"}).items():
-        env[f"DELIVERYTRACK_{name.upper()}"] = str(value)
-    for name, value in settings.polling.model_dump().items():
-        if isinstance(value, tuple):
-            value = orjson.dumps(list(value)).decode()
-        env[f"DELIVERYTRACK_POLLING__{name.upper()}"] = str(value)
+    for name, value in settings.model_dump(mode="json", by_alias=True).items():
+        if isinstance(value, dict | list):
+            env[f"DELIVERYTRACK_{name.upper()}"] = orjson.dumps(value).decode()
+        else:
+            env[f"DELIVERYTRACK_{name.upper()}"] = str(value)
     return env
 
 
@@ -137,6 +137,25 @@ class WorkerProcess:
             if time.monotonic() > deadline:
                 pytest.fail(f"record {message_id}: last answer {status} {body}")
             time.sleep(0.1)
+
+    async def aget(self, path: str) -> tuple[int, Any]:
+        """``http_get`` without blocking the test's event loop (it may serve a provider)."""
+        return await asyncio.to_thread(self.http_get, path)
+
+    async def arecord(
+        self, message_id: str, until: Callable[[Any], bool] = bool, timeout: float = 15.0
+    ) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            status, body = await self.aget(f"/records/{message_id}")
+            if status == 200 and until(body):
+                return body
+            if time.monotonic() > deadline:
+                pytest.fail(f"record {message_id}: last answer {status} {body}")
+            await asyncio.sleep(0.1)
+
+    async def astart(self, timeout: float = 60.0) -> WorkerProcess:
+        return await asyncio.to_thread(self.start, timeout)
 
     def log_tail(self, lines: int = 80) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,122 @@
+"""The provider status-API protocol (k-msg ``getDeliveryStatus``), asynchronous.
+
+A provider answers a :class:`StatusQuery` with a ``ProviderStatus`` (it knows the status),
+``None`` (no result yet / not found yet), or raises :class:`ProviderError` (retryable or not).
+A provider without a status API sets ``supports_status = False``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from deliverytrack.models.enums import MessageType
+from deliverytrack.models.events import PollRequested, ProviderStatus
+
+# k-msg KMsgErrorCode retryability (packages/core/src/errors.ts, classifyForRetry defaults).
+RETRYABLE_CODES = frozenset(
+    {
+        "NETWORK_ERROR",
+        "RATE_LIMIT_EXCEEDED",
+        "NETWORK_TIMEOUT",
+        "NETWORK_SERVICE_UNAVAILABLE",
+        "PROVIDER_ERROR",
+        "UNKNOWN_ERROR",
+    }
+)
+NON_RETRYABLE_CODES = frozenset(
+    {
+        "INVALID_REQUEST",
+        "AUTHENTICATION_FAILED",
+        "INSUFFICIENT_BALANCE",
+        "TEMPLATE_NOT_FOUND",
+        "MESSAGE_SEND_FAILED",
+        "REQUEST_ABORTED",
+        "CRYPTO_CONFIG_ERROR",
+        "CRYPTO_ENCRYPT_FAILED",
+        "CRYPTO_DECRYPT_FAILED",
+        "CRYPTO_HASH_FAILED",
+        "CRYPTO_POLICY_VIOLATION",
+    }
+)
+
+
+def is_retryable(code: str, http_status: int | None = None) -> bool:
+    """k-msg's order: known codes first, then the HTTP status (>=500, 408, 425, 429)."""
+    if code in RETRYABLE_CODES:
+        return True
+    if code in NON_RETRYABLE_CODES:
+        return False
+    if http_status is not None:
+        return http_status >= 500 or http_status in (408, 425, 429)
+    return False
+
+
+def code_for_http_status(http_status: int) -> str:
+    """A KMsgErrorCode for a bare HTTP failure. Unlike k-msg's IWINV mapping, a gateway
+    502/503/504 is a retryable service-unavailable, not a permanent INVALID_REQUEST."""
+    if http_status in (401, 403):
+        return "AUTHENTICATION_FAILED"
+    if http_status == 429:
+        return "RATE_LIMIT_EXCEEDED"
+    if http_status in (502, 503, 504):
+        return "NETWORK_SERVICE_UNAVAILABLE"
+    if http_status == 408:
+        return "NETWORK_TIMEOUT"
+    if http_status >= 500:
+        return "PROVIDER_ERROR"
+    return "INVALID_REQUEST"
+
+
+class ProviderError(Exception):
+    """A failed status lookup. ``retryable`` decides between backoff and UNKNOWN."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.retryable = is_retryable(code, http_status) if retryable is None else retryable
+
+
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """k-msg ``DeliveryStatusQuery``."""
+
+    provider_message_id: str
+    type: MessageType
+    to: str
+    requested_at: datetime
+    scheduled_at: datetime | None = None
+
+    @classmethod
+    def from_request(cls, request: PollRequested) -> StatusQuery:
+        return cls(
+            provider_message_id=request.provider_message_id,
+            type=request.type,
+            to=request.to,
+            requested_at=request.requested_at,
+            scheduled_at=request.scheduled_at,
+        )
+
+
+@runtime_checkable
+class StatusProvider(Protocol):
+    """What the poller needs from a provider adapter."""
+
+    provider_id: str
+    supports_status: bool
+
+    async def get_delivery_status(self, query: StatusQuery) -> ProviderStatus | None:
+        """The provider's answer, ``None`` for "no result yet"; raises ProviderError."""
+        ...
+
+    async def close(self) -> None: ...

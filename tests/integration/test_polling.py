@@ -1,0 +1,251 @@
+"""Polling end to end on a real broker and a real (simulated) provider over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from deliverytrack.models.enums import MessageType
+from deliverytrack.models.events import SendRecorded
+from deliverytrack.streams.providers.simulated import (
+    SimulatedProviderConfig,
+    SimulatedProviderServer,
+)
+from tests.factories import next_event_id
+
+pytestmark = pytest.mark.integration
+
+FAST_POLLING = {
+    "intervalMs": 100,
+    "initialDelayMs": 300,
+    "backoffMs": [400, 800, 1200],
+    "providerTimeoutMs": 3_000,
+    "leaseMs": 10_000,
+    "maxTrackingDurationMs": 60_000,
+}
+
+
+class Provider:
+    """The simulated provider on loopback, and a client to set up messages and read stats."""
+
+    def __init__(self, server: SimulatedProviderServer, base_url: str) -> None:
+        self.server = server
+        self.base_url = base_url
+        self.session = aiohttp.ClientSession()
+
+    async def accept(self, **body: Any) -> str:
+        body.setdefault("to", "01012345678")
+        body.setdefault("type", "SMS")
+        async with self.session.post(f"{self.base_url}/v1/messages", json=body) as response:
+            assert response.status == 201, await response.text()
+            provider_message_id: str = (await response.json())["providerMessageId"]
+            return provider_message_id
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.session.get(f"{self.base_url}/v1/stats") as response:
+            result: dict[str, Any] = await response.json()
+            return result
+
+    async def calls(self, provider_message_id: str) -> list[datetime]:
+        times = (await self.stats())["statusCallTimes"].get(provider_message_id, [])
+        return [datetime.fromisoformat(t) for t in times]
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    server = SimulatedProviderServer(SimulatedProviderConfig(delivery_delay_ms_min=0))
+    base_url = await server.start()
+    client = Provider(server, base_url)
+    yield client
+    await client.session.close()
+    await server.stop()
+
+
+def polling_settings(settings_factory: Any, provider: Provider, **polling: Any) -> Any:
+    return settings_factory(
+        polling={**FAST_POLLING, **polling},
+        providers={
+            "sim": {"kind": "simulated", "baseUrl": provider.base_url},
+            "legacy": {"kind": "none"},
+        },
+    )
+
+
+def send(message_id: str, provider_message_id: str, provider_id: str = "sim") -> SendRecorded:
+    return SendRecorded(
+        event_id=next_event_id("send"),
+        message_id=message_id,
+        provider_id=provider_id,
+        provider_message_id=provider_message_id,
+        type=MessageType.SMS,
+        to="01012345678",
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def test_sent_record_is_polled_with_backoff_until_delivered(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, provider: Provider
+) -> None:
+    settings = polling_settings(settings_factory, provider)
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    pmid = await provider.accept(outcome="DELIVERED", delayMs=1_500)
+    event = send("p-delivered", pmid)
+    await io.send(io.topics.send_results, event.message_id, event)
+
+    record = await worker.arecord("p-delivered", lambda r: r["status"] == "DELIVERED", 20)
+    assert record["providerStatusCode"] == "4000"
+    assert record["deliveredAt"] is not None
+    assert "nextCheckAt" not in record  # out of the due index
+    calls = await provider.calls(pmid)
+    assert len(calls) == record["attemptCount"] >= 2
+    # First poll after initialDelay; then the gaps follow the backoff table (plus a tick).
+    assert calls[0] >= event.requested_at + timedelta(milliseconds=300)
+    gaps = [(b - a) / timedelta(milliseconds=1) for a, b in zip(calls, calls[1:], strict=False)]
+    for gap, backoff in zip(gaps, [400, 800, 1200, 1200, 1200], strict=False):
+        assert backoff <= gap < backoff + 1_000, gaps
+    history = [h["status"] for h in record["statusHistory"]]
+    assert history == ["SENT", "DELIVERED"]
+    assert record["statusHistory"][-1]["source"] == "provider"
+
+    # Never polled again.
+    await asyncio.sleep(2.0)
+    assert len(await provider.calls(pmid)) == len(calls)
+    assert worker.stop() == 0
+
+
+async def test_each_outcome_ends_as_k_msg_says(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, provider: Provider
+) -> None:
+    settings = polling_settings(settings_factory, provider, maxTrackingDurationMs=2_500)
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    cases = {
+        "o-fatal": send("o-fatal", await provider.accept(outcome="ERROR_FATAL")),
+        "o-retry": send("o-retry", await provider.accept(outcome="ERROR_RETRYABLE")),
+        "o-failed": send("o-failed", await provider.accept(outcome="FAILED", delayMs=0)),
+        "o-timeout": send("o-timeout", await provider.accept(outcome="PENDING")),
+        "o-notfound": send("o-notfound", "pm-x", provider_id="ghost"),
+        "o-unsupported": send("o-unsupported", "pm-y", provider_id="legacy"),
+    }
+    for event in cases.values():
+        await io.send(io.topics.send_results, event.message_id, event)
+
+    fatal = await worker.arecord("o-fatal", lambda r: r["status"] == "UNKNOWN")
+    assert fatal["lastError"]["code"] == "AUTHENTICATION_FAILED"
+    failed = await worker.arecord("o-failed", lambda r: r["status"] == "FAILED")
+    assert failed["providerStatusCode"] == "3104" and failed["failedAt"] is not None
+    notfound = await worker.arecord("o-notfound", lambda r: r["status"] == "UNKNOWN")
+    assert notfound["lastError"] == {
+        "code": "PROVIDER_NOT_FOUND",
+        "message": "Provider not found: ghost",
+    }
+    # Retryable errors and "skip" keep polling with backoff until the tracking timeout.
+    retry = await worker.arecord("o-retry", lambda r: r["attemptCount"] >= 2)
+    assert retry["status"] == "SENT"
+    assert retry["lastError"]["code"] == "NETWORK_SERVICE_UNAVAILABLE"
+    unsupported = await worker.arecord("o-unsupported", lambda r: r["attemptCount"] >= 2)
+    assert unsupported["status"] == "SENT"
+    assert unsupported["lastError"]["code"] == "UNSUPPORTED_PROVIDER"
+    for message_id in ("o-timeout", "o-retry", "o-unsupported"):
+        ended = await worker.arecord(message_id, lambda r: r["status"] == "UNKNOWN", 20)
+        assert ended["lastError"]["code"] == "TRACKING_TIMEOUT"
+    assert worker.stop() == 0
+
+
+async def test_unsupported_provider_with_unknown_strategy(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, provider: Provider
+) -> None:
+    settings = polling_settings(settings_factory, provider, unsupportedProviderStrategy="unknown")
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    event = send("u-unknown", "pm-1", provider_id="legacy")
+    await io.send(io.topics.send_results, event.message_id, event)
+    record = await worker.arecord("u-unknown", lambda r: r["status"] == "UNKNOWN")
+    assert record["lastError"]["code"] == "UNSUPPORTED_PROVIDER"
+    assert record["attemptCount"] == 1
+    assert worker.stop() == 0
+
+
+async def test_ticks_during_a_slow_provider_call_do_not_poll_twice(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, provider: Provider
+) -> None:
+    # Each status call takes 1.5 s; the timer ticks every 100 ms, so ~15 ticks per call.
+    provider.server.update_config({"latency_ms": 1_500})
+    settings = polling_settings(settings_factory, provider, backoffMs=[2_000])
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    ids = {f"slow-{i}": await provider.accept(outcome="PENDING") for i in range(5)}
+    for message_id, pmid in ids.items():
+        await io.send(io.topics.send_results, message_id, send(message_id, pmid))
+    await asyncio.sleep(6.0)
+    for message_id, pmid in ids.items():
+        record = await worker.arecord(message_id)
+        calls = await provider.calls(pmid)
+        in_flight = 1 if record.get("checkLeaseUntil") else 0
+        # One request per due time: every call is either answered (an attempt) or in flight.
+        assert len(calls) == record["attemptCount"] + in_flight, (calls, record)
+        assert record["checkSeq"] == len(calls)
+        assert 2 <= len(calls) <= 3
+    _, health = await worker.aget("/health")
+    # ~60 timer ticks happened; a leased record is out of the due index until its lease ends.
+    assert health["dueScans"] >= 30
+    assert (
+        health["dueChecks"]
+        == health["pollRequests"]
+        == sum([len(await provider.calls(pmid)) for pmid in ids.values()])
+    )
+    assert worker.stop() == 0
+
+
+async def test_two_workers_share_partitions_and_poll_each_record_once_per_due_time(
+    settings_factory: Any,
+    worker_factory: Any,
+    kafka_io_factory: Any,
+    provider: Provider,
+    tmp_path: Any,
+) -> None:
+    settings_a = polling_settings(settings_factory, provider, backoffMs=[500])
+    settings_b = settings_a.model_copy(
+        update={"data_dir": tmp_path / "data-b", "web_port": settings_a.web_port + 1}
+    )
+    first, second = worker_factory(settings_a), worker_factory(settings_b)
+    await asyncio.gather(first.astart(), second.astart())
+    io = await kafka_io_factory(settings_a)
+    ids = {
+        f"share-{i}": await provider.accept(outcome="DELIVERED", delayMs=1_200) for i in range(60)
+    }
+    for message_id, pmid in ids.items():
+        await io.send(io.topics.send_results, message_id, send(message_id, pmid))
+
+    # Wait for a stable split: both workers own partitions, disjointly.
+    for _ in range(100):
+        _, health_a = await first.aget("/health")
+        _, health_b = await second.aget("/health")
+        owned_a = set(health_a["assignedPartitions"])
+        owned_b = set(health_b["assignedPartitions"])
+        if owned_a and owned_b and not owned_a & owned_b and len(owned_a | owned_b) == 4:
+            break
+        await asyncio.sleep(0.2)
+    assert owned_a and owned_b and not owned_a & owned_b
+
+    total_attempts = 0
+    for message_id, pmid in ids.items():
+        status_a, body_a = await first.aget(f"/records/{message_id}")
+        status_b, body_b = await second.aget(f"/records/{message_id}")
+        # Exactly one worker holds the record.
+        assert (status_a == 200) != (status_b == 200)
+        owner = first if status_a == 200 else second
+        record = await owner.arecord(message_id, lambda r: r["status"] == "DELIVERED", 20)
+        assert len(await provider.calls(pmid)) == record["attemptCount"]
+        total_attempts += record["attemptCount"]
+    _, health_a = await first.aget("/health")
+    _, health_b = await second.aget("/health")
+    assert health_a["providerCalls"] > 0 and health_b["providerCalls"] > 0
+    assert health_a["providerCalls"] + health_b["providerCalls"] == total_attempts
+    assert first.stop() == 0 and second.stop() == 0
