@@ -38,6 +38,15 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from deliverytrack.streams.demo import run_demo
+
+    if args.messages < 1 or args.duration <= 0:
+        print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
+        return 2
+    return run_demo(args.messages, args.duration, args.broker, args.keep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deliverytrack",
@@ -50,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--data-dir", help="state directory (DELIVERYTRACK_DATA_DIR)")
     worker.add_argument("--web-port", type=int, help="HTTP port (DELIVERYTRACK_WEB_PORT)")
     worker.set_defaults(run=_worker)
+
+    demo = commands.add_parser(
+        "demo", help="start a broker, a worker, a simulated provider and traffic; summarise"
+    )
+    demo.add_argument("--messages", type=int, default=10_000, help="messages to send (10000)")
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds to send them over")
+    demo.add_argument("--broker", help="use this kafka://host:port instead of starting one")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")
+    demo.set_defaults(run=_demo)
     return parser
 
 
@@ -57,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     result: int = args.run(args)
     return result
 
