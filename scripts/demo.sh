@@ -9,6 +9,8 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e .
+pip_log=.venv/pip-install.log
+install() { .venv/bin/python -m pip install --quiet "$@" >"$pip_log" 2>&1 || { cat "$pip_log"; exit 1; }; }
+install --upgrade pip
+install -e .
 exec .venv/bin/deliverytrack demo "$@"

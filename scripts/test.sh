@@ -8,8 +8,10 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+pip_log=.venv/pip-install.log
+install() { .venv/bin/python -m pip install --quiet "$@" >"$pip_log" 2>&1 || { cat "$pip_log"; exit 1; }; }
+install --upgrade pip
+install -e '.[dev]'
 
 echo "== Kafka broker jars (Maven Central, cached)"
 .venv/bin/python -m deliverytrack.streams.kafka_broker --fetch-only
