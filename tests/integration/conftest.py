@@ -24,7 +24,12 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.providers.simulated import (
+    SimulatedProviderConfig,
+    SimulatedProviderServer,
+)
 from deliverytrack.streams.topics import Topics
+from tests.integration.support import Provider
 
 pytestmark = pytest.mark.integration
 
@@ -265,3 +270,13 @@ async def kafka_io_factory() -> AsyncIterator[Callable[[Settings], KafkaIO]]:
     yield make  # type: ignore[misc]
     for producer in producers:
         await producer.stop()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    server = SimulatedProviderServer(SimulatedProviderConfig(delivery_delay_ms_min=0))
+    base_url = await server.start()
+    client = Provider(server, base_url)
+    yield client
+    await client.session.close()
+    await server.stop()
