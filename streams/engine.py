@@ -226,19 +226,17 @@ class FoldEngine:
 
     # --- due checks (called by the timer; publishes events, never writes the table) ----------
 
-    async def emit_due_checks(self, now: datetime) -> int:
-        """Scan the due index of the partitions this worker owns, oldest first, and publish up
-        to ``batchSize`` due checks. Costs O(records due), not O(records tracked)."""
+    def collect_due_checks(self, now: datetime) -> list[tuple[bytes, bytes]]:
+        """Scan the due index of the partitions this worker owns, oldest first: up to
+        ``batchSize`` (key, DueCheckIssued JSON) pairs. Reads only; O(records due)."""
         limit = self.policy.batch_size
-        self.stats.due_scans += 1
         found: list[tuple[int, str]] = []
         for store in list(self._stores.values()):
             found.extend(store.due(now, limit))
         found.sort()
         issued_ms = epoch_ms(now)
-        outputs = [
-            _Output(
-                self.topics.due_checks,
+        return [
+            (
                 message_id.encode(),
                 encode(
                     DueCheckIssued(
@@ -251,9 +249,14 @@ class FoldEngine:
             )
             for due_ms, message_id in found[:limit]
         ]
-        await self._publish(outputs)
-        self.stats.due_checks += len(outputs)
-        return len(outputs)
+
+    async def emit_due_checks(self, now: datetime) -> int:
+        """Publish the due checks of this tick (the timer's job; it never writes the table)."""
+        self.stats.due_scans += 1
+        checks = self.collect_due_checks(now)
+        await self._publish([_Output(self.topics.due_checks, key, value) for key, value in checks])
+        self.stats.due_checks += len(checks)
+        return len(checks)
 
     # --- the loop ---------------------------------------------------------------------------
 

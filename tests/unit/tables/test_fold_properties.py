@@ -150,3 +150,18 @@ def test_folding_twice_from_empty_is_identical(events: list[MessageEvent]) -> No
         one, out_one = replay(own)
         two, out_two = replay(own)
         assert one == two and out_one == out_two
+
+
+@settings(max_examples=200)
+@given(st.lists(message_events(), max_size=30))
+def test_fold_never_changes_its_input(events: list[MessageEvent]) -> None:
+    """Invariant 1: the fold returns new records; the one it was given is left as it was."""
+    table: dict[str, TrackingRecord | None] = {}
+    for event in events:
+        old = table.get(event.message_id)
+        snapshot = None if old is None else old.model_dump()
+        new, _ = fold(old, event)
+        assert (None if old is None else old.model_dump()) == snapshot
+        if new is not None and old is not None and new is not old:
+            assert new.model_dump() != snapshot
+        table[event.message_id] = new

@@ -1,0 +1,79 @@
+"""The partition store and the timer's scan, on a real RocksDB in tmp_path (no broker)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from deliverytrack.models.codec import encode_record
+from deliverytrack.models.enums import TrackingStatus
+from deliverytrack.models.events import DueCheckIssued
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.tables.fold import fold
+from tests.factories import T0, send_recorded_factory, update_status_factory
+
+
+def fill(store: PartitionStore, count: int) -> None:
+    changes = {}
+    for i in range(count):
+        record, _ = fold(
+            None, send_recorded_factory(f"m-{i:04d}", requested_at=T0 + timedelta(seconds=i))
+        )
+        assert record is not None
+        changes[record.message_id] = (None, record, encode_record(record))
+    store.write(changes, Position(offsets={"t": count}, changelog_next=count))
+
+
+def test_write_read_and_position(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 10)
+    assert store.get("m-0003") is not None
+    assert store.get("nope") is None
+    assert [mid for mid, _ in store.iter_raw()] == [f"m-{i:04d}" for i in range(10)]
+    assert store.position() == Position(offsets={"t": 10}, changelog_next=10)
+    store.close()
+    reopened = PartitionStore(tmp_path / "p0.db")
+    assert reopened.get("m-0009") is not None
+    reopened.close()
+
+
+def test_due_scan_is_ordered_bounded_and_follows_the_record(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 100)
+    # Records are due 30 s after their request: m-0000 at T0+30s ... m-0099 at T0+129s.
+    due = store.due(T0 + timedelta(seconds=39), limit=1000)
+    assert [mid for _, mid in due] == [f"m-{i:04d}" for i in range(10)]
+    assert [mid for _, mid in store.due(T0 + timedelta(seconds=200), limit=3)] == [
+        "m-0000",
+        "m-0001",
+        "m-0002",
+    ]
+    assert store.due(T0, limit=10) == []
+    # A delivered record leaves the due index.
+    old = store.get("m-0000")
+    new, _ = fold(old, update_status_factory(TrackingStatus.DELIVERED, "m-0000"))
+    assert new is not None
+    store.write({"m-0000": (old, new, encode_record(new))}, Position())
+    assert [mid for _, mid in store.due(T0 + timedelta(seconds=31), limit=10)] == ["m-0001"]
+    store.close()
+
+
+def test_the_timer_scan_reads_only(tmp_path: Path) -> None:
+    """Invariant 1: the timer publishes due checks and never writes the table."""
+    settings = Settings(data_dir=tmp_path, polling={"batchSize": 5})
+    engine = FoldEngine(settings)
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 20)
+    engine._stores[0] = store
+    before = list(store.iter_raw()), store.due(T0 + timedelta(days=1), 1000), store.position()
+    checks = engine.collect_due_checks(T0 + timedelta(seconds=45))
+    after = list(store.iter_raw()), store.due(T0 + timedelta(days=1), 1000), store.position()
+    assert before == after
+    assert len(checks) == 5  # batchSize
+    first = DueCheckIssued.model_validate_json(checks[0][1])
+    assert first.message_id == "m-0000" and checks[0][0] == b"m-0000"
+    assert first.due_at == T0 + timedelta(seconds=30)
+    assert first.issued_at == T0 + timedelta(seconds=45)
+    store.close()
