@@ -1,0 +1,1480 @@
+"""Fold throughput: deliverytrack's FoldEngine vs a stock Faust agent vs a raw aiokafka loop.
+
+Usage::
+
+    .venv/bin/python bench/fold_throughput.py [--events 200000] [--keys 50000] [--partitions 4]
+        [--runs 1] [--faust-events 50000] [--broker kafka://host:port]
+        [--input phased|backlog|both] [--only engine,faust,raw]
+        [--profile cprofile|pyinstrument] [--profile-out PATH] [--keep]
+
+The workload is generated once (seeded): per messageId one SendRecorded on send-results and
+UpdateStatus commands (DELIVERED, CLICKED, then refused updates with fresh eventIds). It is
+produced before any timed window; every contender reads it with its own consumer group and
+fresh state, and is timed from the first event it processes to the last event applied.
+
+Input modes:
+
+``phased`` (default)
+    The sends are loaded, the contender folds them (window 1); its commands partitions are
+    then paused, the commands loaded, the partitions resumed and folded (window 2). Time is
+    the sum of the two windows; every command finds its record.
+``backlog``
+    Both topics are loaded before the contender starts (one window). Shows how a contender
+    behaves when catching up on a backlog spread over two topics: commands fetched before
+    their SendRecorded are rejected as unknown-message (dead letters in the engine).
+
+See bench/README.md for what each contender does and the numbers measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import logging
+import os
+import platform
+import pstats
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+# The project is not pip-installed: run from a checkout, importable from the repository root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from deliverytrack.models.codec import (  # noqa: E402
+    decode_command,
+    decode_record,
+    decode_send_result,
+    encode,
+    encode_record,
+)
+from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus  # noqa: E402
+from deliverytrack.models.events import EventRejected, SendRecorded, UpdateStatus  # noqa: E402
+from deliverytrack.models.records import TrackingRecord  # noqa: E402
+from deliverytrack.models.settings import Settings  # noqa: E402
+from deliverytrack.streams.engine import FoldEngine  # noqa: E402
+from deliverytrack.streams.topics import Topics  # noqa: E402
+from deliverytrack.tables.fold import fold  # noqa: E402
+
+SEED = 20261123
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+RESULT_MARKER = "BENCH_RESULT "
+PHASE_MARKER = "BENCH_PHASE "
+log = logging.getLogger("bench")
+
+Item = tuple[bytes, bytes]
+
+
+# --- workload ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Workload:
+    """Per key (in key order): its SendRecorded and its UpdateStatus commands, encoded."""
+
+    sends: list[Item]
+    commands: list[list[Item]]
+
+    @property
+    def keys(self) -> int:
+        return len(self.sends)
+
+    @property
+    def events(self) -> int:
+        return self.keys + sum(len(c) for c in self.commands)
+
+    def subset(self, events: int) -> Workload:
+        """The first keys of this workload holding about ``events`` events (same mix)."""
+        if events >= self.events:
+            return self
+        total = 0
+        for index, commands in enumerate(self.commands):
+            total += 1 + len(commands)
+            if total >= events:
+                return Workload(self.sends[: index + 1], self.commands[: index + 1])
+        return self
+
+    def value_sizes(self) -> tuple[float, float]:
+        sends = statistics.fmean(len(v) for _, v in self.sends)
+        cmds = [len(v) for c in self.commands for _, v in c]
+        return sends, statistics.fmean(cmds) if cmds else 0.0
+
+    def expected(self) -> Counter[str]:
+        """What a correct fold does with it (each key: send, DELIVERED, CLICKED, refused...)."""
+        out: Counter[str] = Counter()
+        for commands in self.commands:
+            out["applied"] += 1 + min(len(commands), 2)
+            out["refused"] += max(len(commands) - 2, 0)
+        return out
+
+
+def generate(events: int, keys: int, seed: int = SEED) -> Workload:
+    """N events over K messageIds, deterministic for a seed.
+
+    Per key: one SendRecorded (record becomes SENT), then UpdateStatus DELIVERED, CLICKED, and
+    for any further events refused updates with fresh eventIds (alternately DELIVERED again and
+    SENT: CLICKED is final), so each is a real read + fold that changes nothing.
+    """
+    if keys < 1 or events < keys:
+        raise SystemExit("need --keys >= 1 and --events >= --keys (one SendRecorded per key)")
+    rng = random.Random(seed)
+    base, extra = divmod(events, keys)
+    types = (MessageType.SMS, MessageType.LMS, MessageType.ALIMTALK)
+    carriers = ("SKT", "KT", "LGU+")
+    sends: list[Item] = []
+    all_commands: list[list[Item]] = []
+    for i in range(keys):
+        count = base + (1 if i < extra else 0)
+        tag = f"{rng.getrandbits(32):08x}"
+        message_id = f"m-{i:08d}-{tag}"
+        key = message_id.encode()
+        requested = T0 + timedelta(milliseconds=7 * i)
+        send = SendRecorded(
+            event_id=f"s-{i:08d}-{tag}",
+            message_id=message_id,
+            provider_id="solapi",
+            provider_message_id=f"pm-{tag}{rng.getrandbits(32):08x}",
+            type=rng.choice(types),
+            to=f"010{rng.randrange(10**8):08d}",
+            from_="0212345678",
+            requested_at=requested,
+            recorded_at=requested + timedelta(milliseconds=rng.randrange(20, 400)),
+            metadata={"tenant": f"t-{rng.randrange(100):03d}", "campaign": f"c{rng.randrange(99)}"},
+        )
+        sends.append((key, encode(send)))
+        commands: list[Item] = []
+        for j in range(count - 1):
+            if j < 2:
+                status = (TrackingStatus.DELIVERED, TrackingStatus.CLICKED)[j]
+            else:
+                status = TrackingStatus.DELIVERED if j % 2 == 0 else TrackingStatus.SENT
+            at = requested + timedelta(seconds=5 * (j + 1), milliseconds=rng.randrange(1000))
+            update = UpdateStatus(
+                event_id=f"u-{i:08d}-{j}-{rng.getrandbits(32):08x}",
+                message_id=message_id,
+                status=status,
+                at=at,
+                source=StatusSource.PROVIDER,
+                provider="solapi",
+                provider_status_code=f"{rng.randrange(3000, 5000)}",
+                provider_status_message=f"{status.value.lower()} report",
+                delivered_at=at if status == TrackingStatus.DELIVERED else None,
+                clicked_at=at if status == TrackingStatus.CLICKED else None,
+                details={"carrier": rng.choice(carriers), "reportId": f"r-{tag}-{j}"},
+            )
+            commands.append((key, encode(update)))
+        all_commands.append(commands)
+    return Workload(sends, all_commands)
+
+
+# --- Kafka helpers ---------------------------------------------------------------------------
+
+
+def servers_of(broker_url: str) -> list[str]:
+    return [part for part in broker_url.removeprefix("kafka://").split(";") if part]
+
+
+async def create_topics(servers: list[str], names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=servers, client_id="bench-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def produce(servers: list[str], topic: str, items: list[Item]) -> float:
+    """Produce keyed values fast (per-partition BatchBuilders, acks=1); returns seconds."""
+    started = time.perf_counter()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers,
+        client_id="bench-loader",
+        acks=1,
+        linger_ms=50,
+        max_batch_size=1_048_576,
+        max_request_size=4_194_304,
+    )
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        by_partition: dict[int, list[Item]] = defaultdict(list)
+        for key, value in items:
+            by_partition[partitioner(key, partitions, partitions)].append((key, value))
+
+        async def send_partition(partition: int, rows: list[Item]) -> None:
+            futures = []
+            batch = producer.create_batch()
+            for key, value in rows:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*futures)
+
+        await asyncio.gather(*(send_partition(p, rows) for p, rows in by_partition.items()))
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+# --- feeding: backlog or phased --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Feed:
+    """A contender's input topics and how the workload gets onto them.
+
+    ``backlog``: both topics are loaded before the contender starts; one timed window.
+    ``phased``: the SendRecorded topic is loaded before the contender starts; once it has folded
+    all of them (window 1 closes) the contender's commands partitions are paused, the commands
+    are loaded, the partitions resumed (window 2 opens at the next batch). Production is never
+    inside a timed window, and every command finds its record (no cross-topic races).
+    """
+
+    servers: list[str]
+    send_topic: str
+    commands_topic: str
+    work: Workload
+    phased: bool
+    load_log: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[int]:
+        return [self.work.keys, self.work.events] if self.phased else [self.work.events]
+
+    async def prepare(self, partitions: int) -> None:
+        """Phased: fresh topics, SendRecorded loaded. Backlog: already loaded (shared)."""
+        if self.phased:
+            await create_topics(self.servers, [self.send_topic, self.commands_topic], partitions)
+            seconds = await produce(self.servers, self.send_topic, self.work.sends)
+            self.load_log.append(f"{self.work.keys:,} sends loaded in {seconds:.1f}s")
+
+    async def load_commands(self) -> None:
+        commands = [item for per_key in self.work.commands for item in per_key]
+        seconds = await produce(self.servers, self.commands_topic, commands)
+        self.load_log.append(f"{len(commands):,} commands loaded in {seconds:.1f}s (untimed)")
+
+
+async def load_backlog(feed: Feed, partitions: int) -> str:
+    """Sends first, then commands key by key, all before any contender starts."""
+    await create_topics(feed.servers, [feed.send_topic, feed.commands_topic], partitions)
+    t_send = await produce(feed.servers, feed.send_topic, feed.work.sends)
+    commands = [item for per_key in feed.work.commands for item in per_key]
+    t_cmd = await produce(feed.servers, feed.commands_topic, commands)
+    return (
+        f"{feed.work.keys:,} -> {feed.send_topic} in {t_send:.1f}s, "
+        f"{len(commands):,} -> {feed.commands_topic} in {t_cmd:.1f}s"
+    )
+
+
+BROKER_PID: list[int] = []
+"""The local broker's JVM pid (empty for an external broker), for CPU accounting."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (0 if unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class GcClock:
+    """Wall time spent in the cyclic garbage collector, per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.seconds[generation] += time.perf_counter() - self._started
+            self.count[generation] += 1
+
+    def snapshot(self) -> tuple[float, int, int]:
+        return sum(self.seconds), sum(self.count), self.count[2]
+
+
+GC_CLOCK = GcClock()
+gc.callbacks.append(GC_CLOCK)
+
+
+def _cpu_now() -> tuple[float, float]:
+    broker = cpu_seconds(BROKER_PID[0]) if BROKER_PID else 0.0
+    return time.process_time(), broker
+
+
+class Windows:
+    """Timed windows: one opens when a batch arrives while none is open, and closes when the
+    processed count reaches the next target (after that batch's state is written). Also
+    accounts the CPU time this process and the broker JVM used inside the windows."""
+
+    def __init__(self, targets: list[int], profiler: Profiler | None = None) -> None:
+        self.targets = targets
+        self.profiler = profiler
+        self.index = 0
+        self.opened_at: float | None = None
+        self.spans: list[float] = []
+        self.reached = [asyncio.Event() for _ in targets]
+        self._cpu_at = (0.0, 0.0)
+        self.cpu = [0.0, 0.0]
+        self._gc_at = (0.0, 0, 0)
+        self.gc = [0.0, 0, 0]
+
+    def cpu_share(self) -> str:
+        seconds = self.seconds or 1.0
+        own, broker = (100 * value / seconds for value in self.cpu)
+        text = f"this process {own:.0f}% of one core"
+        text += f", broker JVM {broker:.0f}%" if BROKER_PID else ""
+        gc_seconds, collections, full = self.gc
+        return text + (
+            f"; gc {gc_seconds:.2f}s ({100 * gc_seconds / seconds:.0f}%) in {collections} "
+            f"collections, {full} of them full"
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.index >= len(self.targets)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.spans)
+
+    def batch_arrived(self) -> None:
+        if self.opened_at is None and not self.done:
+            self.opened_at = time.perf_counter()
+            self._cpu_at = _cpu_now()
+            self._gc_at = GC_CLOCK.snapshot()
+            if self.profiler is not None:
+                self.profiler.resume()
+
+    def batch_done(self, processed: int) -> None:
+        now = time.perf_counter()
+        while not self.done and processed >= self.targets[self.index]:
+            if self.opened_at is not None:
+                self.spans.append(now - self.opened_at)
+                for slot, (then, current) in enumerate(zip(self._cpu_at, _cpu_now(), strict=True)):
+                    self.cpu[slot] += current - then
+                for slot, (then, current) in enumerate(
+                    zip(self._gc_at, GC_CLOCK.snapshot(), strict=True)
+                ):
+                    self.gc[slot] += current - then
+                if self.profiler is not None:
+                    self.profiler.pause()
+            self.opened_at = None
+            self.reached[self.index].set()
+            self.index += 1
+
+
+async def drive(
+    windows: Windows,
+    feed: Feed,
+    pause: Callable[[], None],
+    resume: Callable[[], None],
+    timeout: float,
+    progress: Callable[[], int],
+) -> tuple[bool, str]:
+    """Wait for each window; between windows (phased) load the commands while paused."""
+    deadline = time.monotonic() + timeout
+    for index, event in enumerate(windows.reached):
+        try:
+            await asyncio.wait_for(event.wait(), max(deadline - time.monotonic(), 0.001))
+        except TimeoutError:
+            return False, f"timed out after {timeout:.0f}s at {progress():,} events"
+        if index + 1 < len(windows.reached):
+            pause()
+            await feed.load_commands()
+            resume()
+    return True, ""
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Result:
+    contender: str
+    mode: str
+    events: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class LogCounter(logging.Handler):
+    """Counts log records by level and keeps the first WARNING+ messages per logger."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.levels: Counter[str] = Counter()
+        self.samples: dict[str, list[str]] = defaultdict(list)
+        self.interesting: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.levels[record.levelname] += 1
+        message = record.getMessage()
+        for word in ("revoked", "assigned partitions", "Joined group", "Revoking", "rebalanc"):
+            if word in message:
+                self.interesting[f"{record.name}: {word}"] += 1
+        if record.levelno >= logging.WARNING:
+            bucket = self.samples[record.name]
+            if len(bucket) < 3:
+                bucket.append(f"{record.levelname} {message[:240]}")
+
+    def reset(self) -> None:
+        self.levels.clear()
+        self.samples.clear()
+        self.interesting.clear()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "levels": dict(self.levels),
+            "events": dict(self.interesting),
+            "warnings": {k: list(v) for k, v in self.samples.items()},
+        }
+
+
+# --- contender: deliverytrack engine --------------------------------------------------------
+
+
+class TimedEngine(FoldEngine):
+    """The real FoldEngine with timing hooks only (each calls super(); no behaviour change).
+
+    A window opens at the entry of ``_process`` (a batch arrived) and closes at the return of
+    the ``_process`` call that brought ``stats.events`` to the target: that batch's status
+    changes and changelog are acked and its RocksDB WriteBatch is written (durable). The offset
+    commit after it is outside the window.
+    """
+
+    def __init__(self, settings: Settings, windows: Windows) -> None:
+        super().__init__(settings)
+        self.windows = windows
+        self.phase: Counter[str] = Counter()
+        self.batch_sizes: list[int] = []
+
+    async def _process(self, batch: Any) -> dict[TopicPartition, int]:
+        self.windows.batch_arrived()
+        started = time.perf_counter()
+        before = self.stats.events
+        offsets = await super()._process(batch)
+        self.phase["_process total"] += time.perf_counter() - started
+        self.batch_sizes.append(self.stats.events - before)
+        self.windows.batch_done(self.stats.events)
+        return offsets
+
+    def _fold_partition(self, partition: int, records: Any, outputs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._fold_partition(partition, records, outputs)
+        finally:
+            self.phase["_fold_partition (decode, fold, encode)"] += time.perf_counter() - started
+
+    async def _publish(self, outputs: Any) -> None:
+        started = time.perf_counter()
+        try:
+            await super()._publish(outputs)
+        finally:
+            self.phase["_publish status changes (until acked)"] += time.perf_counter() - started
+
+    async def _publish_changelog(self, pending: Any) -> dict[int, int]:
+        started = time.perf_counter()
+        try:
+            return await super()._publish_changelog(pending)
+        finally:
+            self.phase["_publish_changelog (until acked)"] += time.perf_counter() - started
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        started = time.perf_counter()
+        try:
+            await super()._commit(offsets)
+        finally:
+            if not self.windows.done:
+                self.phase["_commit offsets"] += time.perf_counter() - started
+
+
+def _paused(consumer: AIOKafkaConsumer, topic: str, pause: bool) -> Callable[[], None]:
+    def apply() -> None:
+        tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if pause:
+            consumer.pause(*tps)
+        else:
+            consumer.resume(*tps)
+
+    return apply
+
+
+async def run_engine(
+    feed: Feed,
+    broker: str,
+    prefix: str,
+    app_id: str,
+    work_dir: Path,
+    partitions: int,
+    timeout: float,
+    profiler: Profiler | None,
+) -> Result:
+    settings = Settings(
+        broker=broker,
+        app_id=app_id,
+        topic_prefix=prefix,
+        data_dir=work_dir / app_id,
+        partitions=partitions,
+    )
+    topics = Topics.from_prefix(prefix, app_id)
+    assert (topics.send_results, topics.commands) == (feed.send_topic, feed.commands_topic)
+    await feed.prepare(partitions)
+    windows = Windows(feed.targets, profiler)
+    engine = TimedEngine(settings, windows)
+    await engine.start()
+    try:
+        ok, note = await drive(
+            windows,
+            feed,
+            lambda: _paused(engine.consumer, feed.commands_topic, True)(),
+            lambda: _paused(engine.consumer, feed.commands_topic, False)(),
+            timeout,
+            lambda: engine.stats.events,
+        )
+        stats = engine.stats
+        seconds = windows.seconds
+        phases = {name: round(value, 2) for name, value in engine.phase.items()}
+        phases["outside _process (getmany, commit, loop)"] = round(
+            seconds - engine.phase["_process total"], 2
+        )
+        sizes = engine.batch_sizes
+        extra = {
+            "windows_s": [round(s, 2) for s in windows.spans],
+            "cpu_in_windows": windows.cpu_share(),
+            "batches": stats.batches,
+            "applied": stats.applied,
+            "status_changes": stats.status_changes,
+            "changelog_writes": stats.changelog_writes,
+            "dead_letters": stats.dead_letters,
+            "restored": stats.restored,
+            "assigned": engine.assigned_partitions,
+            "batch_size_median/max": (
+                int(statistics.median(sizes)) if sizes else 0,
+                max(sizes) if sizes else 0,
+            ),
+            "time_by_step_s": phases,
+            "settings": (
+                f"fold_batch_max_records={settings.fold_batch_max_records} "
+                f"fold_batch_timeout_ms={settings.fold_batch_timeout_ms} "
+                f"producer_linger_ms={settings.producer_linger_ms}"
+            ),
+            "loading": feed.load_log,
+        }
+        mode = "phased" if feed.phased else "backlog"
+        return Result("deliverytrack engine", mode, stats.events, seconds, extra, ok, note)
+    finally:
+        await engine.stop()
+
+
+# --- contender: raw loop ---------------------------------------------------------------------
+
+
+async def run_raw(
+    feed: Feed, broker: str, group: str, work_dir: Path, partitions: int, timeout: float
+) -> Result:
+    """aiokafka getmany + codec decode + fold + rocksdict (raw mode, one DB per partition), a
+    per-poll cache (one get and one put per key per poll) and one WriteBatch per partition per
+    poll. Records of a poll are ordered like the engine orders them. No outputs, no commits."""
+    from rocksdict import Options, Rdict, WriteBatch
+
+    await feed.prepare(partitions)
+    decoders: dict[str, Callable[[bytes | None], Any]] = {
+        feed.send_topic: decode_send_result,
+        feed.commands_topic: decode_command,
+    }
+    rank = {feed.send_topic: 0, feed.commands_topic: 1}
+    consumer = AIOKafkaConsumer(
+        feed.send_topic,
+        feed.commands_topic,
+        bootstrap_servers=servers_of(broker),
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4_194_304,
+        fetch_max_bytes=16_777_216,
+    )
+    state_dir = work_dir / group
+    state_dir.mkdir(parents=True, exist_ok=True)
+    dbs: dict[int, Any] = {}
+    counts: Counter[str] = Counter()
+    windows = Windows(feed.targets)
+
+    async def loop() -> None:
+        while not windows.done:
+            batch = await consumer.getmany(timeout_ms=50, max_records=20_000)
+            if not batch:
+                continue
+            windows.batch_arrived()
+            by_partition: dict[int, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+            for tp, records in batch.items():
+                by_partition[tp.partition].extend(records)
+            for partition, records in by_partition.items():
+                db = dbs.get(partition)
+                if db is None:
+                    options = Options(raw_mode=True)
+                    options.create_if_missing(True)
+                    db = dbs[partition] = Rdict(str(state_dir / f"p{partition}.db"), options)
+                records.sort(key=lambda r: (r.timestamp, rank[r.topic], r.offset))
+                cache: dict[bytes, TrackingRecord | None] = {}
+                changed: set[bytes] = set()
+                for msg in records:
+                    counts["events"] += 1
+                    event = decoders[msg.topic](msg.value)
+                    key = b"r" + msg.key
+                    if key in cache:
+                        record = cache[key]
+                    else:
+                        raw = db.get(key)
+                        record = cache[key] = None if raw is None else decode_record(raw)
+                    new, emitted = fold(record, event)
+                    if new is not record:
+                        cache[key] = new
+                        changed.add(key)
+                        counts["applied"] += 1
+                    if any(isinstance(out, EventRejected) for out in emitted):
+                        counts["rejected (unknown-message)"] += 1
+                writes = WriteBatch(raw_mode=True)
+                for key in changed:
+                    new = cache[key]
+                    if new is not None:
+                        writes.put(key, encode_record(new))
+                counts["puts"] += len(changed)
+                db.write(writes)
+            windows.batch_done(counts["events"])
+
+    await consumer.start()
+    task = asyncio.create_task(loop())
+    try:
+        ok, note = await drive(
+            windows,
+            feed,
+            _paused(consumer, feed.commands_topic, True),
+            _paused(consumer, feed.commands_topic, False),
+            timeout,
+            lambda: counts["events"],
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+        for db in dbs.values():
+            db.close()
+    extra: dict[str, Any] = {
+        "windows_s": [round(s, 2) for s in windows.spans],
+        "cpu_in_windows": windows.cpu_share(),
+    }
+    extra.update((k, v) for k, v in counts.items() if k != "events")
+    mode = "phased" if feed.phased else "backlog"
+    return Result("raw loop", mode, counts["events"], windows.seconds, extra, ok, note)
+
+
+# --- contender: stock Faust agent ------------------------------------------------------------
+
+
+def faust_child(args: argparse.Namespace) -> None:
+    """Runs in a child process: a stock Faust worker, one agent over both input topics, a
+    RocksDB table. Per event (``--faust-work fold``): codec decode, table.get, decode the
+    record, fold, ``table[key] = encode_record(new)`` when it changed. ``--faust-work json``
+    (calibration against the earlier measurements): orjson.loads, table.get, a small JSON
+    read-modify-write, ``table[key] = orjson.dumps(...)`` on every event."""
+    import faust
+
+    send_topic, commands_topic = args.faust_topics.split(",")
+    targets = [int(t) for t in args.faust_targets.split(",")]
+    if args.faust_broker_pid:
+        BROKER_PID.append(args.faust_broker_pid)
+    app = faust.App(
+        args.faust_app_id,
+        broker=args.broker,
+        store="rocksdb://",
+        datadir=args.faust_datadir,
+        web_enabled=False,
+        topic_partitions=args.partitions,
+        value_serializer="raw",
+        autodiscover=False,
+    )
+    source = app.topic(send_topic, commands_topic, key_type=bytes, value_type=bytes)
+    table = app.Table("records", partitions=args.partitions, key_type=bytes, value_type=bytes)
+    decoders: dict[str, Callable[[bytes | None], Any]] = {
+        send_topic: decode_send_result,
+        commands_topic: decode_command,
+    }
+    counts: Counter[str] = Counter()
+    profile_path = os.environ.get("DT_BENCH_FAUST_PROFILE")  # cProfile the child's windows
+    windows = Windows(targets, Profiler("cprofile", Path(profile_path)) if profile_path else None)
+    json_work = args.faust_work == "json"
+
+    def emit(line: str) -> None:
+        # fd 1 directly: the Faust worker redirects sys.stdout into its logger.
+        os.write(1, (line + "\n").encode())
+
+    async def wait_for_go(tps: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.readline)
+        app.consumer.resume_partitions(tps)
+
+    @app.agent(source)
+    async def fold_records(stream: Any) -> None:
+        async for event in stream.events():
+            windows.batch_arrived()
+            key = event.key
+            if json_work:
+                payload = orjson.loads(event.value)
+                raw = table.get(key)
+                stored = orjson.loads(raw) if raw is not None else {"events": 0}
+                stored["events"] += 1
+                stored["status"] = payload.get("status", "SENT")
+                stored["lastEventId"] = payload["eventId"]
+                table[key] = orjson.dumps(stored)
+                counts["applied"] += 1
+            else:
+                decoded = decoders[event.message.topic](event.value)
+                raw = table.get(key)
+                record = None if raw is None else decode_record(raw)
+                new, emitted = fold(record, decoded)
+                if new is not record and new is not None:
+                    table[key] = encode_record(new)
+                    counts["applied"] += 1
+                if any(isinstance(out, EventRejected) for out in emitted):
+                    counts["rejected (unknown-message)"] += 1
+            counts["events"] += 1
+            index = windows.index
+            windows.batch_done(counts["events"])
+            if windows.index == index:
+                continue
+            if not windows.done:
+                tps = [tp for tp in app.consumer.assignment() if tp.topic == commands_topic]
+                app.consumer.pause_partitions(tps)
+                asyncio.ensure_future(wait_for_go(tps))
+                emit(f"{PHASE_MARKER}{windows.index}")
+            else:
+                body = {
+                    "events": counts["events"],
+                    "spans": windows.spans,
+                    "cpu_in_windows": windows.cpu_share(),
+                    **counts,
+                }
+                if windows.profiler is not None:
+                    windows.profiler.report()  # writes the .prof file
+                emit(RESULT_MARKER + orjson.dumps(body).decode())
+
+    worker = faust.Worker(app, loglevel="info", quiet=True)
+    worker.execute_from_commandline()
+
+
+async def run_faust(
+    feed: Feed,
+    broker: str,
+    app_id: str,
+    work_dir: Path,
+    partitions: int,
+    timeout: float,
+    work: str = "fold",
+) -> Result:
+    await feed.prepare(partitions)
+    datadir = work_dir / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / f"{app_id}.log"
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--faust-child",
+        "--broker",
+        broker,
+        "--partitions",
+        str(partitions),
+        "--faust-topics",
+        f"{feed.send_topic},{feed.commands_topic}",
+        "--faust-app-id",
+        app_id,
+        "--faust-datadir",
+        str(datadir),
+        "--faust-targets",
+        ",".join(str(t) for t in feed.targets),
+        "--faust-work",
+        work,
+        "--faust-broker-pid",
+        str(BROKER_PID[0] if BROKER_PID else 0),
+    ]
+    mode = "phased" if feed.phased else "backlog"
+    name = "stock Faust agent" + (" (json RMW)" if work == "json" else "")
+    result: dict[str, Any] | None = None
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        deadline = time.monotonic() + timeout
+        try:
+            while result is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    line = await asyncio.wait_for(proc.stdout.readline(), remaining)
+                except TimeoutError:
+                    break
+                if not line:
+                    break
+                text = line.decode(errors="replace").strip()
+                if text.startswith(PHASE_MARKER):
+                    await feed.load_commands()  # the child paused its commands partitions
+                    proc.stdin.write(b"go\n")
+                    await proc.stdin.drain()
+                elif text.startswith(RESULT_MARKER):
+                    result = orjson.loads(text[len(RESULT_MARKER) :])
+        finally:
+            await _stop_child(proc)
+    log_text = log_path.read_text(errors="replace")
+    warnings = [
+        line[:240]
+        for line in log_text.splitlines()
+        if "[WARNING]" in line or "[ERROR]" in line or "[CRITICAL]" in line
+    ]
+    extra: dict[str, Any] = {"warnings_in_log": len(warnings), "first_warnings": warnings[:3]}
+    if result is None:
+        tail = "\n".join(log_text.splitlines()[-15:])
+        return Result(name, mode, 0, 0.0, extra, False, f"no result:\n{tail}")
+    spans = [float(s) for s in result.pop("spans")]
+    events = int(result.pop("events"))
+    extra = {"windows_s": [round(s, 2) for s in spans], **result, **extra}
+    extra["loading"] = feed.load_log
+    return Result(name, mode, events, sum(spans), extra)
+
+
+async def _stop_child(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 30)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+# --- profiling -------------------------------------------------------------------------------
+
+
+class Profiler:
+    """cProfile or pyinstrument, resumed/paused with the engine's timed windows."""
+
+    def __init__(self, kind: str, out: Path | None) -> None:
+        self.kind = kind
+        self.out = out
+        self.window = 0.0
+        self._resumed = 0.0
+        self._cprofile: cProfile.Profile | None = None
+        self._pyinstrument: Any = None
+        if kind == "cprofile":
+            self._cprofile = cProfile.Profile()
+        else:
+            from pyinstrument import Profiler as Pyinstrument
+
+            self._pyinstrument = Pyinstrument(interval=0.001, async_mode="disabled")
+
+    def resume(self) -> None:
+        self._resumed = time.perf_counter()
+        if self._cprofile is not None:
+            self._cprofile.enable()
+        else:
+            self._pyinstrument.start()
+
+    def pause(self) -> None:
+        if self._cprofile is not None:
+            self._cprofile.disable()
+        else:
+            self._pyinstrument.stop()
+        self.window += time.perf_counter() - self._resumed
+
+    def report(self, top: int = 15) -> str:
+        if self._cprofile is not None:
+            if self.out is not None:
+                self._cprofile.dump_stats(str(self.out))
+            return self._report_cprofile(top)
+        if self.out is not None:
+            self.out.write_text(self._pyinstrument.output_text(unicode=False, color=False))
+        return self._report_pyinstrument(top)
+
+    def _report_cprofile(self, top: int) -> str:
+        assert self._cprofile is not None
+        stats = pstats.Stats(self._cprofile, stream=io.StringIO())
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+        total = self.window
+        rows = [(func, calls, tt, ct) for func, (_, calls, tt, ct, _) in raw.items()]
+        lines = [f"cProfile over the engine's timed windows ({total:.2f}s wall; % of that)"]
+        for title, index in (("cumulative", 3), ("self", 2)):
+            lines.append(f"\nTop {top} by {title} time:")
+            lines.append(f"{'%':>6} {'seconds':>8} {'calls':>9}  function")
+            for func, calls, tt, ct in sorted(rows, key=lambda r: r[index], reverse=True)[:top]:
+                value = ct if index == 3 else tt
+                lines.append(f"{100 * value / total:6.1f} {value:8.3f} {calls:9d}  {_fname(func)}")
+        return "\n".join(lines)
+
+    def _report_pyinstrument(self, top: int) -> str:
+        session = self._pyinstrument.last_session
+        root = session.root_frame(trim_stem=False) if session else None
+        if root is None:
+            return "(no samples)"
+        total = root.time
+        self_time: Counter[str] = Counter()
+        cum_time: Counter[str] = Counter()
+
+        def walk(frame: Any, stack: frozenset[str], parent: str) -> None:
+            if frame.is_synthetic:  # "[self]" / "[await]" leaves: time spent in the parent
+                self_time[parent] += frame.time
+                return
+            name = f"{frame.function} ({_short(frame.file_path or '')}:{frame.line_no})"
+            if not frame.children:
+                self_time[name] += frame.time
+            inner = stack
+            if name not in stack:
+                cum_time[name] += frame.time
+                inner = stack | {name}
+            for child in frame.children:
+                walk(child, inner, name)
+
+        walk(root, frozenset(), "<root>")
+        lines = [f"pyinstrument (sampling, 1 ms) over the engine's timed windows ({total:.2f}s)"]
+        for title, counter in (("cumulative", cum_time), ("self", self_time)):
+            lines.append(f"\nTop {top} by {title} time:")
+            for name, value in counter.most_common(top):
+                lines.append(f"{100 * value / total:6.1f} {value:8.3f}  {name}")
+        return "\n".join(lines)
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+def _fname(func: tuple[str, int, str]) -> str:
+    file, line, name = func
+    return name if file == "~" else f"{name} ({_short(file)}:{line})"
+
+
+# --- micro: per-call costs of the fold path, no Kafka ----------------------------------------
+
+
+def micro(work: Workload, keys: int = 5_000) -> None:
+    """Time each step the engine runs per event, in isolation (µs per call, best of 3)."""
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from deliverytrack.models.codec import encode_status_changed
+    from deliverytrack.models.events import StatusChanged
+
+    keys = min(keys, work.keys)
+    sends = [value for _, value in work.sends[:keys]]
+    per_key = work.commands[:keys]
+    updates = [value for commands in per_key for _, value in commands[:2]]  # applied
+    send_events = [decode_send_result(v) for v in sends]
+    sent = [fold(None, e)[0] for e in send_events]
+    delivered_events = [decode_command(c[0][1]) for c in per_key if c]
+    delivered = [fold(r, e)[0] for r, e in zip(sent, delivered_events, strict=False)]
+    clicked = [
+        fold(r, decode_command(c[1][1]))[0] for r, c in zip(delivered, per_key, strict=False)
+    ]
+    refused_events = [decode_command(c[2][1]) for c in per_key if len(c) > 2]
+    changes = [
+        out
+        for r, e in zip(sent, delivered_events, strict=False)
+        for out in fold(r, e)[1]
+        if isinstance(out, StatusChanged)
+    ]
+    raw_sent = [encode_record(r) for r in sent if r is not None]
+    raw_clicked = [encode_record(r) for r in clicked if r is not None]
+    partitioner = DefaultPartitioner()
+    partitions = list(range(4))
+    key_bytes = [key for key, _ in work.sends[:keys]]
+
+    def build_batch(values: list[bytes]) -> None:
+        builder = BatchBuilder(1_048_576, 0)
+        for key, value in zip(key_bytes, values, strict=False):
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                builder = BatchBuilder(1_048_576, 0)
+
+    status_values = [encode_status_changed(c) for c in changes]
+    cases: list[tuple[str, int, Callable[[], object]]] = [
+        (
+            "decode_send_result (orjson + validate)",
+            len(sends),
+            lambda: [decode_send_result(v) for v in sends],
+        ),
+        (
+            "decode_command (orjson + validate)",
+            len(updates),
+            lambda: [decode_command(v) for v in updates],
+        ),
+        (
+            "fold(None, SendRecorded) -> SENT",
+            len(send_events),
+            lambda: [fold(None, e) for e in send_events],
+        ),
+        (
+            "fold(SENT, UpdateStatus DELIVERED)",
+            len(delivered_events),
+            lambda: [fold(r, e) for r, e in zip(sent, delivered_events, strict=False)],
+        ),
+        (
+            "fold(CLICKED, refused UpdateStatus)",
+            len(refused_events),
+            lambda: [fold(r, e) for r, e in zip(clicked, refused_events, strict=False)],
+        ),
+        (
+            "encode_status_changed (record embedded)",
+            len(changes),
+            lambda: [encode_status_changed(c) for c in changes],
+        ),
+        (
+            "decode_record (SENT, 1 history entry)",
+            len(raw_sent),
+            lambda: [decode_record(r) for r in raw_sent],
+        ),
+        (
+            "decode_record (CLICKED, 3 history entries)",
+            len(raw_clicked),
+            lambda: [decode_record(r) for r in raw_clicked],
+        ),
+        (
+            "encode_record (CLICKED)",
+            len(clicked),
+            lambda: [encode_record(r) for r in clicked if r is not None],
+        ),
+        (
+            "DefaultPartitioner (murmur2) per output",
+            len(key_bytes),
+            lambda: [partitioner(k, partitions, partitions) for k in key_bytes],
+        ),
+        (
+            "BatchBuilder.append (status change value)",
+            len(status_values),
+            lambda: build_batch(status_values),
+        ),
+    ]
+    print(f"\nmicro: per-call cost of each step ({keys:,} keys of the workload, best of 3)")
+    print(f"{'µs/call':>8}  step")
+    for name, count, fn in cases:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            fn()
+            best = min(best, time.perf_counter() - started)
+        print(f"{1e6 * best / max(count, 1):8.1f}  {name}")
+    sizes = [len(v) for v in status_values]
+    print(
+        f"sizes: status change value ~{statistics.fmean(sizes):.0f} B, record (CLICKED) "
+        f"~{statistics.fmean(len(r) for r in raw_clicked):.0f} B"
+    )
+    subset = work.subset(4 * keys)
+    for collector in ("gc on", "gc off"):
+        sends_us, commands_us = offline_fold(subset, gc_enabled=collector == "gc on")
+        print(
+            f"engine._fold_partition offline ({collector}): {sends_us:.1f} µs/event on a batch "
+            f"of {subset.keys:,} sends, {commands_us:.1f} µs/event on a batch of "
+            f"{subset.events - subset.keys:,} commands"
+        )
+
+
+def offline_fold(work: Workload, gc_enabled: bool) -> tuple[float, float]:
+    """The engine's own _fold_partition + store write on in-memory batches (no Kafka)."""
+    from deliverytrack.streams.store import PartitionStore, Position
+
+    with tempfile.TemporaryDirectory(prefix="dt-micro-") as tmp:
+        settings = Settings(app_id="micro", topic_prefix="micro.", data_dir=Path(tmp))
+        engine = FoldEngine(settings)
+        engine._stores[0] = store = PartitionStore(Path(tmp) / "p0.db")
+        engine._positions[0] = Position()
+
+        def records(topic: str, items: list[Item]) -> list[ConsumerRecord[bytes, bytes]]:
+            return [
+                ConsumerRecord(topic, 0, i, i, 0, k, v, None, len(k), len(v), ())
+                for i, (k, v) in enumerate(items)
+            ]
+
+        batches = [
+            records(engine.topics.send_results, work.sends),
+            records(engine.topics.commands, [i for c in work.commands for i in c]),
+        ]
+        per_event = []
+        gc.collect()
+        if not gc_enabled:
+            gc.disable()
+        try:
+            for batch in batches:
+                started = time.perf_counter()
+                changes = engine._fold_partition(0, batch, [])
+                store.write(changes, Position())
+                per_event.append(1e6 * (time.perf_counter() - started) / len(batch))
+        finally:
+            gc.enable()
+            store.close()
+        return per_event[0], per_event[1]
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def machine_facts(broker_desc: str) -> list[str]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for dist in ("faust-streaming", "aiokafka", "rocksdict", "pydantic", "orjson"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{dist} {metadata.version(dist)}")
+    return [
+        f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"cores: {os.cpu_count()} ({cpu}); usable {len(os.sched_getaffinity(0))}",
+        f"python: {platform.python_version()} ({platform.python_implementation()}), "
+        f"{platform.system()} {platform.release()}",
+        "packages: " + ", ".join(versions),
+        f"deliverytrack: {_git_describe()}",
+        f"broker: {broker_desc}",
+    ]
+
+
+def _git_describe() -> str:
+    """The commit measured, and whether the engine's sources differ from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "streams", "tables", "models"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown commit"
+    return f"commit {head}" + (" + uncommitted changes in streams/tables/models" if dirty else "")
+
+
+CONTENDERS = ("engine", "faust", "raw")
+
+
+def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None:
+    print()
+    header = (
+        f"{'contender':<22} {'input':<8} {'events':>9} {'seconds':>8} {'events/s':>9} "
+        f"{'vs raw':>7}  notes"
+    )
+    print(header + (f"  (median of {runs} runs)" if runs > 1 else ""))
+    print("-" * (len(header) + 10))
+    for mode in ("phased", "backlog"):
+        raw_rates = [r.rate for r in results.get(("raw", mode), []) if r.ok]
+        raw_rate = statistics.median(raw_rates) if raw_rates else 0.0
+        for name in CONTENDERS:
+            all_rows = results.get((name, mode), [])
+            rows = [r for r in all_rows if r.ok]
+            if not rows:
+                if all_rows:
+                    print(f"{all_rows[0].contender:<22} {mode:<8} FAILED: {all_rows[0].note}")
+                continue
+            rate = statistics.median(r.rate for r in rows)
+            seconds = statistics.median(r.seconds for r in rows)
+            ratio = f"{rate / raw_rate:.2f}" if raw_rate else "-"
+            extra = rows[0].extra
+            notes = []
+            for key in ("dead_letters", "rejected (unknown-message)"):
+                if extra.get(key):
+                    notes.append(f"{key.split(' ')[0]}={extra[key]:,}")
+            head = f"{rows[0].contender:<22} {mode:<8} {rows[0].events:>9,}"
+            print(f"{head} {seconds:>8.2f} {rate:>9,.0f} {ratio:>7}  {' '.join(notes)}")
+            if len(rows) > 1:
+                print(f"{'':<31} runs: " + ", ".join(f"{r.rate:,.0f}" for r in rows))
+
+
+@contextlib.contextmanager
+def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, str, Path | None]]:
+    if args.broker:
+        yield args.broker, f"external {args.broker}", None
+        return
+    from deliverytrack.streams.kafka_broker import KAFKA_VERSION, KafkaBroker
+
+    broker = KafkaBroker(work_dir / "kafka")
+    started = time.perf_counter()
+    broker.start()
+    if broker.pid is not None:
+        BROKER_PID.append(broker.pid)
+    desc = (
+        f"Apache Kafka {KAFKA_VERSION} KRaft single node on loopback "
+        f"(started in {time.perf_counter() - started:.1f}s, heap {broker.heap})"
+    )
+    try:
+        yield broker.url, desc, broker.log_path
+    finally:
+        broker.stop()
+
+
+async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> None:
+    servers = servers_of(broker)
+    only = [name for name in ("raw", "engine", "faust") if name in args.only.split(",")]
+    modes = ["phased", "backlog"] if args.input == "both" else [args.input]
+    started = time.perf_counter()
+    work = generate(args.events, args.keys)
+    send_size, cmd_size = work.value_sizes()
+    print(
+        f"workload: {work.events:,} events over {work.keys:,} keys (seed {SEED}): "
+        f"{work.keys:,} SendRecorded ~{send_size:.0f} B, {work.events - work.keys:,} "
+        f"UpdateStatus ~{cmd_size:.0f} B; a correct fold applies {work.expected()['applied']:,} "
+        f"and refuses {work.expected()['refused']:,}; generated in "
+        f"{time.perf_counter() - started:.1f}s"
+    )
+    faust_work = work.subset(args.faust_events) if args.faust_events else work
+    tag = uuid.uuid4().hex[:6]
+
+    # Backlog input: loaded once, shared by every contender and run.
+    backlog: dict[str, Feed] = {}
+    if "backlog" in modes:
+        prefix = f"b{tag}-backlog."
+        topics = Topics.from_prefix(prefix, "unused")
+        backlog["all"] = Feed(servers, topics.send_results, topics.commands, work, False)
+        print("backlog loaded:", await load_backlog(backlog["all"], args.partitions))
+        if "faust" in only and faust_work is not work:
+            fprefix = f"b{tag}-backlog-faust."
+            ftopics = Topics.from_prefix(fprefix, "unused")
+            backlog["faust"] = Feed(
+                servers, ftopics.send_results, ftopics.commands, faust_work, False
+            )
+            print("backlog loaded (Faust):", await load_backlog(backlog["faust"], args.partitions))
+
+    if not args.no_gc_freeze:
+        # The generated workload stays in memory for the phased loads: keep its objects out of
+        # the collector's scans so the in-process contenders do not pay for the harness.
+        gc.collect()
+        gc.freeze()
+        print(f"gc.freeze(): {gc.get_freeze_count():,} harness objects frozen")
+    counter = LogCounter()
+    logging.getLogger().addHandler(counter)
+    results: dict[tuple[str, str], list[Result]] = defaultdict(list)
+    logs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    profiler = Profiler(args.profile, args.profile_out) if args.profile else None
+    for run in range(args.runs):
+        for mode in modes:
+            for name in only:
+                ident = f"{name}-{mode}-{run}-{tag}"
+                prefix = f"b{tag}-backlog." if mode == "backlog" else f"b{ident}."
+                if mode == "backlog":
+                    feed = backlog["faust" if name == "faust" and "faust" in backlog else "all"]
+                else:
+                    topics = Topics.from_prefix(prefix, ident)
+                    data = faust_work if name == "faust" else work
+                    feed = Feed(servers, topics.send_results, topics.commands, data, True)
+                counter.reset()
+                if name == "raw":
+                    coro = run_raw(feed, broker, ident, work_dir, args.partitions, args.timeout)
+                elif name == "engine":
+                    use_profiler = profiler if run == 0 and mode == modes[0] else None
+                    coro = run_engine(
+                        feed,
+                        broker,
+                        prefix,
+                        ident,
+                        work_dir,
+                        args.partitions,
+                        args.timeout,
+                        use_profiler,
+                    )
+                else:
+                    coro = run_faust(
+                        feed,
+                        broker,
+                        ident,
+                        work_dir,
+                        args.partitions,
+                        args.timeout,
+                        args.faust_work,
+                    )
+                result = await coro
+                results[(name, mode)].append(result)
+                logs[(name, mode)].append(counter.summary())
+                status = "ok" if result.ok else f"FAILED ({result.note})"
+                print(
+                    f"run {run + 1}/{args.runs} {mode:<7} {result.contender}: "
+                    f"{result.events:,} events in {result.seconds:.2f}s = "
+                    f"{result.rate:,.0f} events/s [{status}]",
+                    flush=True,
+                )
+    logging.getLogger().removeHandler(counter)
+
+    print_table(results, args.runs)
+    print(
+        "\ninput 'phased': sends loaded, folded (window 1), then commands loaded while the "
+        "contender's commands partitions are paused, folded (window 2); seconds = sum of "
+        "windows.\ninput 'backlog': both topics loaded before the contender starts; one window."
+    )
+    if "faust" in only and faust_work is not work:
+        print(
+            f"Faust ran on {faust_work.events:,} events over {faust_work.keys:,} keys (the first "
+            f"keys of the same workload, same mix; --faust-events {args.faust_events}); the "
+            f"others on {work.events:,}."
+        )
+    for (name, mode), rows in results.items():
+        for index, result in enumerate(rows):
+            print(f"\n{result.contender} [{mode}] run {index + 1}:")
+            for key, value in result.extra.items():
+                print(f"  {key}: {value}")
+            summary = logs[(name, mode)][index]
+            print(f"  log records in this process: {summary['levels']}")
+            if summary["events"]:
+                print(f"  group/assignment log lines: {summary['events']}")
+            for logger_name, samples in summary["warnings"].items():
+                for sample in samples:
+                    print(f"  log {logger_name}: {sample}")
+    if profiler is not None:
+        print()
+        print(profiler.report())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--keys", type=int, default=50_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--faust-events",
+        type=int,
+        default=50_000,
+        help="run the (slow) Faust agent on the first keys holding this many events; 0 = all",
+    )
+    parser.add_argument(
+        "--faust-work",
+        choices=("fold", "json"),
+        default="fold",
+        help="Faust per-event work: the real fold (default) or a plain JSON read-modify-write",
+    )
+    parser.add_argument(
+        "--broker", help="kafka://host:port of a running broker (else one is started in a temp dir)"
+    )
+    parser.add_argument("--only", default="engine,faust,raw", help="contenders, comma-separated")
+    parser.add_argument(
+        "--input",
+        choices=("phased", "backlog", "both"),
+        default="phased",
+        help="how the input is pre-loaded (see the module docstring)",
+    )
+    parser.add_argument("--timeout", type=float, default=900.0, help="per contender, seconds")
+    parser.add_argument(
+        "--profile",
+        choices=("cprofile", "pyinstrument"),
+        help="profile the engine's timed windows (first run, first input mode)",
+    )
+    parser.add_argument("--profile-out", type=Path, help="write the raw profile here")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, state)")
+    parser.add_argument(
+        "--no-gc-freeze",
+        action="store_true",
+        help="do not gc.freeze() the harness's objects before the contenders run",
+    )
+    parser.add_argument(
+        "--micro", action="store_true", help="only time the fold path's steps in isolation"
+    )
+    # internal: the Faust child process
+    parser.add_argument("--faust-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-topics", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-app-id", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-datadir", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-targets", help=argparse.SUPPRESS)
+    parser.add_argument("--faust-broker-pid", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.faust_child:
+        faust_child(args)
+        return 0
+    if args.micro:
+        micro(generate(min(args.events, 4 * args.keys), args.keys))
+        return 0
+
+    work_dir = Path(tempfile.mkdtemp(prefix="dt-bench-"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        filename=str(work_dir / "bench.log"),
+    )
+    try:
+        with broker_for(args, work_dir) as (broker, desc, broker_log):
+            for line in machine_facts(desc):
+                print(line)
+            print(f"temp dir: {work_dir}", flush=True)
+            asyncio.run(main_async(args, broker, work_dir))
+            if broker_log is not None and broker_log.exists():
+                lines = broker_log.read_text(errors="replace").splitlines()
+                errors = [line for line in lines if "] ERROR " in line or "] WARN " in line]
+                print(f"\nbroker log: {len(errors)} WARN/ERROR lines")
+                for line in errors[:10]:
+                    print("  " + line[:240])
+    finally:
+        if args.keep:
+            print(f"kept {work_dir}")
+        else:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
