@@ -12,13 +12,17 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.events import (
     SCHEMA_VERSION,
     CancelMessage,
     DeadLetter,
     DueCheckIssued,
+    HoldExpiryDue,
     PollRequested,
+    ProviderIdLinked,
     ProviderReportReceived,
+    ReportCorrelated,
     SendRecorded,
     StatusChanged,
     StatusObserved,
@@ -38,6 +42,11 @@ ProviderReportAdapter: TypeAdapter[ProviderReportReceived] = TypeAdapter(Provide
 StatusChangedAdapter: TypeAdapter[StatusChanged] = TypeAdapter(StatusChanged)
 DeadLetterAdapter: TypeAdapter[DeadLetter] = TypeAdapter(DeadLetter)
 RecordAdapter: TypeAdapter[TrackingRecord] = TypeAdapter(TrackingRecord)
+LinkOrExpiryAdapter: TypeAdapter[ProviderIdLinked | HoldExpiryDue] = TypeAdapter(
+    Annotated[ProviderIdLinked | HoldExpiryDue, Field(discriminator="event_type")]
+)
+ReportCorrelatedAdapter: TypeAdapter[ReportCorrelated] = TypeAdapter(ReportCorrelated)
+CorrelationStateAdapter: TypeAdapter[CorrelationState] = TypeAdapter(CorrelationState)
 
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -116,6 +125,14 @@ def decode_provider_report(raw: bytes | None) -> ProviderReportReceived:
     )
 
 
+def decode_link_or_expiry(raw: bytes | None) -> ProviderIdLinked | HoldExpiryDue:
+    return _validate(LinkOrExpiryAdapter, upcast(parse_json_object(raw)))
+
+
+def decode_correlated_report(raw: bytes | None) -> ReportCorrelated:
+    return _validate(ReportCorrelatedAdapter, upcast(parse_json_object(raw), "ReportCorrelated"))
+
+
 def decode_due_check(raw: bytes | None) -> DueCheckIssued:
     return _validate(DueCheckAdapter, upcast(parse_json_object(raw), "DueCheckIssued"))
 
@@ -148,3 +165,7 @@ def encode_record(record: TrackingRecord) -> bytes:
 
 def decode_record(raw: bytes) -> TrackingRecord:
     return RecordAdapter.validate_json(raw)
+
+
+def decode_correlation_state(raw: bytes) -> CorrelationState:
+    return CorrelationStateAdapter.validate_json(raw)

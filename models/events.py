@@ -124,6 +124,45 @@ class ProviderReportReceived(Event):
     raw: JsonObject | None = None
 
 
+# --- internal: correlation of provider reports (key: providerId:providerMessageId) ------------
+
+
+def provider_key(provider_id: str, provider_message_id: str) -> str:
+    """The key of provider-webhooks and of the provider-id index."""
+    return f"{provider_id}:{provider_message_id}"
+
+
+class ProviderIdLinked(Event):
+    """The fold created a record with a provider message id: index it (re-keyed by provider)."""
+
+    event_type: Literal["ProviderIdLinked"] = "ProviderIdLinked"
+    provider_id: NonEmptyStr
+    provider_message_id: NonEmptyStr
+    message_id: NonEmptyStr
+    linked_at: UtcDatetime
+
+
+class HoldExpiryDue(Event):
+    """A timer saw held reports of this provider key past their holding time at ``issuedAt``."""
+
+    event_type: Literal["HoldExpiryDue"] = "HoldExpiryDue"
+    provider_id: NonEmptyStr
+    provider_message_id: NonEmptyStr
+    issued_at: UtcDatetime
+
+
+CorrelationEvent = ProviderReportReceived | ProviderIdLinked | HoldExpiryDue
+"""Everything the correlator accepts, keyed by ``providerId:providerMessageId``."""
+
+
+class ReportCorrelated(Event):
+    """A provider report matched to our messageId (``eventId`` is the report's eventId)."""
+
+    event_type: Literal["ReportCorrelated"] = "ReportCorrelated"
+    message_id: NonEmptyStr
+    report: ProviderReportReceived
+
+
 # --- internal: due checks, poll requests, observations (key: messageId) -------------------------
 
 
@@ -243,7 +282,13 @@ class DeadLetter(Frozen):
 
 CommandEvent = UpdateStatus | CancelMessage | StopTracking
 MessageEvent = (
-    SendRecorded | UpdateStatus | CancelMessage | StopTracking | DueCheckIssued | StatusObserved
+    SendRecorded
+    | UpdateStatus
+    | CancelMessage
+    | StopTracking
+    | DueCheckIssued
+    | StatusObserved
+    | ReportCorrelated
 )
 """Everything the fold accepts, keyed by messageId."""
 

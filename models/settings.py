@@ -14,17 +14,40 @@ from deliverytrack.models.policy import PollingPolicy
 
 class ProviderConfig(BaseModel):
     """One provider's status API. ``kind`` selects the adapter; ``none`` has no status API
-    (polling it is UNSUPPORTED_PROVIDER, handled by ``unsupportedProviderStrategy``)."""
+    (polling it is UNSUPPORTED_PROVIDER, handled by ``unsupportedProviderStrategy``).
+
+    Fields by kind (JSON names are camelCase):
+
+    * ``simulated``: ``baseUrl`` (required).
+    * ``solapi``: ``apiKey`` and ``apiSecret`` (HMAC-SHA256 request signing); ``baseUrl``
+      defaults to ``https://api.solapi.com``.
+    * ``iwinv``: ``apiKey`` (AlimTalk, sent as ``AUTH: base64(apiKey)``); ``smsApiKey``,
+      ``smsAuthKey`` and ``smsCompanyId`` for SMS/LMS/MMS history (``secret:
+      base64(smsApiKey&smsAuthKey)``); ``baseUrl`` (AlimTalk) and ``smsBaseUrl`` default to
+      IWINV's hosts; ``xForwardedFor`` for accounts bound to a registered IP.
+    * ``solapi``/``iwinv`` webhooks: ``webhookSecret``, a shared token the provider's delivery
+      reports must carry (``X-Webhook-Token`` header or ``Authorization: Bearer``); without it
+      every report to that provider is refused.
+    """
 
     model_config = ConfigDict(
         frozen=True, populate_by_name=True, alias_generator=to_camel, extra="forbid"
     )
 
-    kind: Literal["simulated", "none"]
+    kind: Literal["simulated", "none", "solapi", "iwinv"]
     base_url: str | None = None
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
     timeout_ms: int | None = Field(default=None, ge=1)
+    # IWINV SMS v2 history (k-msg ``smsApiKey``/``smsAuthKey``/``smsCompanyId``).
+    sms_base_url: str | None = None
+    sms_api_key: SecretStr | None = None
+    sms_auth_key: SecretStr | None = None
+    sms_company_id: str | None = None
+    # IWINV: the registered source IP, when calls go through a proxy.
+    x_forwarded_for: str | None = None
+    # Inbound delivery reports (webhooks) of solapi/iwinv: the shared secret they must carry.
+    webhook_secret: SecretStr | None = None
 
 
 class Settings(BaseSettings):
@@ -59,6 +82,17 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     polling: PollingPolicy = PollingPolicy()
+    webhook_hold_ms: int = Field(
+        default=3_600_000,
+        ge=1,
+        description="How long a provider report waits for its send result before it is "
+        "dead-lettered as unmatched-report",
+    )
+    webhook_replay_window_ms: int = Field(
+        default=300_000,
+        ge=1,
+        description="Generic webhooks: how far a signed timestamp may be from the worker's clock",
+    )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict,
         description="providerId -> status API, e.g. "

@@ -32,14 +32,19 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
                 raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
             await asyncio.sleep(0.5)
     try:
-        await _create_missing(admin, settings, {name: {} for name in topics.public})
+        await _create_missing(admin, settings, {topics.send_results: {}})
         partitions = settings.partitions
         described = await admin.describe_topics([topics.send_results])
         if described and described[0].get("partitions"):
             partitions = len(described[0]["partitions"])
+        co_partitioned: dict[str, dict[str, str]] = {name: {} for name in topics.co_partitioned}
+        await _create_missing(admin, settings, co_partitioned, partitions)
+        others = set(topics.public) - set(co_partitioned) - {topics.send_results}
+        await _create_missing(admin, settings, {name: {} for name in sorted(others)})
         internal: dict[str, dict[str, str]] = {name: {} for name in topics.internal}
         internal[topics.records_changelog] = COMPACT_ONLY
         await _create_missing(admin, settings, internal, partitions)
+        await _check_partitions(admin, topics, partitions)
     finally:
         await admin.close()
 
@@ -68,3 +73,20 @@ async def _create_missing(
     except TopicAlreadyExistsError:
         pass  # another worker created them at the same time
     log.info("created topics %s", [topic.name for topic in missing])
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, topics: Topics, partitions: int) -> None:
+    """Refuse to start on topics that are not co-partitioned: the fold would read a record's
+    events on different partitions (and workers) and lose their order."""
+    names = [*topics.co_partitioned, *topics.internal, topics.records_changelog]
+    wrong = []
+    for described in await admin.describe_topics(names):
+        count = len(described.get("partitions") or [])
+        if count and count != partitions:
+            wrong.append(f"{described['topic']} has {count}")
+    if wrong:
+        raise RuntimeError(
+            f"topics must have the partition count of {topics.send_results} ({partitions}): "
+            + ", ".join(wrong)
+            + "; recreate them or repartition through a new topic prefix"
+        )

@@ -16,6 +16,7 @@ from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
+from deliverytrack.streams.webhooks import WebhookIngress, build_webhook_adapters
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class DeliveryTrackApp(faust.App):
     settings: Settings
     engine: FoldEngine
     poller: Poller
+    webhooks: WebhookIngress
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -72,9 +74,21 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     providers = build_registry(settings)
     app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
     app.service(FoldService(app.engine, providers))  # type: ignore[arg-type]
+    app.webhooks = WebhookIngress(
+        build_webhook_adapters(settings),
+        _publisher(app.engine),
+        app.engine.topics.provider_webhooks,
+    )
     _register_polling(app)
     _register_views(app)
     return app
+
+
+def _publisher(engine: FoldEngine) -> Any:
+    async def publish(topic: str, key: bytes, value: bytes) -> Any:
+        return await engine.producer.send(topic, value=value, key=key)
+
+    return publish
 
 
 def _register_polling(app: DeliveryTrackApp) -> None:
@@ -109,7 +123,7 @@ def _register_polling(app: DeliveryTrackApp) -> None:
 
 
 def _register_views(app: DeliveryTrackApp) -> None:
-    engine, poller = app.engine, app.poller
+    engine, poller, webhooks = app.engine, app.poller, app.webhooks
 
     @app.page("/health")
     class Health(View):
@@ -127,6 +141,11 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "dueChecks": stats.due_checks,
                 "pollRequests": stats.poll_requests,
                 "providerCalls": poller.calls,
+                "webhooksAccepted": webhooks.accepted,
+                "webhooksRejected": webhooks.rejected,
+                "reports": stats.reports,
+                "reportsCorrelated": stats.reports_correlated,
+                "holdExpiries": stats.hold_expiries,
             }
             return self.json(body, status=200 if engine.ready.is_set() else 503)
 
@@ -140,3 +159,10 @@ def _register_views(app: DeliveryTrackApp) -> None:
                     status=404,
                 )
             return self.bytes(encode(record), content_type="application/json")
+
+    @app.page("/webhooks/{provider_id}")
+    class WebhookView(View):
+        async def post(self, request: Request, provider_id: str) -> Response:
+            body = await request.read()
+            status, answer = await webhooks.handle(provider_id, request.headers, body)
+            return self.json(answer, status=status)

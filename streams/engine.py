@@ -45,28 +45,39 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from deliverytrack.models.codec import (
     DecodeError,
     decode_command,
+    decode_correlated_report,
+    decode_correlation_state,
     decode_due_check,
+    decode_link_or_expiry,
     decode_observation,
+    decode_provider_report,
     decode_record,
     decode_send_result,
     encode,
     encode_record,
     encode_status_changed,
 )
+from deliverytrack.models.correlation import CorrelationState, SourceRef
 from deliverytrack.models.events import (
+    CorrelationEvent,
     DeadLetter,
     DueCheckIssued,
     EventRejected,
+    HoldExpiryDue,
     MessageEvent,
     PollRequested,
+    ProviderIdLinked,
+    ReportCorrelated,
     StatusChanged,
+    provider_key,
 )
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.store import CorrelationChange, PartitionStore, Position
 from deliverytrack.streams.topics import Topics
+from deliverytrack.tables.correlation import correlate
 from deliverytrack.tables.due_index import epoch_ms, from_epoch_ms
 from deliverytrack.tables.fold import fold
 
@@ -74,8 +85,11 @@ log = logging.getLogger(__name__)
 
 POSITION_KEY = b"\x00position"
 """Changelog key of the position record; messageIds may not start with NUL."""
+CORRELATION_PREFIX = b"\x00c:"
+"""Changelog keys of correlation states: this prefix + providerId:providerMessageId."""
 
 Decoder = Callable[[bytes | None], MessageEvent]
+CorrelationDecoder = Callable[[bytes | None], CorrelationEvent]
 Change = tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]
 """(record before the batch, record after it, the JSON of the latter)."""
 
@@ -92,6 +106,9 @@ class EngineStats:
     poll_requests: int = 0
     due_checks: int = 0
     due_scans: int = 0
+    reports: int = 0
+    reports_correlated: int = 0
+    hold_expiries: int = 0
 
 
 @dataclass(slots=True)
@@ -129,8 +146,15 @@ class FoldEngine:
             self.topics.commands: decode_command,
             self.topics.due_checks: decode_due_check,
             self.topics.observations: decode_observation,
+            self.topics.correlated_reports: decode_correlated_report,
         }
-        self._rank = {topic: rank for rank, topic in enumerate(self.topics.fold_inputs)}
+        self._correlation_decoders: dict[str, CorrelationDecoder] = {
+            self.topics.provider_ids: decode_link_or_expiry,
+            self.topics.provider_webhooks: decode_provider_report,
+        }
+        inputs = (*self.topics.fold_inputs, *self.topics.correlation_inputs)
+        self._rank = {topic: rank for rank, topic in enumerate(inputs)}
+        self._emitted_due: dict[tuple[str, int, str], float] = {}
         self._lock = asyncio.Lock()
         self._partitioner = DefaultPartitioner()
         self._partitions_of: dict[str, list[int]] = {}
@@ -171,7 +195,7 @@ class FoldEngine:
         )
         await self._producer.start()
         await self._partitions(self.topics.send_results)
-        self._consumer.subscribe(topics=list(self.topics.fold_inputs), listener=_Rebalance(self))
+        self._consumer.subscribe(topics=list(self._rank), listener=_Rebalance(self))
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(), name="fold-engine")
 
@@ -229,34 +253,80 @@ class FoldEngine:
     def collect_due_checks(self, now: datetime) -> list[tuple[bytes, bytes]]:
         """Scan the due index of the partitions this worker owns, oldest first: up to
         ``batchSize`` (key, DueCheckIssued JSON) pairs. Reads only; O(records due)."""
+        return [self._due_check(now, due) for due in self._scan_due(now)]
+
+    def _scan_due(self, now: datetime) -> list[tuple[int, str]]:
         limit = self.policy.batch_size
         found: list[tuple[int, str]] = []
         for store in list(self._stores.values()):
             found.extend(store.due(now, limit))
         found.sort()
-        issued_ms = epoch_ms(now)
-        return [
-            (
-                message_id.encode(),
-                encode(
-                    DueCheckIssued(
-                        event_id=f"{message_id}:due:{due_ms}:{issued_ms}",
-                        message_id=message_id,
-                        due_at=from_epoch_ms(due_ms),
-                        issued_at=now,
-                    )
-                ),
-            )
-            for due_ms, message_id in found[:limit]
-        ]
+        return found[:limit]
+
+    def _due_check(self, now: datetime, due: tuple[int, str]) -> tuple[bytes, bytes]:
+        due_ms, message_id = due
+        event = DueCheckIssued(
+            event_id=f"{message_id}:due:{due_ms}:{epoch_ms(now)}",
+            message_id=message_id,
+            due_at=from_epoch_ms(due_ms),
+            issued_at=now,
+        )
+        return message_id.encode(), encode(event)
+
+    def collect_hold_expiries(self, now: datetime) -> list[tuple[bytes, bytes]]:
+        """(provider key, HoldExpiryDue JSON) for held reports past their holding time."""
+        return [pair for due in self._scan_holds(now) if (pair := self._hold_expiry(now, due))]
+
+    def _scan_holds(self, now: datetime) -> list[tuple[int, str]]:
+        limit = self.policy.batch_size
+        found: list[tuple[int, str]] = []
+        for store in list(self._stores.values()):
+            found.extend(store.expired_holds(now, limit))
+        found.sort()
+        return found[:limit]
+
+    def _hold_expiry(self, now: datetime, due: tuple[int, str]) -> tuple[bytes, bytes] | None:
+        deadline_ms, key = due
+        state = None
+        for store in list(self._stores.values()):
+            state = state or store.get_correlation(key)
+        if state is None:
+            return None
+        event = HoldExpiryDue(
+            event_id=f"{key}:expiry:{deadline_ms}:{epoch_ms(now)}",
+            provider_id=state.provider_id,
+            provider_message_id=state.provider_message_id,
+            issued_at=now,
+        )
+        return key.encode(), encode(event)
 
     async def emit_due_checks(self, now: datetime) -> int:
-        """Publish the due checks of this tick (the timer's job; it never writes the table)."""
+        """Publish the due checks and hold expiries of this tick (the timer's job; it never
+        writes the table).
+
+        A check the fold has not consumed yet would be found due again by the next tick; the
+        fold would drop the repeat as stale, but it costs a round trip, so one emitted less
+        than a lease ago (same due time, same key) is not emitted again."""
         self.stats.due_scans += 1
-        checks = self.collect_due_checks(now)
-        await self._publish([_Output(self.topics.due_checks, key, value) for key, value in checks])
-        self.stats.due_checks += len(checks)
-        return len(checks)
+        clock = time.monotonic()
+        horizon = clock - self.policy.lease_ms / 1000
+        emitted = self._emitted_due
+        for marker in [marker for marker, at in emitted.items() if at < horizon]:
+            del emitted[marker]
+        outputs: list[_Output] = []
+        for due in self._scan_due(now):
+            if ("due", *due) not in emitted:
+                emitted[("due", *due)] = clock
+                key, value = self._due_check(now, due)
+                outputs.append(_Output(self.topics.due_checks, key, value))
+        checks = len(outputs)
+        for due in self._scan_holds(now):
+            if ("hold", *due) not in emitted and (pair := self._hold_expiry(now, due)):
+                emitted[("hold", *due)] = clock
+                outputs.append(_Output(self.topics.provider_ids, *pair))
+        await self._publish(outputs)
+        self.stats.due_checks += checks
+        return checks
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -294,10 +364,18 @@ class FoldEngine:
                 by_partition[tp.partition].extend(records)
         outputs: list[_Output] = []
         pending: dict[int, dict[str, Change]] = {}
+        linked: dict[int, dict[str, CorrelationChange]] = {}
+        correlation_topics = self._correlation_decoders
         for partition, records in by_partition.items():
             rank = self._rank
             records.sort(key=lambda r: (r.timestamp, rank[r.topic], r.offset))
-            pending[partition] = self._fold_partition(partition, records, outputs)
+            reports = [r for r in records if r.topic in correlation_topics]
+            if reports:
+                linked[partition] = self._correlate_partition(partition, reports, outputs)
+                records_for_fold = [r for r in records if r.topic not in correlation_topics]
+            else:
+                records_for_fold = records
+            pending[partition] = self._fold_partition(partition, records_for_fold, outputs)
             position = self._positions[partition]
             for record in records:
                 position.offsets[record.topic] = max(
@@ -305,11 +383,11 @@ class FoldEngine:
                 )
         self.stats.batches += 1
         await self._publish(outputs)
-        changelog = await self._publish_changelog(pending)
+        changelog = await self._publish_changelog(pending, linked)
         for partition, changes in pending.items():
             position = self._positions[partition]
             position.changelog_next = changelog.get(partition, position.changelog_next)
-            self._stores[partition].write(changes, position)
+            self._stores[partition].write(changes, position, linked.get(partition))
         return {
             TopicPartition(topic, partition): offset
             for partition in pending
@@ -372,6 +450,9 @@ class FoldEngine:
                 elif isinstance(out, PollRequested):
                     outputs.append(_Output(poll_topic, msg.key, encode(out)))
                     self.stats.poll_requests += 1
+                elif isinstance(out, ProviderIdLinked):
+                    key = provider_key(out.provider_id, out.provider_message_id).encode()
+                    outputs.append(_Output(self.topics.provider_ids, key, encode(out)))
                 elif isinstance(out, EventRejected):
                     outputs.append(self._dead_letter(msg, out.reason, out.detail))
         result: dict[str, Change] = {}
@@ -382,6 +463,83 @@ class FoldEngine:
                 new,
                 None if new is None else encode_record(new),
             )
+        return result
+
+    def _correlate_partition(
+        self,
+        partition: int,
+        records: list[ConsumerRecord[bytes, bytes]],
+        outputs: list[_Output],
+    ) -> dict[str, CorrelationChange]:
+        """Correlate one partition's reports and links; returns {providerKey: change}."""
+        store = self._stores[partition]
+        before: dict[str, CorrelationState | None] = {}
+        current: dict[str, CorrelationState | None] = {}
+        changed: set[str] = set()
+        hold_ms = self.settings.webhook_hold_ms
+        for msg in records:
+            self.stats.events += 1
+            try:
+                event = self._correlation_decoders[msg.topic](msg.value)
+            except DecodeError as exc:
+                outputs.append(self._dead_letter(msg, exc.reason, exc.detail))
+                continue
+            key = provider_key(event.provider_id, event.provider_message_id)
+            if msg.key is None or msg.key != key.encode():
+                outputs.append(
+                    self._dead_letter(
+                        msg,
+                        "wrong-key",
+                        f"the Kafka key must be providerId:providerMessageId {key!r}, "
+                        f"got {msg.key!r}",
+                    )
+                )
+                continue
+            if key in current:
+                state = current[key]
+            else:
+                raw = store.get_correlation_raw(key)
+                state = None if raw is None else decode_correlation_state(raw)
+                before[key] = current[key] = state
+            source = SourceRef(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                value_base64=None if msg.value is None else base64.b64encode(msg.value).decode(),
+            )
+            try:
+                new, emitted = correlate(state, event, source=source, hold_ms=hold_ms)
+            except Exception as exc:  # a bug or a poison event: park it, keep going
+                log.exception("correlate failed on %s@%s:%s", msg.topic, msg.partition, msg.offset)
+                outputs.append(
+                    self._dead_letter(msg, "fold-error", "".join(traceback.format_exception(exc)))
+                )
+                continue
+            if isinstance(event, HoldExpiryDue):
+                self.stats.hold_expiries += 1
+            elif not isinstance(event, ProviderIdLinked):
+                self.stats.reports += 1
+            if new is not state:
+                current[key] = new
+                changed.add(key)
+            for out in emitted:
+                if isinstance(out, ReportCorrelated):
+                    outputs.append(
+                        _Output(
+                            self.topics.correlated_reports, out.message_id.encode(), encode(out)
+                        )
+                    )
+                    self.stats.reports_correlated += 1
+                elif isinstance(out, DeadLetter):
+                    self.stats.dead_letters += 1
+                    log.info("dead letter: %s: %s", out.reason, out.error)
+                    outputs.append(_Output(self.topics.dead_letters, key.encode(), encode(out)))
+                else:
+                    outputs.append(self._dead_letter(msg, out.reason, out.detail))
+        result: dict[str, CorrelationChange] = {}
+        for key in changed:
+            after = current[key]
+            result[key] = (before[key], after, None if after is None else encode(after))
         return result
 
     def _dead_letter(self, msg: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> _Output:
@@ -453,7 +611,11 @@ class FoldEngine:
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def _publish_changelog(self, pending: dict[int, dict[str, Change]]) -> dict[int, int]:
+    async def _publish_changelog(
+        self,
+        pending: dict[int, dict[str, Change]],
+        linked: dict[int, dict[str, CorrelationChange]] | None = None,
+    ) -> dict[int, int]:
         """Latest value per changed key, then the position record; returns next offsets."""
         topic = self.topics.records_changelog
         futures: list[asyncio.Future[Any]] = []
@@ -462,6 +624,13 @@ class FoldEngine:
             self.stats.changelog_writes += len(changes)
             items = ((mid.encode(), raw) for mid, (_, _, raw) in changes.items())
             futures.extend(await self._send_batches(topic, partition, items))
+            states = (linked or {}).get(partition)
+            if states:
+                self.stats.changelog_writes += len(states)
+                items = (
+                    (CORRELATION_PREFIX + k.encode(), raw) for k, (_, _, raw) in states.items()
+                )
+                futures.extend(await self._send_batches(topic, partition, items))
             # Sent after the records: same partition, idempotent producer, so it lands last.
             position = orjson.dumps({"offsets": self._positions[partition].offsets})
             position_futures[partition] = await self.producer.send(
@@ -523,6 +692,7 @@ class FoldEngine:
             while (await restorer.position(tp)) < end:
                 fetched = await restorer.getmany(tp, timeout_ms=1000, max_records=50_000)
                 changes: dict[str, Change] = {}
+                states: dict[str, CorrelationChange] = {}
                 for msg in fetched.get(tp, []):
                     position.changelog_next = msg.offset + 1
                     if msg.key == POSITION_KEY:
@@ -530,6 +700,15 @@ class FoldEngine:
                             position.offsets.update(orjson.loads(msg.value)["offsets"])
                         continue
                     if msg.key is None:
+                        continue
+                    if msg.key.startswith(CORRELATION_PREFIX):
+                        key = msg.key[len(CORRELATION_PREFIX) :].decode()
+                        old_state = states[key][0] if key in states else store.get_correlation(key)
+                        new_state = (
+                            None if msg.value is None else decode_correlation_state(msg.value)
+                        )
+                        states[key] = (old_state, new_state, msg.value)
+                        restored += 1
                         continue
                     mid = msg.key.decode()
                     if mid in changes:
@@ -539,7 +718,7 @@ class FoldEngine:
                     new = None if msg.value is None else decode_record(msg.value)
                     changes[mid] = (old, new, msg.value)
                     restored += 1
-                store.write(changes, position)
+                store.write(changes, position, states)
             self.stats.restored += restored
             log.info(
                 "fold: partition %s caught up %s changelog records in %.2fs",

@@ -6,6 +6,8 @@ mode. Key space, by one-byte prefix:
 - ``r`` + messageId -> TrackingRecord JSON
 - ``d`` + due key (big-endian due ms + messageId) -> empty; see ``tables.due_index``
 - ``m`` + name -> bookkeeping JSON (source offsets, changelog position)
+- ``c`` + providerId:providerMessageId -> CorrelationState JSON (provider-id index, held reports)
+- ``x`` + hold key (big-endian deadline ms + provider key) -> empty; see ``tables.correlation``
 
 Every batch is one atomic WriteBatch: records, due-index changes and offsets together.
 """
@@ -20,13 +22,19 @@ from pathlib import Path
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
-from deliverytrack.models.codec import decode_record
+from deliverytrack.models.codec import decode_correlation_state, decode_record
+from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
 
 RECORD = b"r"
 DUE = b"d"
 META = b"m"
+CORRELATION = b"c"
+HOLD = b"x"
+
+CorrelationChange = tuple[CorrelationState | None, CorrelationState | None, bytes | None]
 _META_POSITION = META + b"position"
 
 
@@ -79,17 +87,32 @@ class PartitionStore:
 
     def due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` (due ms, messageId) pairs due at or before ``now``, oldest first."""
-        bound = DUE + upper_bound(now)
+        return self._scan_index(DUE, now, limit)
+
+    def _scan_index(self, prefix: bytes, now: datetime, limit: int) -> list[tuple[int, str]]:
+        bound = prefix + upper_bound(now)
         found: list[tuple[int, str]] = []
         if limit <= 0:
             return found
-        for key in self._db.keys(from_key=DUE):
-            if not isinstance(key, bytes) or key >= bound or not key.startswith(DUE):
+        for key in self._db.keys(from_key=prefix):
+            if not isinstance(key, bytes) or key >= bound or not key.startswith(prefix):
                 break
             found.append(parse_due_key(key[1:]))
             if len(found) >= limit:
                 break
         return found
+
+    def get_correlation_raw(self, key: str) -> bytes | None:
+        value: bytes | None = self._db.get(CORRELATION + key.encode())
+        return value
+
+    def get_correlation(self, key: str) -> CorrelationState | None:
+        raw = self.get_correlation_raw(key)
+        return None if raw is None else decode_correlation_state(raw)
+
+    def expired_holds(self, now: datetime, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (deadline ms, provider key) pairs whose holding time is over."""
+        return self._scan_index(HOLD, now, limit)
 
     def position(self) -> Position | None:
         raw = self._db.get(_META_POSITION)
@@ -101,9 +124,22 @@ class PartitionStore:
         self,
         changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]],
         position: Position,
+        correlations: Mapping[str, CorrelationChange] | None = None,
     ) -> None:
-        """Apply ``{messageId: (old, new, new_json)}`` and the new position atomically."""
+        """Apply ``{messageId: (old, new, new_json)}``, the correlation states
+        ``{providerKey: (old, new, new_json)}`` and the new position atomically."""
         batch = WriteBatch(raw_mode=True)
+        for provider_key, (old_state, new_state, raw) in (correlations or {}).items():
+            key = CORRELATION + provider_key.encode()
+            if new_state is None or raw is None:
+                batch.delete(key)
+            else:
+                batch.put(key, raw)
+            removed, added = hold_index_change(old_state, new_state)
+            if removed is not None:
+                batch.delete(HOLD + removed)
+            if added is not None:
+                batch.put(HOLD + added, b"")
         for message_id, (old, new, raw) in changes.items():
             key = RECORD + message_id.encode()
             if new is None or raw is None:

@@ -16,6 +16,8 @@ class Topics:
     due_checks: str
     poll_requests: str
     observations: str
+    provider_ids: str
+    correlated_reports: str
 
     @classmethod
     def from_prefix(cls, prefix: str, app_id: str) -> Topics:
@@ -30,17 +32,43 @@ class Topics:
             due_checks=f"{prefix}{app_id}-due-checks",
             poll_requests=f"{prefix}{app_id}-poll-requests",
             observations=f"{prefix}{app_id}-observations",
+            # Keyed providerId:providerMessageId, co-partitioned with provider-webhooks.
+            provider_ids=f"{prefix}{app_id}-provider-ids",
+            correlated_reports=f"{prefix}{app_id}-correlated-reports",
         )
 
     @property
     def fold_inputs(self) -> tuple[str, ...]:
         """Topics the fold consumes, all keyed by messageId, in tie-break order."""
-        return (self.send_results, self.commands, self.observations, self.due_checks)
+        return (
+            self.send_results,
+            self.commands,
+            self.observations,
+            self.due_checks,
+            self.correlated_reports,
+        )
+
+    @property
+    def correlation_inputs(self) -> tuple[str, ...]:
+        """Topics the correlator consumes, keyed ``providerId:providerMessageId``; links
+        sort before reports when their timestamps tie."""
+        return (self.provider_ids, self.provider_webhooks)
+
+    @property
+    def co_partitioned(self) -> tuple[str, ...]:
+        """Public topics that must have the partition count of send-results."""
+        return (self.commands, self.provider_webhooks)
 
     @property
     def internal(self) -> tuple[str, ...]:
-        """Owned by the app; keyed by messageId and co-partitioned with send-results."""
-        return (self.due_checks, self.poll_requests, self.observations)
+        """Owned by the app and co-partitioned with send-results."""
+        return (
+            self.due_checks,
+            self.poll_requests,
+            self.observations,
+            self.provider_ids,
+            self.correlated_reports,
+        )
 
     @property
     def public(self) -> tuple[str, ...]:

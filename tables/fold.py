@@ -26,7 +26,10 @@ from deliverytrack.models.events import (
     EventRejected,
     MessageEvent,
     PollRequested,
+    ProviderIdLinked,
+    ProviderReportReceived,
     ProviderStatus,
+    ReportCorrelated,
     SendRecorded,
     StatusChanged,
     StatusObserved,
@@ -38,7 +41,7 @@ from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 
 T = TypeVar("T")
-Emitted = StatusChanged | EventRejected | PollRequested
+Emitted = StatusChanged | EventRejected | PollRequested | ProviderIdLinked
 FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
 
 # How many recent input eventIds a record remembers to drop duplicates. Structural guards
@@ -88,6 +91,8 @@ def fold(
             return _due_check(record, event, policy)
         case StatusObserved():
             return _observed(record, event, policy)
+        case ReportCorrelated():
+            return _reported(record, event)
         case _:
             assert_never(event)
 
@@ -156,7 +161,18 @@ def _record_send(
         status_history=(entry,),
         processed_event_ids=(event.event_id,),
     )
-    return new, (_status_changed(new, None, entry),)
+    emitted: tuple[Emitted, ...] = (_status_changed(new, None, entry),)
+    if provider_message_id:
+        # Re-keyed by provider id for the correlator: reports only know the provider's id.
+        link = ProviderIdLinked(
+            event_id=f"{event.message_id}:link",
+            provider_id=event.provider_id,
+            provider_message_id=provider_message_id,
+            message_id=event.message_id,
+            linked_at=recorded_at,
+        )
+        emitted = (*emitted, link)
+    return new, emitted
 
 
 def _send_metadata(event: SendRecorded) -> JsonObject | None:
@@ -371,6 +387,63 @@ def _apply_result(
         details=details or None,
         updates=checked,
     )
+
+
+# --- provider reports (webhooks), after correlation --------------------------------------------
+
+
+def _reported(record: TrackingRecord | None, event: ReportCorrelated) -> FoldResult:
+    """A provider pushed a delivery report. Reports may come late, twice or out of order: the
+    status model keeps the furthest status, and what a report teaches (codes, timestamps) is
+    kept even when its status is refused. A report may resolve an UNKNOWN record."""
+    if record is None:
+        return None, (_unknown_message(event.event_id, event.message_id),)
+    report = event.report
+    updates: dict[str, Any] = {}
+    if report.status_code:
+        updates["provider_status_code"] = report.status_code
+    if report.status_message:
+        updates["provider_status_message"] = report.status_message
+    for field in ("sent_at", "delivered_at", "failed_at"):
+        value = getattr(report, field)
+        if value is not None and getattr(record, field) is None:
+            updates[field] = value
+    if report.raw is not None:
+        updates["raw"] = report.raw
+    if not can_transition(record.status, report.status):
+        if not updates or report.status != record.status:
+            # A refused (older) status teaches nothing we should overwrite.
+            return _changed(record, event.event_id, {}), ()
+        return _changed(record, event.event_id, updates), ()
+    updates["last_error"] = None
+    details: dict[str, Any] = {"providerMessageId": report.provider_message_id}
+    if report.status_code:
+        details["statusCode"] = report.status_code
+    if report.status_message:
+        details["statusMessage"] = report.status_message
+    return _apply_transition(
+        record,
+        status=report.status,
+        at=_report_time(report),
+        source=StatusSource.WEBHOOK,
+        event_id=event.event_id,
+        provider=report.provider_id,
+        details=details,
+        updates=updates,
+    )
+
+
+def _report_time(report: ProviderReportReceived) -> datetime:
+    """When the provider says the status happened, else when we received the report."""
+    match report.status:
+        case TrackingStatus.DELIVERED | TrackingStatus.CLICKED:
+            return report.delivered_at or report.received_at
+        case TrackingStatus.FAILED:
+            return report.failed_at or report.received_at
+        case TrackingStatus.SENT:
+            return report.sent_at or report.received_at
+        case _:
+            return report.received_at
 
 
 def _give_up(

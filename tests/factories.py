@@ -10,6 +10,7 @@ from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
 from deliverytrack.models.events import (
     CancelMessage,
     FailoverRequest,
+    ProviderReportReceived,
     SendRecorded,
     SendWarning,
     StopTracking,
@@ -122,5 +123,24 @@ def observed_factory(
         provider_id=record.provider_id,
         outcome=outcome,
         observed_at=observed_at,
+        **extra,
+    )
+
+
+def report_factory(
+    status: TrackingStatus,
+    *,
+    provider_id: str = "solapi",
+    provider_message_id: str = "pm-1",
+    received_at: datetime | None = None,
+    event_id: str | None = None,
+    **extra: Any,
+) -> ProviderReportReceived:
+    return ProviderReportReceived(
+        event_id=event_id or next_event_id("report"),
+        provider_id=provider_id,
+        provider_message_id=provider_message_id,
+        status=status,
+        received_at=received_at or T0 + timedelta(minutes=1),
         **extra,
     )

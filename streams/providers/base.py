@@ -7,12 +7,13 @@ A provider without a status API sets ``supports_status = False``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from deliverytrack.models.enums import MessageType
-from deliverytrack.models.events import PollRequested, ProviderStatus
+from deliverytrack.models.events import PollRequested, ProviderReportReceived, ProviderStatus
 
 # k-msg KMsgErrorCode retryability (packages/core/src/errors.ts, classifyForRetry defaults).
 RETRYABLE_CODES = frozenset(
@@ -120,3 +121,35 @@ class StatusProvider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class WebhookRejected(Exception):
+    """A webhook request we refuse: ``status`` 401 (unsigned, forged, stale) or 400 (malformed).
+
+    Nothing is published for a rejected request; ``reason`` goes back to the caller.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+@runtime_checkable
+class WebhookAdapter(Protocol):
+    """Turns one provider's delivery-report request into normalised reports.
+
+    ``verify`` runs first and raises ``WebhookRejected(401, ...)``; ``parse`` raises
+    ``WebhookRejected(400, ...)``. ``parse`` returns one ``ProviderReportReceived`` per report in
+    the request (a provider may batch), each with a deterministic ``eventId`` built from the
+    provider's own payload, so a provider's retry of the same report is a duplicate, not a new
+    event. ``received_at`` is the ingress clock and becomes ``receivedAt``.
+    """
+
+    provider_id: str
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None: ...
+
+    def parse(
+        self, headers: Mapping[str, str], body: bytes, received_at: datetime
+    ) -> list[ProviderReportReceived]: ...

@@ -21,6 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from pydantic import SecretStr
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
@@ -77,7 +78,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith("DELIVERYTRACK_") or key == "DELIVERYTRACK_KAFKA_HOME"
     }
-    for name, value in settings.model_dump(mode="json", by_alias=True).items():
+    data = settings.model_dump(mode="json", by_alias=True)
+    data["providers"] = {  # secrets in clear: model_dump masks SecretStr
+        provider_id: {
+            key: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for key, value in config.model_dump(by_alias=True, exclude_none=True).items()
+        }
+        for provider_id, config in settings.providers.items()
+    }
+    for name, value in data.items():
         if isinstance(value, dict | list):
             env[f"DELIVERYTRACK_{name.upper()}"] = orjson.dumps(value).decode()
         else:

@@ -91,7 +91,7 @@ def test_upcasters_run_one_step_at_a_time(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_record_and_status_change_round_trip() -> None:
     event = codec.decode_send_result((FIXTURES / "SendRecorded.v1.json").read_bytes())
-    record, (change,) = fold(None, event)
+    record, (change, _link) = fold(None, event)
     assert record is not None
     assert codec.decode_record(codec.encode_record(record)) == record
     body = json.loads(codec.encode_status_changed(change))  # type: ignore[arg-type]

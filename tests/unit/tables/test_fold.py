@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from deliverytrack.models.enums import StatusSource, TrackingStatus
-from deliverytrack.models.events import EventRejected, StatusChanged
+from deliverytrack.models.events import EventRejected, ProviderIdLinked, StatusChanged
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.tables.fold import can_transition, fold, replay
 from tests.factories import (
@@ -34,12 +34,20 @@ def test_unscheduled_send_starts_sent_and_is_due_after_initial_delay() -> None:
     assert record.sent_at is None  # k-msg does not synthesise sentAt
     assert record.status_updated_at == T0
     assert record.provider_message_id == "pm-1"
-    (change,) = emitted
+    change, link = emitted
     assert isinstance(change, StatusChanged)
     assert change.previous_status is None
     assert change.status == S.SENT
     assert change.event_id == "msg-1:1"
     assert change.record == record
+    # Re-keyed by provider id so that provider webhooks can find the record.
+    assert link == ProviderIdLinked(
+        event_id="msg-1:link",
+        provider_id=record.provider_id,
+        provider_message_id="pm-1",
+        message_id="msg-1",
+        linked_at=T0,
+    )
 
 
 def test_scheduled_send_starts_pending_with_scheduled_grace() -> None:
