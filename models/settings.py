@@ -79,6 +79,13 @@ class Settings(BaseSettings):
     fold_batch_max_records: int = Field(default=20_000, ge=1)
     fold_batch_timeout_ms: int = Field(default=50, ge=0)
     producer_linger_ms: int = Field(default=20, ge=0)
+    ordering_margin_ms: int = Field(
+        default=200,
+        ge=0,
+        description="The fold waits this long past a topic's last fetch before it trusts that "
+        "no older record of that topic is still to come (cross-topic ordering)",
+    )
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=5_000)
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     polling: PollingPolicy = PollingPolicy()

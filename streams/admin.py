@@ -14,6 +14,9 @@ from deliverytrack.streams.topics import Topics
 log = logging.getLogger(__name__)
 
 COMPACT_ONLY = {"cleanup.policy": "compact"}
+# Inputs of the fold get broker timestamps: the fold merges its topics in timestamp order, and
+# replaying them must sort them exactly as the live worker did.
+LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> None:
@@ -32,16 +35,16 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
                 raise RuntimeError(f"cannot reach Kafka at {settings.broker}: {exc}") from exc
             await asyncio.sleep(0.5)
     try:
-        await _create_missing(admin, settings, {topics.send_results: {}})
+        await _create_missing(admin, settings, {topics.send_results: LOG_APPEND_TIME})
         partitions = settings.partitions
         described = await admin.describe_topics([topics.send_results])
         if described and described[0].get("partitions"):
             partitions = len(described[0]["partitions"])
-        co_partitioned: dict[str, dict[str, str]] = {name: {} for name in topics.co_partitioned}
+        co_partitioned = {name: LOG_APPEND_TIME for name in topics.co_partitioned}
         await _create_missing(admin, settings, co_partitioned, partitions)
         others = set(topics.public) - set(co_partitioned) - {topics.send_results}
         await _create_missing(admin, settings, {name: {} for name in sorted(others)})
-        internal: dict[str, dict[str, str]] = {name: {} for name in topics.internal}
+        internal = {name: LOG_APPEND_TIME for name in topics.internal}
         internal[topics.records_changelog] = COMPACT_ONLY
         await _create_missing(admin, settings, internal, partitions)
         await _check_partitions(admin, topics, partitions)

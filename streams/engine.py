@@ -155,6 +155,8 @@ class FoldEngine:
         inputs = (*self.topics.fold_inputs, *self.topics.correlation_inputs)
         self._rank = {topic: rank for rank, topic in enumerate(inputs)}
         self._emitted_due: dict[tuple[str, int, str], float] = {}
+        self._buffer: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        self._last_ts: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._partitioner = DefaultPartitioner()
         self._partitions_of: dict[str, list[int]] = {}
@@ -192,6 +194,7 @@ class FoldEngine:
             max_partition_fetch_bytes=4_194_304,
             fetch_max_bytes=16_777_216,
             max_poll_interval_ms=600_000,
+            fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
         await self._producer.start()
         await self._partitions(self.topics.send_results)
@@ -335,16 +338,76 @@ class FoldEngine:
         max_records = self.settings.fold_batch_max_records
         while not self._stopping:
             try:
-                batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+                fetched = await self.consumer.getmany(
+                    timeout_ms=timeout_ms, max_records=max_records
+                )
             except KafkaError as exc:
                 log.warning("fold: fetch failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
-            if not batch:
-                continue
             async with self._lock:
+                for tp, records in fetched.items():
+                    if tp.partition in self._stores and records:
+                        self._buffer[tp].extend(records)
+                        self._last_ts[tp] = records[-1].timestamp
+                batch = await self._release()
+                if not batch:
+                    continue
                 offsets = await self._process(batch)
             await self._commit(offsets)
+
+    async def _release(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """The buffered records that may be folded now, in the order replay would fold them.
+
+        A record's events arrive on several topics; folding each batch in timestamp order is
+        not enough, because one topic's fetch can run ahead of another's. So a partition's
+        records are released only up to its watermark: the oldest point up to which every
+        input topic of that partition is known, i.e. the timestamp of the last record fetched
+        from a topic that has more, or (for a topic read to its end) the time of that fetch
+        less ``orderingMarginMs``. Topics are created with LogAppendTime, so timestamps are
+        the broker's and replaying the topics sorts them the same way."""
+        consumer = self.consumer
+        margin = self.settings.ordering_margin_ms
+        cap = 4 * self.settings.fold_batch_max_records
+        released: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        for partition in list(self._stores):
+            tps = [TopicPartition(topic, partition) for topic in self._rank]
+            watermark: float = float("inf")
+            for tp in tps:
+                watermark = min(watermark, await self._frontier(consumer, tp, margin))
+            pending = sum(len(self._buffer.get(tp, ())) for tp in tps)
+            if pending > cap:
+                log.warning(
+                    "fold: partition %s has %s records waiting for the watermark; folding "
+                    "them in timestamp order without it",
+                    partition,
+                    pending,
+                )
+                watermark = float("inf")
+            for tp in tps:
+                buffered = self._buffer.get(tp)
+                if not buffered:
+                    continue
+                cut = 0
+                while cut < len(buffered) and buffered[cut].timestamp < watermark:
+                    cut += 1
+                if cut:
+                    released[tp] = buffered[:cut]
+                    del buffered[:cut]
+        return released
+
+    async def _frontier(self, consumer: AIOKafkaConsumer, tp: TopicPartition, margin: int) -> float:
+        """Timestamp below which every record of ``tp`` has been fetched."""
+        end = consumer.last_stable_offset(tp)
+        if end is None:
+            end = consumer.highwater(tp)
+        if end is None:
+            return float("-inf")  # never fetched yet: nothing known
+        if await consumer.position(tp) >= end:
+            polled = consumer.last_poll_timestamp(tp)
+            return float("-inf") if polled is None else float(polled - margin)
+        last = self._last_ts.get(tp)
+        return float("-inf") if last is None else float(last)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
@@ -649,6 +712,9 @@ class FoldEngine:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in assigned}
         async with self._lock:
+            # Buffered records are re-fetched from the stored offsets below.
+            self._buffer.clear()
+            self._last_ts.clear()
             for partition in sorted(set(self._stores) - partitions):
                 self._stores.pop(partition).close()
                 self._positions.pop(partition, None)
@@ -660,8 +726,12 @@ class FoldEngine:
                 await self._catch_up(partition)
             for tp in assigned:
                 offset = self._positions[tp.partition].offsets.get(tp.topic)
+                if offset is None:
+                    offset = await self.consumer.committed(tp)
                 if offset is not None:
                     self.consumer.seek(tp, offset)
+                else:
+                    await self.consumer.seek_to_beginning(tp)
         log.info("fold: assigned partitions %s", sorted(partitions))
         self.ready.set()
 

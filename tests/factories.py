@@ -19,6 +19,7 @@ from deliverytrack.models.events import (
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 _ids = count(1)
+_UNIQUE: Any = object()
 
 
 def next_event_id(prefix: str = "evt") -> str:
@@ -29,13 +30,16 @@ def send_recorded_factory(
     message_id: str = "msg-1",
     *,
     provider_id: str = "solapi",
-    provider_message_id: str | None = "pm-1",
+    provider_message_id: str | None = _UNIQUE,
     type: MessageType = MessageType.SMS,
     requested_at: datetime = T0,
     scheduled_at: datetime | None = None,
     event_id: str | None = None,
     **extra: Any,
 ) -> SendRecorded:
+    if provider_message_id is _UNIQUE:
+        # Provider ids are unique per message ("pm-1" for the default "msg-1").
+        provider_message_id = "pm-1" if message_id == "msg-1" else f"pm-{message_id}"
     return SendRecorded(
         event_id=event_id or next_event_id("send"),
         message_id=message_id,

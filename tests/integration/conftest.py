@@ -64,6 +64,9 @@ def settings_factory(kafka_broker: Any, tmp_path: Path) -> SettingsFactory:
             "consumer_heartbeat_interval_ms": 500,
             "fold_batch_timeout_ms": 20,
             "producer_linger_ms": 5,
+            # The factories' events happened on 2026-11-23: without this, every record would be
+            # due at once. Tests of polling pass their own polling settings.
+            "polling": {"intervalMs": 3_600_000},
         }
         values.update(overrides)
         return Settings(**values)
