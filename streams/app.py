@@ -9,6 +9,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 from mode import Service
+from multidict import CIMultiDict
 
 from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
@@ -164,5 +165,10 @@ def _register_views(app: DeliveryTrackApp) -> None:
     class WebhookView(View):
         async def post(self, request: Request, provider_id: str) -> Response:
             body = await request.read()
-            status, answer = await webhooks.handle(provider_id, request.headers, body)
+            headers = CIMultiDict(request.headers)
+            token = request.query.get("token")
+            if token and "X-Webhook-Token" not in headers:
+                # For provider consoles that take only a URL: /webhooks/<id>?token=<secret>.
+                headers["X-Webhook-Token"] = token
+            status, answer = await webhooks.handle(provider_id, headers, body)
             return self.json(answer, status=status)
