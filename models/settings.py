@@ -18,7 +18,9 @@ class ProviderConfig(BaseModel):
 
     Fields by kind (JSON names are camelCase):
 
-    * ``simulated``: ``baseUrl`` (required).
+    * ``generic`` (and ``simulated``): ``baseUrl`` (required) of a status API that follows the
+      generic contract in the README (``GET {baseUrl}/v1/messages/{providerMessageId}/status``);
+      ``apiKey``, if set, is sent as ``Authorization: Bearer <apiKey>``.
     * ``solapi``: ``apiKey`` and ``apiSecret`` (HMAC-SHA256 request signing); ``baseUrl``
       defaults to ``https://api.solapi.com``.
     * ``iwinv``: ``apiKey`` (AlimTalk, sent as ``AUTH: base64(apiKey)``); ``smsApiKey``,
@@ -34,7 +36,7 @@ class ProviderConfig(BaseModel):
         frozen=True, populate_by_name=True, alias_generator=to_camel, extra="forbid"
     )
 
-    kind: Literal["simulated", "none", "solapi", "iwinv"]
+    kind: Literal["generic", "simulated", "none", "solapi", "iwinv"]
     base_url: str | None = None
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None

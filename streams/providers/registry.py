@@ -37,12 +37,17 @@ def build_provider(
     match config.kind:
         case "none":
             return NoStatusApi(provider_id)
-        case "simulated":
+        case "simulated" | "generic":
             from deliverytrack.streams.providers.simulated import SimulatedProvider
 
             if not config.base_url:
-                raise ValueError(f"provider {provider_id!r}: kind 'simulated' needs baseUrl")
-            return SimulatedProvider(provider_id, config.base_url, timeout_s=timeout_s)
+                raise ValueError(f"provider {provider_id!r}: kind {config.kind!r} needs baseUrl")
+            return SimulatedProvider(
+                provider_id,
+                config.base_url,
+                timeout_s=timeout_s,
+                bearer_token=_secret(config.api_key),
+            )
         case "solapi":
             from deliverytrack.streams.providers.solapi import SOLAPI_BASE_URL, SolapiProvider
 

@@ -366,8 +366,10 @@ class SimulatedProvider:
         *,
         timeout_s: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        bearer_token: str | None = None,
     ) -> None:
         self.provider_id = provider_id
+        self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self._session = session
@@ -389,6 +391,7 @@ class SimulatedProvider:
                 method,
                 url,
                 json=json_body,
+                headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
             ) as response:
                 text = await response.text()
