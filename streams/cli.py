@@ -47,6 +47,39 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(args.messages, args.duration, args.broker, args.keep)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deliverytrack.streams.replay import run_replay
+
+    settings = _settings({"broker": args.broker})
+    return asyncio.run(
+        run_replay(
+            settings,
+            replay_app_id=args.app_id,
+            data_dir=Path(args.data_dir) if args.data_dir else None,
+            verify=args.verify,
+            timeout_s=args.timeout,
+        )
+    )
+
+
+def _history(args: argparse.Namespace) -> int:
+    import orjson
+
+    from deliverytrack.streams.replay import format_history, message_history
+
+    settings = _settings({"broker": args.broker})
+    events = asyncio.run(message_history(settings, args.message_id))
+    if args.json:
+        print(orjson.dumps(events, option=orjson.OPT_INDENT_2).decode())
+    elif not events:
+        print(f"no events for messageId {args.message_id!r}", file=sys.stderr)
+    else:
+        print(format_history(events, settings.topic_prefix))
+    return 0 if events else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deliverytrack",
@@ -68,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", help="use this kafka://host:port instead of starting one")
     demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")
     demo.set_defaults(run=_demo)
+
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild the table from the input topics into fresh state (new app id, data dir)",
+    )
+    replay.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
+    replay.add_argument("--app-id", help="app id of the rebuilt state (<appId>-replay-<time>)")
+    replay.add_argument("--data-dir", help="where the rebuilt state goes (<dataDir>/replays)")
+    replay.add_argument(
+        "--verify",
+        action="store_true",
+        help="stop where the live table is and compare every record; exit 1 on a difference",
+    )
+    replay.add_argument("--timeout", type=float, default=3_600, help="give up after (s)")
+    replay.set_defaults(run=_replay)
+
+    history = commands.add_parser(
+        "history", help="every event of one message across the topics, in fold order"
+    )
+    history.add_argument("message_id")
+    history.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
+    history.add_argument("--json", action="store_true", help="JSON for scripts")
+    history.set_defaults(run=_history)
     return parser
 
 

@@ -132,7 +132,11 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class FoldEngine:
     """Consumes the fold inputs, owns the RocksDB stores of its assigned partitions."""
 
-    def __init__(self, settings: Settings, topics: Topics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, topics: Topics | None = None, *, correlate: bool = True
+    ) -> None:
+        """``correlate=False`` folds the records only (a replay reads the recorded
+        correlated reports instead of correlating the webhooks again)."""
         self.settings = settings
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
         self.policy: PollingPolicy = settings.polling
@@ -148,11 +152,15 @@ class FoldEngine:
             self.topics.observations: decode_observation,
             self.topics.correlated_reports: decode_correlated_report,
         }
-        self._correlation_decoders: dict[str, CorrelationDecoder] = {
-            self.topics.provider_ids: decode_link_or_expiry,
-            self.topics.provider_webhooks: decode_provider_report,
-        }
-        inputs = (*self.topics.fold_inputs, *self.topics.correlation_inputs)
+        self._correlation_decoders: dict[str, CorrelationDecoder] = (
+            {
+                self.topics.provider_ids: decode_link_or_expiry,
+                self.topics.provider_webhooks: decode_provider_report,
+            }
+            if correlate
+            else {}
+        )
+        inputs = (*self.topics.fold_inputs, *self._correlation_decoders)
         self._rank = {topic: rank for rank, topic in enumerate(inputs)}
         self._emitted_due: dict[tuple[str, int, str], float] = {}
         self._buffer: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
@@ -233,6 +241,17 @@ class FoldEngine:
     @property
     def assigned_partitions(self) -> list[int]:
         return sorted(self._stores)
+
+    def applied_offsets(self) -> dict[TopicPartition, int]:
+        """Next offset to fold per input topic-partition, as far as the written state (the
+        partition stores) reflects; a batch in flight is not counted until it is written."""
+        offsets: dict[TopicPartition, int] = {}
+        for partition, store in list(self._stores.items()):
+            position = store.position()
+            if position is not None:
+                for topic, offset in position.offsets.items():
+                    offsets[TopicPartition(topic, partition)] = offset
+        return offsets
 
     def store(self, partition: int) -> PartitionStore | None:
         return self._stores.get(partition)

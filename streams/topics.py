@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -35,6 +36,18 @@ class Topics:
             # Keyed providerId:providerMessageId, co-partitioned with provider-webhooks.
             provider_ids=f"{prefix}{app_id}-provider-ids",
             correlated_reports=f"{prefix}{app_id}-correlated-reports",
+        )
+
+    def for_replay(self, prefix: str, replay_app_id: str) -> Topics:
+        """Same inputs, outputs of a replay's own (so a replay never writes live topics)."""
+        own = Topics.from_prefix(prefix, replay_app_id)
+        return dataclasses.replace(
+            self,
+            status_changes=f"{prefix}{replay_app_id}-status-changes",
+            dead_letters=f"{prefix}{replay_app_id}-dead-letters",
+            records_changelog=own.records_changelog,
+            poll_requests=own.poll_requests,
+            provider_ids=own.provider_ids,
         )
 
     @property
