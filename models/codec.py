@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.events import (
     SCHEMA_VERSION,
-    CancelMessage,
+    CommandEvent,
     DeadLetter,
     DueCheckIssued,
     HoldExpiryDue,
@@ -26,13 +26,11 @@ from deliverytrack.models.events import (
     SendRecorded,
     StatusChanged,
     StatusObserved,
-    StopTracking,
-    UpdateStatus,
 )
 from deliverytrack.models.records import TrackingRecord
 
-CommandAdapter: TypeAdapter[UpdateStatus | CancelMessage | StopTracking] = TypeAdapter(
-    Annotated[UpdateStatus | CancelMessage | StopTracking, Field(discriminator="event_type")]
+CommandAdapter: TypeAdapter[CommandEvent] = TypeAdapter(
+    Annotated[CommandEvent, Field(discriminator="event_type")]
 )
 SendRecordedAdapter: TypeAdapter[SendRecorded] = TypeAdapter(SendRecorded)
 DueCheckAdapter: TypeAdapter[DueCheckIssued] = TypeAdapter(DueCheckIssued)
@@ -115,7 +113,7 @@ def decode_send_result(raw: bytes | None) -> SendRecorded:
     return _validate(SendRecordedAdapter, upcast(parse_json_object(raw), "SendRecorded"))
 
 
-def decode_command(raw: bytes | None) -> UpdateStatus | CancelMessage | StopTracking:
+def decode_command(raw: bytes | None) -> CommandEvent:
     return _validate(CommandAdapter, upcast(parse_json_object(raw)))
 
 

@@ -63,6 +63,11 @@ class SendRecorded(Event):
     metadata: JsonObject | None = None
     failover: FailoverRequest | None = None
     warnings: tuple[SendWarning, ...] = ()
+    failover_of: str | None = Field(
+        default=None,
+        min_length=1,
+        description="For a fallback sent because of a FailoverRequested: the original messageId",
+    )
 
 
 # --- deliverytrack.commands (key: messageId) -----------------------------------------------------
@@ -85,6 +90,21 @@ class UpdateStatus(Event):
     clicked_at: UtcDatetime | None = None
     error: ErrorInfo | None = None
     details: JsonObject | None = None
+
+
+class RecordFailoverOutcome(Event):
+    """What became of a failover request, recorded on the original message (k-msg's
+    ``apiAttempt`` outcome). The fold emits ``sent`` itself when the fallback's send result
+    (``failoverOf``) arrives; a sender that could not send publishes ``failed``."""
+
+    event_type: Literal["RecordFailoverOutcome"] = "RecordFailoverOutcome"
+    message_id: NonEmptyStr
+    outcome: Literal["sent", "failed"]
+    at: UtcDatetime
+    fallback_message_id: str | None = None
+    fallback_provider_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
 
 
 class CancelMessage(Event):
@@ -234,6 +254,30 @@ class StatusObserved(Event):
         return self
 
 
+# --- deliverytrack.failover-requests (key: the original messageId) -------------------------------
+
+
+class FailoverRequested(Frozen):
+    """An AlimTalk message failed for a non-Kakao user: send this SMS/LMS instead (once).
+
+    ``eventId`` is ``<messageId>:api-fallback`` and so is ``fallbackMessageId``: publish the
+    fallback's send result with that messageId and ``failoverOf`` = ``messageId``."""
+
+    event_id: NonEmptyStr
+    schema_version: Literal[1] = 1
+    event_type: Literal["FailoverRequested"] = "FailoverRequested"
+    message_id: NonEmptyStr
+    fallback_message_id: NonEmptyStr
+    fallback_type: MessageType
+    to: str
+    from_: str | None = Field(default=None, alias="from")
+    text: NonEmptyStr
+    subject: str | None = None
+    original_provider_id: str
+    original_provider_message_id: str
+    requested_at: UtcDatetime
+
+
 # --- deliverytrack.status-changes (key: messageId) -----------------------------------------------
 
 
@@ -280,12 +324,13 @@ class DeadLetter(Frozen):
     failed_at: UtcDatetime
 
 
-CommandEvent = UpdateStatus | CancelMessage | StopTracking
+CommandEvent = UpdateStatus | CancelMessage | StopTracking | RecordFailoverOutcome
 MessageEvent = (
     SendRecorded
     | UpdateStatus
     | CancelMessage
     | StopTracking
+    | RecordFailoverOutcome
     | DueCheckIssued
     | StatusObserved
     | ReportCorrelated

@@ -8,6 +8,26 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
+class FailoverRule(BaseModel):
+    """k-msg ``rulesByProviderId`` entry: exact status codes, or message substrings."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    status_codes: tuple[str, ...] = ()
+    message_includes: tuple[str, ...] = ()
+
+
+class ApiFailoverPolicy(BaseModel):
+    """k-msg ``apiFailover``: when an AlimTalk message fails because the recipient does not use
+    KakaoTalk, ask for an SMS/LMS fallback, once. The sender is whoever consumes
+    ``failover-requests`` (k-msg's ``sender`` callback)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True, alias_generator=to_camel)
+
+    enabled: bool = False
+    rules_by_provider_id: dict[str, FailoverRule] = Field(default_factory=dict)
+
+
 class PollingPolicy(BaseModel):
     """k-msg ``DeliveryTrackingService`` polling configuration, same names and defaults."""
 
@@ -24,6 +44,8 @@ class PollingPolicy(BaseModel):
     provider_timeout_ms: int = Field(default=10_000, ge=1)
     # How long a poll may stay unanswered before the record is due again (a lost request).
     lease_ms: int = Field(default=60_000, ge=1)
+    # Set from Settings.api_failover by the worker (the fold reads one policy object).
+    api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""

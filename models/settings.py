@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
 
 
 class ProviderConfig(BaseModel):
@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
     polling: PollingPolicy = PollingPolicy()
+    api_failover: ApiFailoverPolicy = Field(
+        default_factory=ApiFailoverPolicy,
+        description='k-msg apiFailover, e.g. {"enabled": true, "rulesByProviderId": '
+        '{"aligo": {"statusCodes": ["K105"], "messageIncludes": ["not a kakao user"]}}}',
+    )
     webhook_hold_ms: int = Field(
         default=3_600_000,
         ge=1,
@@ -114,6 +119,11 @@ class Settings(BaseSettings):
         if not value.startswith("kafka://") or len(value) <= len("kafka://"):
             raise ValueError("broker must look like kafka://host:port")
         return value
+
+    @property
+    def fold_policy(self) -> PollingPolicy:
+        """What the fold is configured with: polling rules plus API failover."""
+        return self.polling.model_copy(update={"api_failover": self.api_failover})
 
     @property
     def bootstrap_servers(self) -> list[str]:

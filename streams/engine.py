@@ -63,10 +63,12 @@ from deliverytrack.models.events import (
     DeadLetter,
     DueCheckIssued,
     EventRejected,
+    FailoverRequested,
     HoldExpiryDue,
     MessageEvent,
     PollRequested,
     ProviderIdLinked,
+    RecordFailoverOutcome,
     ReportCorrelated,
     StatusChanged,
     provider_key,
@@ -139,8 +141,11 @@ class FoldEngine:
         correlated reports instead of correlating the webhooks again)."""
         self.settings = settings
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
-        self.policy: PollingPolicy = settings.polling
+        self.policy: PollingPolicy = settings.fold_policy
         self.stats = EngineStats()
+        # Commands the fold derives (failover outcomes) go to the commands topic; a replay,
+        # which reads the recorded ones, does not write them again.
+        self.reroute_commands = True
         self.group_id = f"{settings.app_id}.fold"
         self._state_dir = Path(settings.data_dir) / settings.app_id / "records"
         self._stores: dict[int, PartitionStore] = {}
@@ -532,6 +537,12 @@ class FoldEngine:
                 elif isinstance(out, PollRequested):
                     outputs.append(_Output(poll_topic, msg.key, encode(out)))
                     self.stats.poll_requests += 1
+                elif isinstance(out, FailoverRequested):
+                    outputs.append(_Output(self.topics.failover_requests, msg.key, encode(out)))
+                elif isinstance(out, RecordFailoverOutcome) and self.reroute_commands:
+                    # Re-keyed to the original message, which may live on another partition.
+                    original = out.message_id.encode()
+                    outputs.append(_Output(self.topics.commands, original, encode(out)))
                 elif isinstance(out, ProviderIdLinked):
                     key = provider_key(out.provider_id, out.provider_message_id).encode()
                     outputs.append(_Output(self.topics.provider_ids, key, encode(out)))

@@ -112,6 +112,7 @@ class _BoundedEngine(FoldEngine):
     def __init__(self, settings: Settings, topics: Topics, targets: Targets) -> None:
         super().__init__(settings, topics, correlate=False)
         self.targets = targets
+        self.reroute_commands = False
 
     async def _release(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         released = await super()._release()

@@ -13,6 +13,7 @@ class Topics:
     commands: str
     status_changes: str
     dead_letters: str
+    failover_requests: str
     records_changelog: str
     due_checks: str
     poll_requests: str
@@ -28,6 +29,7 @@ class Topics:
             commands=f"{prefix}commands",
             status_changes=f"{prefix}status-changes",
             dead_letters=f"{prefix}dead-letters",
+            failover_requests=f"{prefix}failover-requests",
             # Internal, owned by the app: compact-only (never delete-retention).
             records_changelog=f"{prefix}{app_id}-records_by_message_id-changelog",
             due_checks=f"{prefix}{app_id}-due-checks",
@@ -45,6 +47,7 @@ class Topics:
             self,
             status_changes=f"{prefix}{replay_app_id}-status-changes",
             dead_letters=f"{prefix}{replay_app_id}-dead-letters",
+            failover_requests=f"{prefix}{replay_app_id}-failover-requests",
             records_changelog=own.records_changelog,
             poll_requests=own.poll_requests,
             provider_ids=own.provider_ids,
@@ -91,4 +94,5 @@ class Topics:
             self.commands,
             self.status_changes,
             self.dead_letters,
+            self.failover_requests,
         )

@@ -24,11 +24,13 @@ from deliverytrack.models.events import (
     CancelMessage,
     DueCheckIssued,
     EventRejected,
+    FailoverRequested,
     MessageEvent,
     PollRequested,
     ProviderIdLinked,
     ProviderReportReceived,
     ProviderStatus,
+    RecordFailoverOutcome,
     ReportCorrelated,
     SendRecorded,
     StatusChanged,
@@ -39,9 +41,17 @@ from deliverytrack.models.events import (
 from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
+from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
 
 T = TypeVar("T")
-Emitted = StatusChanged | EventRejected | PollRequested | ProviderIdLinked
+Emitted = (
+    StatusChanged
+    | EventRejected
+    | PollRequested
+    | ProviderIdLinked
+    | FailoverRequested
+    | RecordFailoverOutcome
+)
 FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
 
 # How many recent input eventIds a record remembers to drop duplicates. Structural guards
@@ -78,6 +88,20 @@ def fold(
     """Apply one event. Duplicates (a remembered ``eventId``) change nothing and emit nothing."""
     if record is not None and event.event_id in record.processed_event_ids:
         return record, ()
+    new, emitted = _dispatch(record, event, policy)
+    if (
+        new is not None
+        and new.status == TrackingStatus.FAILED
+        and (record is None or record.status != TrackingStatus.FAILED)
+    ):
+        new, requests = request_failover(new, policy.api_failover, new.status_updated_at)
+        emitted = (*emitted, *requests)
+    return new, emitted
+
+
+def _dispatch(
+    record: TrackingRecord | None, event: MessageEvent, policy: PollingPolicy
+) -> FoldResult:
     match event:
         case SendRecorded():
             return _record_send(record, event, policy)
@@ -93,6 +117,8 @@ def fold(
             return _observed(record, event, policy)
         case ReportCorrelated():
             return _reported(record, event)
+        case RecordFailoverOutcome():
+            return _failover_outcome(record, event)
         case _:
             assert_never(event)
 
@@ -162,6 +188,9 @@ def _record_send(
         processed_event_ids=(event.event_id,),
     )
     emitted: tuple[Emitted, ...] = (_status_changed(new, None, entry),)
+    outcome = outcome_of_fallback(event)
+    if outcome is not None:
+        emitted = (*emitted, outcome)
     if provider_message_id:
         # Re-keyed by provider id for the correlator: reports only know the provider's id.
         link = ProviderIdLinked(
@@ -177,6 +206,8 @@ def _record_send(
 
 def _send_metadata(event: SendRecorded) -> JsonObject | None:
     metadata: dict[str, Any] = dict(event.metadata or {})
+    if event.failover_of is not None:
+        metadata["failoverOf"] = event.failover_of
     if event.custom_fields:
         metadata["customFields"] = dict(event.custom_fields)
     if event.type == MessageType.ALIMTALK and event.failover is not None:
@@ -220,6 +251,15 @@ def _update_status(record: TrackingRecord | None, event: UpdateStatus) -> FoldRe
         details=details or None,
         updates=updates,
     )
+
+
+def _failover_outcome(record: TrackingRecord | None, event: RecordFailoverOutcome) -> FoldResult:
+    if record is None:
+        return None, (_unknown_message(event.event_id, event.message_id),)
+    updated = record_outcome(record, event)
+    if updated is None:
+        return _changed(record, event.event_id, {}), ()
+    return _changed(updated, event.event_id, {}), ()
 
 
 def _cancel(record: TrackingRecord | None, event: CancelMessage) -> FoldResult:
