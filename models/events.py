@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import FallbackChannel, MessageType, StatusSource, TrackingStatus
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.webhooks import WebhookEndpoint
 
 SCHEMA_VERSION = 1
 
@@ -67,6 +68,9 @@ class SendRecorded(Event):
         default=None,
         min_length=1,
         description="For a fallback sent because of a FailoverRequested: the original messageId",
+    )
+    webhooks: tuple[WebhookEndpoint, ...] = Field(
+        default=(), description="Endpoints that get this message's status changes"
     )
 
 

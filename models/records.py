@@ -8,6 +8,7 @@ from pydantic import Field
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.webhooks import WebhookEndpoint
 
 CryptoState = Literal["plain", "encrypted", "degraded"]
 RetentionClass = Literal["opsLogs", "telecomMetadata", "billingEvidence"]
@@ -65,6 +66,7 @@ class TrackingRecord(Frozen):
     retention_class: RetentionClass | None = None
     retention_bucket_ym: int | None = None
     tracking_stopped_at: UtcDatetime | None = None
+    webhooks: tuple[WebhookEndpoint, ...] = ()
     # Polling lease: set when a poll is handed to the poller, cleared by its observation.
     check_seq: int = Field(default=0, ge=0, description="Number of polls handed out")
     check_lease_until: UtcDatetime | None = None

@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
+from deliverytrack.models.webhooks import WebhookEndpoint
 
 
 class ProviderConfig(BaseModel):
@@ -95,6 +96,14 @@ class Settings(BaseSettings):
         default_factory=ApiFailoverPolicy,
         description='k-msg apiFailover, e.g. {"enabled": true, "rulesByProviderId": '
         '{"aligo": {"statusCodes": ["K105"], "messageIncludes": ["not a kakao user"]}}}',
+    )
+    webhooks: tuple[WebhookEndpoint, ...] = Field(
+        default=(),
+        description="Outbound webhooks for every message: "
+        '[{"id": "ops", "url": "https://...", "events": ["message.failed"], "secretRef": "ops"}]',
+    )
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict, description="secretRef -> signing secret of outbound webhooks"
     )
     webhook_hold_ms: int = Field(
         default=3_600_000,

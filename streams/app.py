@@ -13,6 +13,7 @@ from multidict import CIMultiDict
 
 from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
@@ -26,16 +27,23 @@ class FoldService(Service):
     """Runs the fold engine for as long as the Faust worker runs."""
 
     def __init__(
-        self, engine: FoldEngine, providers: Mapping[str, StatusProvider], **kwargs: Any
+        self,
+        engine: FoldEngine,
+        providers: Mapping[str, StatusProvider],
+        dispatcher: WebhookDispatcher,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.engine = engine
         self.providers = providers
+        self.dispatcher = dispatcher
 
     async def on_start(self) -> None:
         await self.engine.start()
+        await self.dispatcher.start()
 
     async def on_stop(self) -> None:
+        await self.dispatcher.stop()
         await self.engine.stop()
         await close_registry(self.providers)
 
@@ -47,6 +55,7 @@ class DeliveryTrackApp(faust.App):
     engine: FoldEngine
     poller: Poller
     webhooks: WebhookIngress
+    dispatcher: WebhookDispatcher
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -74,7 +83,8 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
     app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
-    app.service(FoldService(app.engine, providers))  # type: ignore[arg-type]
+    app.dispatcher = WebhookDispatcher(settings)
+    app.service(FoldService(app.engine, providers, app.dispatcher))  # type: ignore[arg-type]
     app.webhooks = WebhookIngress(
         build_webhook_adapters(settings),
         _publisher(app.engine),
@@ -147,6 +157,9 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "reports": stats.reports,
                 "reportsCorrelated": stats.reports_correlated,
                 "holdExpiries": stats.hold_expiries,
+                "webhooksDelivered": app.dispatcher.delivered,
+                "webhookAttemptsFailed": app.dispatcher.failed_attempts,
+                "webhooksExhausted": app.dispatcher.exhausted,
             }
             return self.json(body, status=200 if engine.ready.is_set() else 503)
 

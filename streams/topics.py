@@ -14,12 +14,14 @@ class Topics:
     status_changes: str
     dead_letters: str
     failover_requests: str
+    webhook_deliveries: str
     records_changelog: str
     due_checks: str
     poll_requests: str
     observations: str
     provider_ids: str
     correlated_reports: str
+    webhook_retries: str
 
     @classmethod
     def from_prefix(cls, prefix: str, app_id: str) -> Topics:
@@ -30,6 +32,7 @@ class Topics:
             status_changes=f"{prefix}status-changes",
             dead_letters=f"{prefix}dead-letters",
             failover_requests=f"{prefix}failover-requests",
+            webhook_deliveries=f"{prefix}webhook-deliveries",
             # Internal, owned by the app: compact-only (never delete-retention).
             records_changelog=f"{prefix}{app_id}-records_by_message_id-changelog",
             due_checks=f"{prefix}{app_id}-due-checks",
@@ -38,6 +41,7 @@ class Topics:
             # Keyed providerId:providerMessageId, co-partitioned with provider-webhooks.
             provider_ids=f"{prefix}{app_id}-provider-ids",
             correlated_reports=f"{prefix}{app_id}-correlated-reports",
+            webhook_retries=f"{prefix}{app_id}-webhook-retries",
         )
 
     def for_replay(self, prefix: str, replay_app_id: str) -> Topics:
@@ -48,6 +52,8 @@ class Topics:
             status_changes=f"{prefix}{replay_app_id}-status-changes",
             dead_letters=f"{prefix}{replay_app_id}-dead-letters",
             failover_requests=f"{prefix}{replay_app_id}-failover-requests",
+            webhook_deliveries=f"{prefix}{replay_app_id}-webhook-deliveries",
+            webhook_retries=own.webhook_retries,
             records_changelog=own.records_changelog,
             poll_requests=own.poll_requests,
             provider_ids=own.provider_ids,
@@ -84,6 +90,7 @@ class Topics:
             self.observations,
             self.provider_ids,
             self.correlated_reports,
+            self.webhook_retries,
         )
 
     @property
@@ -95,4 +102,5 @@ class Topics:
             self.status_changes,
             self.dead_letters,
             self.failover_requests,
+            self.webhook_deliveries,
         )

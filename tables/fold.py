@@ -183,6 +183,7 @@ def _record_send(
         next_check_at=next_check_at,
         last_error=last_error,
         metadata=_send_metadata(event),
+        webhooks=event.webhooks,
         sequence=1,
         status_history=(entry,),
         processed_event_ids=(event.event_id,),

@@ -82,12 +82,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if not key.startswith("DELIVERYTRACK_") or key == "DELIVERYTRACK_KAFKA_HOME"
     }
     data = settings.model_dump(mode="json", by_alias=True)
-    data["providers"] = {  # secrets in clear: model_dump masks SecretStr
+    # Secrets in clear (model_dump masks SecretStr), so the worker gets the real ones.
+    data["providers"] = {
         provider_id: {
             key: value.get_secret_value() if isinstance(value, SecretStr) else value
             for key, value in config.model_dump(by_alias=True, exclude_none=True).items()
         }
         for provider_id, config in settings.providers.items()
+    }
+    data["webhook_secrets"] = {
+        ref: secret.get_secret_value() for ref, secret in settings.webhook_secrets.items()
     }
     for name, value in data.items():
         if isinstance(value, dict | list):

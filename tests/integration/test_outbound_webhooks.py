@@ -1,0 +1,147 @@
+"""Outbound webhooks on the real broker with real local HTTP receivers: signed, retried through
+Kafka, dead-lettered after the last retry, and not lost when the worker is killed."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from deliverytrack.models.enums import TrackingStatus as S
+from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.factories import send_recorded_factory, update_status_factory
+
+SECRET = "outbound-secret"
+
+
+class Receiver:
+    """A local HTTP receiver: each path answers from a script of statuses, then 200."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[int]] = {}
+        self.calls: dict[str, list[tuple[int, dict[str, str], bytes]]] = defaultdict(list)
+        self.runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        body = await request.read()
+        script = self.scripts.get(path, [])
+        status = script.pop(0) if script else 200
+        self.calls[path].append((status, dict(request.headers), body))
+        return web.json_response({"ok": status == 200}, status=status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{path}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+
+    async def wait(self, path: str, count: int, timeout: float = 30) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.calls[path]) < count:
+            if loop.time() > deadline:
+                pytest.fail(f"{path}: {len(self.calls[path])} calls, wanted {count}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = Receiver()
+    await server.start()
+    yield server
+    assert server.runner is not None
+    await server.runner.cleanup()
+
+
+def endpoint(receiver: Receiver, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": name,
+        "url": f"{receiver.base_url}/{name}",
+        "events": ["message.delivered"],
+        "retryDelayMs": 300,
+        "backoffMultiplier": 1,
+        **extra,
+    }
+
+
+async def test_retries_until_delivered_signed_and_dead_letters_after_the_last_retry(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, receiver: Receiver
+) -> None:
+    receiver.scripts = {"flaky": [500, 503], "down": [503] * 10}
+    settings = settings_factory(
+        webhooks=[
+            endpoint(receiver, "flaky", secretRef="main", maxRetries=3),
+            endpoint(receiver, "down", maxRetries=2),
+        ],
+        webhook_secrets={"main": SECRET},
+    )
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    own = {"id": "own", "url": f"{receiver.base_url}/own", "events": ["*"]}
+    send = send_recorded_factory("ow-1", webhooks=(own,))
+    await io.send(io.topics.send_results, "ow-1", send)
+    await io.send(io.topics.commands, "ow-1", update_status_factory(S.DELIVERED, "ow-1"))
+
+    await receiver.wait("flaky", 3)
+    statuses = [status for status, _, _ in receiver.calls["flaky"]]
+    assert statuses == [500, 503, 200]  # the event arrived once, on the third attempt
+    _, headers, body = receiver.calls["flaky"][-1]
+    assert headers[SIGNATURE_HEADER] == sign(SECRET, int(headers[TIMESTAMP_HEADER]), body)
+    assert headers["X-DeliveryTrack-Attempt"] == "3"
+    event = orjson.loads(body)
+    assert event["type"] == "message.delivered" and event["id"] == "ow-1:2"
+    assert event["data"]["status"] == "DELIVERED" and event["metadata"]["messageId"] == "ow-1"
+    # The message's own endpoint gets every change, unsigned (no secretRef).
+    await receiver.wait("own", 2)
+    assert [orjson.loads(b)["type"] for _, _, b in receiver.calls["own"]] == [
+        "message.sent",
+        "message.delivered",
+    ]
+    assert SIGNATURE_HEADER not in receiver.calls["own"][0][1]
+
+    letters = await io.read_json(
+        io.topics.dead_letters, lambda es: any(e["reason"] == "webhook-undeliverable" for e in es)
+    )
+    (letter,) = [e for e in letters if e["reason"] == "webhook-undeliverable"]
+    assert "/down" in letter["error"] and "attempt 3" in letter["error"]
+    assert len(receiver.calls["down"]) == 3  # 1 + maxRetries
+    outcomes = await io.read_json(io.topics.webhook_deliveries, lambda es: len(es) >= 8)
+    by_endpoint: dict[str, list[str]] = defaultdict(list)
+    for outcome in outcomes:
+        by_endpoint[outcome["endpointId"]].append(outcome["outcome"])
+    assert by_endpoint["flaky"] == ["failed", "failed", "delivered"]
+    assert by_endpoint["down"] == ["failed", "failed", "exhausted"]
+    assert by_endpoint["own"] == ["delivered", "delivered"]
+    assert worker.stop() == 0
+
+
+async def test_a_worker_killed_between_retries_loses_no_delivery(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, receiver: Receiver
+) -> None:
+    receiver.scripts = {"later": [500]}
+    settings = settings_factory(
+        webhooks=[endpoint(receiver, "later", retryDelayMs=4_000, maxRetries=2)]
+    )
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    await io.send(io.topics.send_results, "ow-2", send_recorded_factory("ow-2"))
+    await io.send(io.topics.commands, "ow-2", update_status_factory(S.DELIVERED, "ow-2"))
+    await receiver.wait("later", 1)
+    await asyncio.sleep(0.5)  # the retry is on Kafka, due in ~3.5 s: kill the worker now
+    worker.kill()
+    worker = await worker_factory(settings).astart()
+    await receiver.wait("later", 2, timeout=40)
+    status, headers, body = receiver.calls["later"][1]
+    assert status == 200 and headers["X-DeliveryTrack-Attempt"] == "2"
+    assert orjson.loads(body)["id"] == "ow-2:2"
+    assert worker.stop() == 0
