@@ -98,6 +98,17 @@ def parse_json_object(raw: bytes | None) -> dict[str, Any]:
     return payload
 
 
+def _fast(adapter: TypeAdapter[T], raw: bytes | None) -> T | None:
+    """Most values are current and valid: validate the bytes in one pass (pydantic-core parses
+    the JSON itself). Anything else takes the full path, which upcasts and explains errors."""
+    if raw is None:
+        return None
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError:
+        return None
+
+
 def _validate(adapter: TypeAdapter[T], payload: dict[str, Any]) -> T:
     try:
         return adapter.validate_python(payload)
@@ -110,10 +121,16 @@ def _validate(adapter: TypeAdapter[T], payload: dict[str, Any]) -> T:
 
 
 def decode_send_result(raw: bytes | None) -> SendRecorded:
+    fast = _fast(SendRecordedAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(SendRecordedAdapter, upcast(parse_json_object(raw), "SendRecorded"))
 
 
 def decode_command(raw: bytes | None) -> CommandEvent:
+    fast = _fast(CommandAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(CommandAdapter, upcast(parse_json_object(raw)))
 
 
@@ -128,10 +145,16 @@ def decode_link_or_expiry(raw: bytes | None) -> ProviderIdLinked | HoldExpiryDue
 
 
 def decode_correlated_report(raw: bytes | None) -> ReportCorrelated:
+    fast = _fast(ReportCorrelatedAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(ReportCorrelatedAdapter, upcast(parse_json_object(raw), "ReportCorrelated"))
 
 
 def decode_due_check(raw: bytes | None) -> DueCheckIssued:
+    fast = _fast(DueCheckAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(DueCheckAdapter, upcast(parse_json_object(raw), "DueCheckIssued"))
 
 
@@ -140,6 +163,9 @@ def decode_poll_request(raw: bytes | None) -> PollRequested:
 
 
 def decode_observation(raw: bytes | None) -> StatusObserved:
+    fast = _fast(ObservationAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(ObservationAdapter, upcast(parse_json_object(raw), "StatusObserved"))
 
 
@@ -149,12 +175,14 @@ def encode(model: BaseModel) -> bytes:
 
 
 def encode_status_changed(event: StatusChanged) -> bytes:
-    """Like :func:`encode`, but ``previousStatus`` is always present (null for the first)."""
-    body = event.__pydantic_serializer__.to_python(
-        event, mode="json", by_alias=True, exclude_none=True
-    )
-    body.setdefault("previousStatus", None)
-    return orjson.dumps(body)
+    """Like :func:`encode`, but ``previousStatus`` is always present (null for the first).
+
+    Serialised in one pass by pydantic-core; the null is spliced in before the top-level
+    ``status`` (the first ``,"status":`` in the document: the record comes last)."""
+    raw: bytes = event.__pydantic_serializer__.to_json(event, by_alias=True, exclude_none=True)
+    if event.previous_status is None:
+        raw = raw.replace(b',"status":', b',"previousStatus":null,"status":', 1)
+    return raw
 
 
 def encode_record(record: TrackingRecord) -> bytes:

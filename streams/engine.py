@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import time
 import traceback
@@ -118,6 +119,9 @@ class _Output:
     topic: str
     key: bytes | None
     value: bytes
+    # The input partition, when the key is the input's key (the messageId): the output lands on
+    # the same partition number if its topic has the input's partition count (no murmur2).
+    partition: int | None = None
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -213,6 +217,10 @@ class FoldEngine:
         await self._partitions(self.topics.send_results)
         self._consumer.subscribe(topics=list(self._rank), listener=_Rebalance(self))
         await self._consumer.start()
+        # The fold allocates many short-lived objects per event; the default gen-0 threshold
+        # (700) ran the cyclic GC ~3,000 times per 200,000 events (12-14 % of the time).
+        gc.freeze()
+        gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 20)
         self._task = asyncio.create_task(self._run(), name="fold-engine")
 
     async def stop(self) -> None:
@@ -532,10 +540,12 @@ class FoldEngine:
                 self.stats.applied += 1
             for out in emitted:
                 if isinstance(out, StatusChanged):
-                    outputs.append(_Output(status_topic, msg.key, encode_status_changed(out)))
+                    outputs.append(
+                        _Output(status_topic, msg.key, encode_status_changed(out), msg.partition)
+                    )
                     self.stats.status_changes += 1
                 elif isinstance(out, PollRequested):
-                    outputs.append(_Output(poll_topic, msg.key, encode(out)))
+                    outputs.append(_Output(poll_topic, msg.key, encode(out), msg.partition))
                     self.stats.poll_requests += 1
                 elif isinstance(out, FailoverRequested):
                     outputs.append(_Output(self.topics.failover_requests, msg.key, encode(out)))
@@ -670,10 +680,13 @@ class FoldEngine:
         if not outputs:
             return
         grouped: dict[tuple[str, int], list[_Output]] = defaultdict(list)
+        inputs = len(await self._partitions(self.topics.send_results))
         for out in outputs:
             partitions = await self._partitions(out.topic)
             if out.key is None:
                 partition = partitions[0]
+            elif out.partition is not None and len(partitions) == inputs:
+                partition = out.partition
             else:
                 partition = self._partitioner(out.key, partitions, partitions)
             grouped[(out.topic, partition)].append(out)

@@ -534,7 +534,7 @@ def _apply_transition(
     details: JsonObject | None = None,
     updates: dict[str, Any] | None = None,
 ) -> FoldResult:
-    entry = StatusHistoryEntry(
+    entry = StatusHistoryEntry.model_construct(
         status=status,
         at=at,
         source=source,
@@ -560,7 +560,9 @@ def _apply_transition(
 def _status_changed(
     record: TrackingRecord, previous: TrackingStatus | None, entry: StatusHistoryEntry
 ) -> StatusChanged:
-    return StatusChanged(
+    # model_construct: every value comes from validated models (the checks of StatusChanged's
+    # validator hold by construction); validating the embedded record again costs ~25 µs.
+    return StatusChanged.model_construct(
         event_id=f"{record.message_id}:{record.sequence}",
         message_id=record.message_id,
         sequence=record.sequence,
