@@ -38,7 +38,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -78,6 +77,7 @@ from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
+from deliverytrack.streams.membership import Membership, query_url
 from deliverytrack.streams.store import CorrelationChange, PartitionStore, Position
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
@@ -153,6 +153,9 @@ class FoldEngine:
         self.group_id = f"{settings.app_id}.fold"
         self._state_dir = Path(settings.data_dir) / settings.app_id / "records"
         self._stores: dict[int, PartitionStore] = {}
+        # Partitions whose store has caught up with the changelog: safe to answer queries.
+        self.ready_partitions: set[int] = set()
+        self.membership = Membership(query_url(settings))
         self._positions: dict[int, Position] = {}
         self._decoders: dict[str, Decoder] = {
             self.topics.send_results: decode_send_result,
@@ -205,7 +208,7 @@ class FoldEngine:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(self.membership.assignor(),),
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
             max_partition_fetch_bytes=4_194_304,
@@ -236,6 +239,7 @@ class FoldEngine:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
+            self.ready_partitions.clear()
         if self._producer is not None:
             await self._producer.stop()
 
@@ -268,6 +272,11 @@ class FoldEngine:
 
     def store(self, partition: int) -> PartitionStore | None:
         return self._stores.get(partition)
+
+    @property
+    def partition_count(self) -> int:
+        known = self._partitions_of.get(self.topics.send_results)
+        return len(known) if known else self.settings.partitions
 
     def partition_of(self, message_id: str) -> int:
         """The partition a messageId's events (and record) live in."""
@@ -755,6 +764,7 @@ class FoldEngine:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in assigned}
         async with self._lock:
+            self.ready_partitions &= partitions
             # Buffered records are re-fetched from the stored offsets below.
             self._buffer.clear()
             self._last_ts.clear()
@@ -775,6 +785,7 @@ class FoldEngine:
                     self.consumer.seek(tp, offset)
                 else:
                     await self.consumer.seek_to_beginning(tp)
+            self.ready_partitions = set(partitions)
         log.info("fold: assigned partitions %s", sorted(partitions))
         self.ready.set()
 
