@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
-from deliverytrack.models.enums import FallbackChannel, MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.enums import (
+    POLLABLE_STATUSES,
+    FallbackChannel,
+    MessageType,
+    StatusSource,
+    TrackingStatus,
+)
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.webhooks import WebhookEndpoint
 
@@ -72,6 +78,19 @@ class SendRecorded(Event):
     webhooks: tuple[WebhookEndpoint, ...] = Field(
         default=(), description="Endpoints that get this message's status changes"
     )
+    initial_status: TrackingStatus | None = Field(
+        default=None,
+        description="k-msg DeliveryTracker trackMessage's initialStatus (QUEUED, PENDING, "
+        "SENDING or SENT): the record starts there; without a providerMessageId it is then "
+        "driven by updates and reports only (not polled), instead of becoming UNKNOWN",
+    )
+
+    @field_validator("initial_status")
+    @classmethod
+    def _initial_is_pollable(cls, value: TrackingStatus | None) -> TrackingStatus | None:
+        if value is not None and value not in POLLABLE_STATUSES:
+            raise ValueError("initialStatus must be QUEUED, PENDING, SENDING or SENT")
+        return value
 
 
 # --- deliverytrack.commands (key: messageId) -----------------------------------------------------

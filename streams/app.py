@@ -176,6 +176,14 @@ def _register_views(app: DeliveryTrackApp) -> None:
             }
             return self.json(body, status=200 if engine.ready.is_set() else 503)
 
+    @app.page("/admin/due-scan")
+    class DueScan(View):
+        async def post(self, request: Request) -> Response:
+            """Scan this worker's due index now (k-msg ``runOnce``); polling follows as usual."""
+            if not engine.ready.is_set():
+                return self.json({"error": "the worker is starting"}, status=503)
+            return self.json({"dueChecks": await engine.emit_due_checks(utc_now())})
+
     @app.page("/webhooks/{provider_id}")
     class WebhookView(View):
         async def post(self, request: Request, provider_id: str) -> Response:

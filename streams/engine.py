@@ -438,7 +438,10 @@ class FoldEngine:
         return released
 
     async def _frontier(self, consumer: AIOKafkaConsumer, tp: TopicPartition, margin: int) -> float:
-        """Timestamp below which every record of ``tp`` has been fetched."""
+        """Timestamp below which every record of ``tp`` has been fetched. A paused partition
+        (an operator or a benchmark holding one input back) does not hold the others back."""
+        if tp in consumer.paused():
+            return float("inf")
         end = consumer.last_stable_offset(tp)
         if end is None:
             end = consumer.highwater(tp)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from deliverytrack.models.common import Frozen, UtcDatetime
 from deliverytrack.models.enums import MessageType, TrackingStatus
@@ -51,6 +51,23 @@ class RecordFilter(Frozen):
     requested_at_to: UtcDatetime | None = None
     status_updated_at_from: UtcDatetime | None = None
     status_updated_at_to: UtcDatetime | None = None
+
+    @field_validator(
+        "message_id",
+        "provider_id",
+        "provider_message_id",
+        "type",
+        "status",
+        "to",
+        "to_hash",
+        "from_",
+        "from_hash",
+        mode="before",
+    )
+    @classmethod
+    def _scalar_is_one_value(cls, value: Any) -> Any:
+        """k-msg filters take a scalar (equality) or an array (IN)."""
+        return (value,) if isinstance(value, str) else value
 
     def is_empty_match(self) -> bool:
         """True when the filter can match nothing (an empty IN list or an empty range)."""
