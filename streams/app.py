@@ -82,17 +82,36 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.settings = settings
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
-    app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
+    app.poller = Poller(
+        providers, timeout_s=settings.polling.provider_timeout_ms / 1000, pii=settings.pii
+    )
     app.dispatcher = WebhookDispatcher(settings)
     app.service(FoldService(app.engine, providers, app.dispatcher))  # type: ignore[arg-type]
     app.webhooks = WebhookIngress(
         build_webhook_adapters(settings),
         _publisher(app.engine),
         app.engine.topics.provider_webhooks,
+        pii=settings.pii,
     )
+    _warn_pii(settings)
     _register_polling(app)
     _register_views(app)
     return app
+
+
+def _warn_pii(settings: Settings) -> None:
+    pii = settings.pii
+    kid = pii.active_kid or ""
+    if (
+        pii.enabled
+        and (pii.encrypt_metadata or not pii.store_plain)
+        and (pii.encryption_key(kid) is None)
+    ):
+        log.warning(
+            "pii: activeKid %r has no encryption key: new records are written "
+            "cryptoState=degraded (hash and mask only; to/from and metadata not kept)",
+            kid,
+        )
 
 
 def _publisher(engine: FoldEngine) -> Any:
