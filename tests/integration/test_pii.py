@@ -29,6 +29,7 @@ from tests.fakes.iwinv_api import FakeIwinvApi
 from tests.integration.support import FAST_POLLING
 from tests.integration.test_native_providers import kst
 from tests.integration.test_outbound_webhooks import Receiver
+from tests.integration.test_replay_cli import run_cli
 
 TOKEN = "provider-hook-token"
 PLAIN = (
@@ -210,6 +211,10 @@ async def test_no_plain_phone_number_is_written_when_store_plain_is_off(
     for _, _, body in receiver.calls["ops"]:
         assert not found_plain(body), body
     assert worker.stop() == 0
+    # The encrypted table is still a deterministic fold of its topics.
+    code, out, err = await run_cli(settings, "replay", "--verify", "--app-id", "pii-replay")
+    assert code == 0, (out[-2000:], err[-3000:])
+    assert "identical to the live table" in err
 
     # Every topic the worker writes, read to its end.
     topics = io.topics
