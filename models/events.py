@@ -239,7 +239,10 @@ class PollRequested(Event):
     provider_id: NonEmptyStr
     provider_message_id: NonEmptyStr
     type: MessageType
+    # "" when the record keeps no plain number (personal data on): the poller decrypts
+    # ``toEncrypted`` with its keys for providers that query by phone (IWINV).
     to: str
+    to_encrypted: str | None = None
     requested_at: UtcDatetime
     scheduled_at: UtcDatetime | None = None
     due_at: UtcDatetime
@@ -292,8 +295,12 @@ class FailoverRequested(Frozen):
     message_id: NonEmptyStr
     fallback_message_id: NonEmptyStr
     fallback_type: MessageType
+    # The record's to/from: masked when personal data is on without storePlain; the sender
+    # decrypts ``toEncrypted``/``fromEncrypted`` (tables.pii.decrypt_field) to send.
     to: str
+    to_encrypted: str | None = None
     from_: str | None = Field(default=None, alias="from")
+    from_encrypted: str | None = None
     text: NonEmptyStr
     subject: str | None = None
     original_provider_id: str

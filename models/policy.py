@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 
@@ -28,6 +31,80 @@ class ApiFailoverPolicy(BaseModel):
     rules_by_provider_id: dict[str, FailoverRule] = Field(default_factory=dict)
 
 
+_KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class PiiPolicy(BaseModel):
+    """Personal data (phone numbers, metadata): README "Personal data".
+
+    ``hashKeys`` and ``encryptionKeys`` map a key id (kid) to a secret; ``activeKid`` writes new
+    records. Keep retired kids in both maps: filters hash under every hash kid, and records are
+    decrypted with the kid in their envelope. Encryption keys are base64 of 32 bytes (AES-256).
+    """
+
+    model_config = ConfigDict(
+        frozen=True, populate_by_name=True, alias_generator=to_camel, extra="forbid"
+    )
+
+    enabled: bool = False
+    store_plain: bool = Field(
+        default=False,
+        description="Keep the plain to/from on the record (and so in the changelog, RocksDB and "
+        "status changes); when false they are masked, with the number kept encrypted only",
+    )
+    active_kid: str | None = None
+    hash_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    encryption_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    encrypt_metadata: bool = False
+    hash_metadata_paths: tuple[str, ...] = Field(
+        default=(), description="Dotted metadata paths whose phone-normalised value is hashed"
+    )
+
+    @field_validator("hash_keys", "encryption_keys")
+    @classmethod
+    def _check_kids(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kid, secret in value.items():
+            if not _KID.match(kid):
+                raise ValueError(f"key id {kid!r} must match {_KID.pattern}")
+            if not secret.get_secret_value():
+                raise ValueError(f"key {kid!r} is empty")
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _check_aes_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for kid, secret in value.items():
+            try:
+                raw = base64.b64decode(secret.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"encryption key {kid!r} is not base64") from None
+            if len(raw) != 32:
+                raise ValueError(f"encryption key {kid!r} must be 32 bytes, got {len(raw)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_active(self) -> PiiPolicy:
+        if self.enabled:
+            if self.active_kid is None:
+                raise ValueError("pii.activeKid is required when pii is enabled")
+            if self.active_kid not in self.hash_keys:
+                raise ValueError(f"pii.hashKeys has no key for activeKid {self.active_kid!r}")
+        return self
+
+    def hash_key(self, kid: str) -> bytes | None:
+        secret = self.hash_keys.get(kid)
+        return None if secret is None else secret.get_secret_value().encode()
+
+    def encryption_key(self, kid: str) -> bytes | None:
+        secret = self.encryption_keys.get(kid)
+        return None if secret is None else base64.b64decode(secret.get_secret_value())
+
+    @property
+    def protects_plain(self) -> bool:
+        """True when plain phone numbers must not be written (enabled, storePlain off)."""
+        return self.enabled and not self.store_plain
+
+
 class PollingPolicy(BaseModel):
     """k-msg ``DeliveryTrackingService`` polling configuration, same names and defaults."""
 
@@ -46,6 +123,8 @@ class PollingPolicy(BaseModel):
     lease_ms: int = Field(default=60_000, ge=1)
     # Set from Settings.api_failover by the worker (the fold reads one policy object).
     api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
+    # Set from Settings.pii by the worker: the fold protects personal data with it.
+    pii: PiiPolicy = PiiPolicy()
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""

@@ -39,7 +39,11 @@ class TrackingRecord(Frozen):
     to: str
     to_hash: str | None = None
     to_masked: str | None = None
+    to_encrypted: str | None = Field(
+        default=None, description="AES-GCM envelope of the plain `to` (personal data on)"
+    )
     from_: str | None = Field(default=None, alias="from")
+    from_encrypted: str | None = None
     from_hash: str | None = None
     from_masked: str | None = None
     requested_at: UtcDatetime

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
+from deliverytrack.models.policy import ApiFailoverPolicy, PiiPolicy, PollingPolicy
 from deliverytrack.models.webhooks import WebhookEndpoint
 
 
@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         description='k-msg apiFailover, e.g. {"enabled": true, "rulesByProviderId": '
         '{"aligo": {"statusCodes": ["K105"], "messageIncludes": ["not a kakao user"]}}}',
     )
+    pii: PiiPolicy = Field(
+        default_factory=PiiPolicy,
+        description='Personal data, e.g. {"enabled": true, "storePlain": false, "activeKid": '
+        '"k1", "hashKeys": {"k1": "<secret>"}, "encryptionKeys": {"k1": "<base64 32 bytes>"}, '
+        '"encryptMetadata": true}',
+    )
     webhooks: tuple[WebhookEndpoint, ...] = Field(
         default=(),
         description="Outbound webhooks for every message: "
@@ -136,8 +142,8 @@ class Settings(BaseSettings):
 
     @property
     def fold_policy(self) -> PollingPolicy:
-        """What the fold is configured with: polling rules plus API failover."""
-        return self.polling.model_copy(update={"api_failover": self.api_failover})
+        """What the fold is configured with: polling rules plus API failover and personal data."""
+        return self.polling.model_copy(update={"api_failover": self.api_failover, "pii": self.pii})
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.settings = settings
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
-    app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
+    app.poller = Poller(
+        providers, timeout_s=settings.polling.provider_timeout_ms / 1000, pii=settings.pii
+    )
     app.dispatcher = WebhookDispatcher(settings)
     app.queries = QueryService(app.engine)
     app.service(
@@ -98,11 +100,28 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         build_webhook_adapters(settings),
         _publisher(app.engine),
         app.engine.topics.provider_webhooks,
+        pii=settings.pii,
     )
+    _warn_pii(settings)
     _register_polling(app)
     _register_views(app)
     register_query_views(app, app.queries)
     return app
+
+
+def _warn_pii(settings: Settings) -> None:
+    pii = settings.pii
+    kid = pii.active_kid or ""
+    if (
+        pii.enabled
+        and (pii.encrypt_metadata or not pii.store_plain)
+        and (pii.encryption_key(kid) is None)
+    ):
+        log.warning(
+            "pii: activeKid %r has no encryption key: new records are written "
+            "cryptoState=degraded (hash and mask only; to/from and metadata not kept)",
+            kid,
+        )
 
 
 def _publisher(engine: FoldEngine) -> Any:

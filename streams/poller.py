@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from deliverytrack.models.events import (
     ProviderStatus,
     StatusObserved,
 )
+from deliverytrack.models.policy import PiiPolicy
 from deliverytrack.streams.providers.base import ProviderError, StatusProvider, StatusQuery
+from deliverytrack.tables.pii import PiiError, decrypt_field, normalize_phone, redact_raw
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +35,38 @@ class Poller:
         providers: Mapping[str, StatusProvider],
         timeout_s: float,
         clock: Callable[[], datetime] = utc_now,
+        pii: PiiPolicy | None = None,
     ) -> None:
         self.providers = providers
         self.timeout_s = timeout_s
         self.clock = clock
+        self.pii = pii or PiiPolicy()
         self.calls = 0
+
+    def query(self, request: PollRequested) -> StatusQuery:
+        """The provider query; the plain ``to`` decrypted from ``toEncrypted`` when the record
+        keeps none (IWINV looks messages up by phone). Raises PiiError."""
+        query = StatusQuery.from_request(request)
+        if request.to_encrypted is not None and not request.to:
+            to = decrypt_field(
+                request.to_encrypted,
+                field="to",
+                message_id=request.message_id,
+                provider_id=request.provider_id,
+                policy=self.pii,
+            )
+            query = dataclasses.replace(query, to=to)
+        return query
+
+    def _redacted(self, result: ProviderStatus | None, to: str) -> ProviderStatus | None:
+        """Phone numbers masked in the payload before it is published (observations topic)."""
+        if result is None or result.raw is None or not self.pii.protects_plain:
+            return result
+        number = normalize_phone(to)
+        raw = redact_raw(
+            result.raw, self.pii, lambda v: bool(number) and normalize_phone(v) == number
+        )
+        return result.model_copy(update={"raw": raw})
 
     async def poll(self, request: PollRequested) -> StatusObserved:
         outcome: ObservationOutcome
@@ -50,9 +80,20 @@ class Poller:
         else:
             self.calls += 1
             try:
+                query = self.query(request)
                 async with asyncio.timeout(self.timeout_s):
-                    result = await provider.get_delivery_status(StatusQuery.from_request(request))
+                    result = await provider.get_delivery_status(query)
+                result = self._redacted(result, query.to)
                 outcome = "not_yet" if result is None else "result"
+            except PiiError as exc:
+                # Retryable: a key restored to the settings makes the next poll work; the record
+                # still ends at maxTrackingDurationMs.
+                outcome, error = (
+                    "error",
+                    ProviderErrorInfo(
+                        code="CRYPTO_DECRYPT_FAILED", message=str(exc), retryable=True
+                    ),
+                )
             except TimeoutError:
                 outcome, error = (
                     "error",

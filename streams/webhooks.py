@@ -26,8 +26,10 @@ from pydantic import Field, ValidationError
 from deliverytrack.models.common import Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, provider_key
+from deliverytrack.models.policy import PiiPolicy
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.providers.base import WebhookAdapter, WebhookRejected
+from deliverytrack.tables.pii import redact_raw
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +177,15 @@ def build_webhook_adapters(settings: Settings) -> dict[str, WebhookAdapter]:
 class WebhookIngress:
     """Verify, parse and publish one request; the HTTP view is a thin wrapper."""
 
-    def __init__(self, adapters: Mapping[str, WebhookAdapter], publish: Any, topic: str) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[str, WebhookAdapter],
+        publish: Any,
+        topic: str,
+        pii: PiiPolicy | None = None,
+    ) -> None:
         self.adapters = adapters
+        self.pii = pii or PiiPolicy()
         self._publish = publish  # async (topic, key, value) -> awaitable of the ack
         self.topic = topic
         self.accepted = 0
@@ -197,6 +206,13 @@ class WebhookIngress:
             self.rejected += 1
             log.info("webhook %s refused (%s): %s", provider_id, exc.status, exc.reason)
             return exc.status, {"error": exc.reason}
+        if self.pii.protects_plain:
+            # Phone numbers under phone-ish keys of the provider's payload are masked before
+            # the report is published (the fold masks the record's own numbers again).
+            reports = [
+                r.model_copy(update={"raw": redact_raw(r.raw, self.pii)}) if r.raw else r
+                for r in reports
+            ]
         try:
             acks = [
                 await self._publish(

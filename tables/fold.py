@@ -42,6 +42,7 @@ from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
+from deliverytrack.tables.pii import plain_to, protect_send, redact_record_raw
 
 T = TypeVar("T")
 Emitted = (
@@ -116,7 +117,7 @@ def _dispatch(
         case StatusObserved():
             return _observed(record, event, policy)
         case ReportCorrelated():
-            return _reported(record, event)
+            return _reported(record, event, policy)
         case RecordFailoverOutcome():
             return _failover_outcome(record, event)
         case _:
@@ -176,8 +177,6 @@ def _record_send(
         provider_id=event.provider_id,
         provider_message_id=provider_message_id,
         type=event.type,
-        to=event.to,
-        from_=event.from_,
         requested_at=event.requested_at,
         scheduled_at=event.scheduled_at,
         status=status,
@@ -185,11 +184,12 @@ def _record_send(
         attempt_count=0,
         next_check_at=next_check_at,
         last_error=last_error,
-        metadata=_send_metadata(event),
         webhooks=event.webhooks,
         sequence=1,
         status_history=(entry,),
         processed_event_ids=(event.event_id,),
+        # to, from, metadata and their hashes, masks and ciphertexts (personal data policy)
+        **protect_send(event, _send_metadata(event), policy.pii),
     )
     emitted: tuple[Emitted, ...] = (_status_changed(new, None, entry),)
     outcome = outcome_of_fallback(event)
@@ -342,7 +342,8 @@ def _due_check(
         provider_id=record.provider_id,
         provider_message_id=record.provider_message_id,
         type=record.type,
-        to=record.to,
+        to=plain_to(record),
+        to_encrypted=record.to_encrypted,
         requested_at=record.requested_at,
         scheduled_at=record.scheduled_at,
         due_at=event.due_at,
@@ -389,7 +390,11 @@ def _observed(
             checked.update(last_error=None, next_check_at=backoff)
             return _changed(record, event.event_id, checked), ()
         case "result":
-            return _apply_result(record, event, _present(event.result), checked, backoff)
+            result = _present(event.result)
+            if result.raw is not None and policy.pii.protects_plain:
+                raw = redact_record_raw(result.raw, record, policy.pii)
+                result = result.model_copy(update={"raw": raw})
+            return _apply_result(record, event, result, checked, backoff)
         case _:
             assert_never(event.outcome)
 
@@ -436,7 +441,9 @@ def _apply_result(
 # --- provider reports (webhooks), after correlation --------------------------------------------
 
 
-def _reported(record: TrackingRecord | None, event: ReportCorrelated) -> FoldResult:
+def _reported(
+    record: TrackingRecord | None, event: ReportCorrelated, policy: PollingPolicy
+) -> FoldResult:
     """A provider pushed a delivery report. Reports may come late, twice or out of order: the
     status model keeps the furthest status, and what a report teaches (codes, timestamps) is
     kept even when its status is refused. A report may resolve an UNKNOWN record."""
@@ -453,7 +460,7 @@ def _reported(record: TrackingRecord | None, event: ReportCorrelated) -> FoldRes
         if value is not None and getattr(record, field) is None:
             updates[field] = value
     if report.raw is not None:
-        updates["raw"] = report.raw
+        updates["raw"] = redact_record_raw(report.raw, record, policy.pii)
     if not can_transition(record.status, report.status):
         if not updates or report.status != record.status:
             # A refused (older) status teaches nothing we should overwrite.

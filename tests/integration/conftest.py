@@ -93,6 +93,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     data["webhook_secrets"] = {
         ref: secret.get_secret_value() for ref, secret in settings.webhook_secrets.items()
     }
+    data["pii"] = _in_clear(settings.pii.model_dump(by_alias=True))
     for name, value in data.items():
         if value is None:
             continue
@@ -101,6 +102,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             env[f"DELIVERYTRACK_{name.upper()}"] = str(value)
     return env
+
+
+def _in_clear(value: Any) -> Any:
+    """A model dump with its SecretStr values revealed (for the worker's environment)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _in_clear(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_in_clear(item) for item in value]
+    return value
 
 
 class WorkerProcess:
