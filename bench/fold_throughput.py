@@ -516,10 +516,10 @@ class TimedEngine(FoldEngine):
         finally:
             self.phase["_publish status changes (until acked)"] += time.perf_counter() - started
 
-    async def _publish_changelog(self, pending: Any) -> dict[int, int]:
+    async def _publish_changelog(self, pending: Any, linked: Any = None) -> dict[int, int]:
         started = time.perf_counter()
         try:
-            return await super()._publish_changelog(pending)
+            return await super()._publish_changelog(pending, linked)
         finally:
             self.phase["_publish_changelog (until acked)"] += time.perf_counter() - started
 

@@ -31,6 +31,7 @@ from deliverytrack.models.records import TrackingRecord
 from deliverytrack.streams.store import REQUESTED, UPDATED, PartitionStore
 from deliverytrack.tables.aggregates import TOTAL, Counter, Dims, contribution, cover
 from deliverytrack.tables.due_index import epoch_ms
+from deliverytrack.tables.pii import to_filter_hashes
 from deliverytrack.tables.query import (
     GroupField,
     ListOptions,
@@ -294,7 +295,26 @@ class QueryService:
 
     # --- gathered queries -------------------------------------------------------------------
 
+    def _protected(self, flt: RecordFilter) -> RecordFilter:
+        """With personal data protection on, records keep only hashes of phone numbers: a
+        ``to``/``from`` filter becomes a hash filter under every configured key id (records
+        written before a key rotation still match)."""
+        policy = self.engine.settings.pii
+        if not policy.enabled or (flt.to is None and flt.from_ is None):
+            return flt
+        update: dict[str, Any] = {"to": None, "from_": None}
+        for plain, hashed in (("to", "to_hash"), ("from_", "from_hash")):
+            values = getattr(flt, plain)
+            if values is not None:
+                hashes = to_filter_hashes(values, policy)
+                existing = getattr(flt, hashed)
+                update[hashed] = tuple(
+                    sorted(hashes if existing is None else hashes & set(existing))
+                )
+        return flt.model_copy(update=update)
+
     async def rows(self, flt: RecordFilter) -> Rows:
+        flt = self._protected(flt)
         payload = {"op": "rows", "filter": flt.model_dump(mode="json", by_alias=True)}
         results = await self._gather(payload, self.partitions())
         out: Rows = {}
@@ -320,6 +340,7 @@ class QueryService:
         return stats(await self.rows(flt))
 
     async def list_records(self, flt: RecordFilter, options: ListOptions) -> list[Any]:
+        flt = self._protected(flt)
         payload = {
             "op": "list",
             "filter": flt.model_dump(mode="json", by_alias=True),

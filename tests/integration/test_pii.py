@@ -207,6 +207,12 @@ async def test_no_plain_phone_number_is_written_when_store_plain_is_off(
     assert records["pii-at"]["raw"]["phone"] == "010******78"
     assert records["pii-sms"]["raw"]["callback"] == "021*****78"
     assert records["pii-hook"]["raw"]["phone"] == "010******78"
+    # Filters by phone number work through the hash (any spelling of the number).
+    for query in ("to=01012345678", "to=010-1234-5678", "from=02-1234-5678"):
+        status, body = await worker.aget(f"/records/count?{query}")
+        assert (status, body) == (200, {"count": len(sends)}), query
+    status, body = await worker.aget("/records?to=01099999999")
+    assert (status, body["records"]) == (200, [])
     await receiver.wait("ops", 3)
     for _, _, body in receiver.calls["ops"]:
         assert not found_plain(body), body
