@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
     history.add_argument("--json", action="store_true", help="JSON for scripts")
     history.set_defaults(run=_history)
+
+    from deliverytrack.streams.cli_query import add_query_commands
+
+    add_query_commands(commands, _settings)
     return parser
 
 

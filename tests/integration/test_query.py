@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
@@ -25,6 +26,7 @@ from deliverytrack.streams.facades import (
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
 from tests.integration.conftest import free_port
+from tests.integration.test_replay_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -267,6 +269,44 @@ async def test_queries_facades_and_two_workers(
             assert fragment in body["error"], (path, body)
         status, body = await worker.aget("/records/nope")
         assert status == 404 and "nope" in body["error"]
+
+        # --- the CLI: the same answers, tables or JSON, clear exits -------------------------
+        code, out, _ = await run_cli(
+            settings, "count", "--provider-id", "solapi,iwinv", "--status", "DELIVERED"
+        )
+        assert (code, out.strip()) == (0, str(expected["count_in"]))
+        code, out, _ = await run_cli(settings, "count-by", "status", "--json")
+        assert code == 0 and orjson.loads(out) == expected["by_status"]
+        code, out, _ = await run_cli(settings, "count-by", "providerId,type", "--status", "SENT")
+        assert code == 0 and out.splitlines()[0].split() == ["providerId", "type", "count"]
+        code, out, _ = await run_cli(
+            settings,
+            "list",
+            "--provider-id",
+            "iwinv",
+            "--limit",
+            "7",
+            "--offset",
+            "3",
+            "--order",
+            "asc",
+            "--json",
+        )
+        assert code == 0
+        assert [r["messageId"] for r in orjson.loads(out)] == expected["list_requestedAt_asc"]
+        code, out, _ = await run_cli(settings, "get", "q-005")
+        assert code == 0 and "DELIVERED" in out and "history:" in out
+        code, out, _ = await run_cli(settings, "stats", "--json")
+        assert code == 0 and orjson.loads(out)["totalMessages"] == N
+        code, out, _ = await run_cli(settings, "stats")
+        assert code == 0 and "delivery rate" in out
+        code, _, err = await run_cli(settings, "count", "--status", "DONE")
+        assert code == 2 and "unknown value 'DONE'" in err
+        code, _, err = await run_cli(settings, "get", "nope")
+        assert code == 1 and "nope" in err
+        code, out, _ = await run_cli(settings, "tail", "--from-beginning", "--max", "3", "--json")
+        assert code == 0 and len(out.splitlines()) == 3
+        assert all(orjson.loads(line)["eventType"] == "StatusChanged" for line in out.splitlines())
 
         # --- k-msg delivery-tracking.test.ts 9: listDue, list/count in a window, countBy,
         # patch -> DELIVERED keeps providerStatusCode --------------------------------------
