@@ -491,6 +491,10 @@ class TimedEngine(FoldEngine):
         self.windows = windows
         self.phase: Counter[str] = Counter()
         self.batch_sizes: list[int] = []
+        # Workload events only: the engine also folds what it feeds itself (provider-id
+        # links for the webhook correlator), which must not close a window early.
+        self.workload_topics = {self.topics.send_results, self.topics.commands}
+        self.workload_events = 0
 
     async def _process(self, batch: Any) -> dict[TopicPartition, int]:
         self.windows.batch_arrived()
@@ -499,7 +503,10 @@ class TimedEngine(FoldEngine):
         offsets = await super()._process(batch)
         self.phase["_process total"] += time.perf_counter() - started
         self.batch_sizes.append(self.stats.events - before)
-        self.windows.batch_done(self.stats.events)
+        self.workload_events += sum(
+            len(records) for tp, records in batch.items() if tp.topic in self.workload_topics
+        )
+        self.windows.batch_done(self.workload_events)
         return offsets
 
     def _fold_partition(self, partition: int, records: Any, outputs: Any) -> Any:
@@ -573,7 +580,7 @@ async def run_engine(
             lambda: _paused(engine.consumer, feed.commands_topic, True)(),
             lambda: _paused(engine.consumer, feed.commands_topic, False)(),
             timeout,
-            lambda: engine.stats.events,
+            lambda: engine.workload_events,
         )
         stats = engine.stats
         seconds = windows.seconds
@@ -605,7 +612,11 @@ async def run_engine(
             "loading": feed.load_log,
         }
         mode = "phased" if feed.phased else "backlog"
-        return Result("deliverytrack engine", mode, stats.events, seconds, extra, ok, note)
+        extra["self_fed_events (provider-id links, also folded)"] = (
+            stats.events - engine.workload_events
+        )
+        events = engine.workload_events
+        return Result("deliverytrack engine", mode, events, seconds, extra, ok, note)
     finally:
         await engine.stop()
 

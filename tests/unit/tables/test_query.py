@@ -1,0 +1,187 @@
+"""k-msg's filter, ordering, count-by and stats rules (kmsg-behaviour.md 4.4 and 10)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from deliverytrack.models.enums import MessageType, TrackingStatus
+from deliverytrack.tables.aggregates import Counter
+from deliverytrack.tables.fold import fold
+from deliverytrack.tables.query import (
+    ListOptions,
+    QueryError,
+    RecordFilter,
+    count_by_rows,
+    matches,
+    page,
+    parse_filter,
+    parse_group_by,
+    parse_list_options,
+    parse_period,
+    stats,
+)
+from tests.factories import T0, send_recorded_factory
+
+S = TrackingStatus
+
+
+def record(mid: str = "m-1", **kwargs: object):  # type: ignore[no-untyped-def]
+    new, _ = fold(None, send_recorded_factory(mid, **kwargs))  # type: ignore[arg-type]
+    assert new is not None
+    return new
+
+
+def test_scalars_are_equality_and_lists_are_in() -> None:
+    r = record(provider_id="solapi")
+    assert matches(r, RecordFilter.model_validate({"providerId": "solapi"}))
+    assert matches(r, RecordFilter.model_validate({"providerId": ["iwinv", "solapi"]}))
+    assert not matches(r, RecordFilter.model_validate({"providerId": ["iwinv"]}))
+    assert matches(r, RecordFilter(status=(S.SENT,), type=(MessageType.SMS,)))
+
+
+def test_an_empty_list_matches_nothing() -> None:
+    flt = RecordFilter(status=())
+    assert flt.is_empty_match()
+    assert not matches(record(), flt)
+
+
+def test_ranges_are_inclusive_on_both_ends() -> None:
+    r = record(requested_at=T0)
+    assert matches(r, RecordFilter(requested_at_from=T0, requested_at_to=T0))
+    assert not matches(r, RecordFilter(requested_at_from=T0 + timedelta(milliseconds=1)))
+    assert not matches(r, RecordFilter(requested_at_to=T0 - timedelta(milliseconds=1)))
+    assert RecordFilter(requested_at_from=T0, requested_at_to=T0 - timedelta(1)).is_empty_match()
+
+
+def test_missing_from_compares_as_empty_string() -> None:
+    r = record().model_copy(update={"from_": None})
+    assert matches(r, RecordFilter.model_validate({"from": [""]}))
+    assert not matches(r, RecordFilter.model_validate({"from": ["021"]}))
+
+
+def test_which_filters_aggregates_can_answer() -> None:
+    assert RecordFilter(provider_id=("a",), requested_at_from=T0).dims_only()
+    assert not RecordFilter(to=("010",)).dims_only()
+    assert not RecordFilter(status_updated_at_to=T0).dims_only()
+    assert RecordFilter(requested_at_to=T0).requested_range_ms() == (0, 1_795_424_400_001)
+
+
+def test_page_orders_with_a_message_id_tie_break_and_cuts() -> None:
+    items = [(2, "b", b""), (1, "z", b""), (2, "a", b""), (3, "c", b"")]
+    asc = ListOptions(limit=3, offset=0, order_direction="asc")
+    assert [mid for _, mid, _ in page(items, asc)] == ["z", "a", "b"]
+    desc = ListOptions(limit=2, offset=1)
+    assert [mid for _, mid, _ in page(items, desc)] == ["b", "a"]
+    assert page(items, ListOptions(limit=0)) == []
+
+
+def test_count_by_rows_have_k_msg_shape_largest_first() -> None:
+    rows = count_by_rows({("SENT",): 1, ("DELIVERED",): 7, ("FAILED",): 0}, ("status",))
+    assert rows == [
+        {"key": {"status": "DELIVERED"}, "count": 7},
+        {"key": {"status": "SENT"}, "count": 1},
+    ]
+
+
+def test_stats_of_seven_delivered_and_three_failed() -> None:
+    """Old tracker test 3: 10 messages, 7 DELIVERED, 3 FAILED -> rates 70 / 30."""
+    result = stats(
+        {
+            ("solapi", "SMS", "DELIVERED"): Counter(7, 7 * 2000, 7),
+            ("solapi", "SMS", "FAILED"): Counter(3, 0, 0),
+        }
+    )
+    assert result["totalMessages"] == 10
+    assert (result["deliveryRate"], result["failureRate"]) == (70, 30)
+    assert result["averageDeliveryTime"] == 2000
+
+
+def test_stats_of_the_analytics_case() -> None:
+    """solapi SMS DELIVERED, solapi SMS FAILED, iwinv ALIMTALK PENDING, solapi ALIMTALK
+    DELIVERED -> total 4, rates 50 and 25, solapi 3 / iwinv 1, SMS 2 / ALIMTALK 2."""
+    result = stats(
+        {
+            ("solapi", "SMS", "DELIVERED"): Counter(1),
+            ("solapi", "SMS", "FAILED"): Counter(1),
+            ("iwinv", "ALIMTALK", "PENDING"): Counter(1),
+            ("solapi", "ALIMTALK", "DELIVERED"): Counter(1),
+        }
+    )
+    assert result["totalMessages"] == 4
+    assert (result["deliveryRate"], result["failureRate"]) == (50, 25)
+    assert result["byProvider"] == {"iwinv": 1, "solapi": 3}
+    assert result["byType"] == {"ALIMTALK": 2, "SMS": 2}
+
+
+def test_stats_with_no_records_are_zero_not_stale() -> None:
+    assert stats({}) == {
+        "totalMessages": 0,
+        "byStatus": {},
+        "byProvider": {},
+        "byType": {},
+        "averageDeliveryTime": 0,
+        "deliveryRate": 0,
+        "failureRate": 0,
+    }
+
+
+def test_parsing_accepts_repeats_commas_and_any_case() -> None:
+    flt = parse_filter(
+        {
+            "status": ["delivered,FAILED"],
+            "providerId": ["a", "b"],
+            "requestedAtFrom": ["2026-11-23T18:00:00+09:00"],
+            "requestedAtTo": ["1795424400000"],
+        }
+    )
+    assert flt.status == (S.DELIVERED, S.FAILED)
+    assert flt.provider_id == ("a", "b")
+    assert flt.requested_at_from == T0
+    assert flt.requested_at_to == T0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"status": ["DONE"]}, "status: unknown value 'DONE'"),
+        ({"type": ["WHATSAPP"]}, "type: unknown value 'WHATSAPP'"),
+        ({"providerId": [""]}, "providerId: empty value"),
+        ({"requestedAtFrom": ["soon"]}, "is not a time"),
+        ({"requestedAtFrom": ["2026-11-23T09:00:00"]}, "has no timezone"),
+        ({"requestedAtFrom": ["1", "2"]}, "give it once"),
+        ({"colour": ["red"]}, "unknown parameter 'colour'"),
+    ],
+)
+def test_bad_filters_say_what_is_wrong(params: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_filter(params)
+
+
+def test_list_options_and_group_by_and_period() -> None:
+    options = parse_list_options(
+        {"limit": ["5"], "offset": ["2"], "orderBy": ["statusUpdatedAt"], "orderDirection": ["ASC"]}
+    )
+    assert (options.limit, options.offset, options.order_by, options.order_direction) == (
+        5,
+        2,
+        "statusUpdatedAt",
+        "asc",
+    )
+    for bad, message in [
+        ({"limit": ["-1"]}, "limit: must be between"),
+        ({"limit": ["100001"]}, "limit: must be between"),
+        ({"offset": ["x"]}, "offset: 'x' is not an integer"),
+        ({"orderBy": ["createdAt"]}, "orderBy"),
+        ({"orderDirection": ["up"]}, "orderDirection"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            parse_list_options(bad)
+    assert parse_group_by({"groupBy": ["status,providerId,status"]}) == ("status", "providerId")
+    with pytest.raises(QueryError, match="groupBy: required"):
+        parse_group_by({})
+    with pytest.raises(QueryError, match="groupBy: 'to'"):
+        parse_group_by({"groupBy": ["to"]})
+    with pytest.raises(QueryError, match="from: must not be after to"):
+        parse_period({"from": ["2026-12-02T00:00:00Z"], "to": ["2026-12-01T00:00:00Z"]})
