@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from deliverytrack.models.retention import DEFAULT_RETENTION, RetentionPolicy
+
 
 class FailoverRule(BaseModel):
     """k-msg ``rulesByProviderId`` entry: exact status codes, or message substrings."""
@@ -46,6 +48,8 @@ class PollingPolicy(BaseModel):
     lease_ms: int = Field(default=60_000, ge=1)
     # Set from Settings.api_failover by the worker (the fold reads one policy object).
     api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
+    # Set from Settings.retention by the worker: record labels and deletion deadlines.
+    retention: RetentionPolicy = DEFAULT_RETENTION
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""

@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
+from deliverytrack.models.retention import RetentionPolicy
 from deliverytrack.models.webhooks import WebhookEndpoint
 
 
@@ -97,6 +98,11 @@ class Settings(BaseSettings):
         description='k-msg apiFailover, e.g. {"enabled": true, "rulesByProviderId": '
         '{"aligo": {"statusCodes": ["K105"], "messageIncludes": ["not a kakao user"]}}}',
     )
+    retention: RetentionPolicy = Field(
+        default_factory=RetentionPolicy,
+        description='k-msg retention, e.g. {"enabled": true, "preset": "kr-b2b-baseline", '
+        '"tenantOverrideDays": {"opsLogs": 30}, "defaultClass": "telecomMetadata"}',
+    )
     webhooks: tuple[WebhookEndpoint, ...] = Field(
         default=(),
         description="Outbound webhooks for every message: "
@@ -131,8 +137,10 @@ class Settings(BaseSettings):
 
     @property
     def fold_policy(self) -> PollingPolicy:
-        """What the fold is configured with: polling rules plus API failover."""
-        return self.polling.model_copy(update={"api_failover": self.api_failover})
+        """What the fold is configured with: polling rules, API failover and retention."""
+        return self.polling.model_copy(
+            update={"api_failover": self.api_failover, "retention": self.retention}
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -30,6 +30,9 @@ from deliverytrack.models.events import (
     ProviderIdLinked,
     ProviderReportReceived,
     ProviderStatus,
+    PurgeRecord,
+    RecordDeleted,
+    RecordExpiryDue,
     RecordFailoverOutcome,
     ReportCorrelated,
     SendRecorded,
@@ -42,6 +45,7 @@ from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
+from deliverytrack.tables.retention import expire, purge, retention_labels
 
 T = TypeVar("T")
 Emitted = (
@@ -51,6 +55,7 @@ Emitted = (
     | ProviderIdLinked
     | FailoverRequested
     | RecordFailoverOutcome
+    | RecordDeleted
 )
 FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
 
@@ -119,6 +124,10 @@ def _dispatch(
             return _reported(record, event)
         case RecordFailoverOutcome():
             return _failover_outcome(record, event)
+        case RecordExpiryDue():
+            return expire(record, event)
+        case PurgeRecord():
+            return purge(record, event)
         case _:
             assert_never(event)
 
@@ -184,6 +193,7 @@ def _record_send(
         last_error=last_error,
         metadata=_send_metadata(event),
         webhooks=event.webhooks,
+        **retention_labels(event, policy.retention),
         sequence=1,
         status_history=(entry,),
         processed_event_ids=(event.event_id,),
