@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
-from deliverytrack.models.enums import FallbackChannel, MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.enums import (
+    POLLABLE_STATUSES,
+    FallbackChannel,
+    MessageType,
+    StatusSource,
+    TrackingStatus,
+)
 from deliverytrack.models.records import RetentionClass, TrackingRecord
 from deliverytrack.models.retention import DeletionReason
 from deliverytrack.models.webhooks import WebhookEndpoint
@@ -73,6 +79,12 @@ class SendRecorded(Event):
     webhooks: tuple[WebhookEndpoint, ...] = Field(
         default=(), description="Endpoints that get this message's status changes"
     )
+    initial_status: TrackingStatus | None = Field(
+        default=None,
+        description="k-msg DeliveryTracker trackMessage's initialStatus (QUEUED, PENDING, "
+        "SENDING or SENT): the record starts there; without a providerMessageId it is then "
+        "driven by updates and reports only (not polled), instead of becoming UNKNOWN",
+    )
     retention_class: RetentionClass | None = Field(
         default=None, description="k-msg retention class; default: the policy's defaultClass"
     )
@@ -81,6 +93,13 @@ class SendRecorded(Event):
         description="Delete the record at this time whatever its status (k-msg's old tracker: "
         "createdAt + maxTrackingDuration)",
     )
+
+    @field_validator("initial_status")
+    @classmethod
+    def _initial_is_pollable(cls, value: TrackingStatus | None) -> TrackingStatus | None:
+        if value is not None and value not in POLLABLE_STATUSES:
+            raise ValueError("initialStatus must be QUEUED, PENDING, SENDING or SENT")
+        return value
 
 
 # --- deliverytrack.commands (key: messageId) -----------------------------------------------------

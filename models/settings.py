@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
+    advertised_url: str | None = Field(
+        default=None,
+        description="URL other workers use to reach this worker's query API; default "
+        "http://<web host or hostname>:<web port>",
+    )
     topic_prefix: str = "deliverytrack."
     partitions: int = Field(default=4, ge=1, description="Partitions of the topics we create")
     replication_factor: int = Field(default=1, ge=1)

@@ -18,6 +18,8 @@ from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
+from deliverytrack.streams.query import QueryService
+from deliverytrack.streams.web import register_query_views
 from deliverytrack.streams.webhooks import WebhookIngress, build_webhook_adapters
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,14 @@ class FoldService(Service):
         engine: FoldEngine,
         providers: Mapping[str, StatusProvider],
         dispatcher: WebhookDispatcher,
+        queries: QueryService,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.engine = engine
         self.providers = providers
         self.dispatcher = dispatcher
+        self.queries = queries
 
     async def on_start(self) -> None:
         await self.engine.start()
@@ -44,6 +48,7 @@ class FoldService(Service):
 
     async def on_stop(self) -> None:
         await self.dispatcher.stop()
+        await self.queries.close()
         await self.engine.stop()
         await close_registry(self.providers)
 
@@ -56,6 +61,7 @@ class DeliveryTrackApp(faust.App):
     poller: Poller
     webhooks: WebhookIngress
     dispatcher: WebhookDispatcher
+    queries: QueryService
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -84,7 +90,10 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     providers = build_registry(settings)
     app.poller = Poller(providers, timeout_s=settings.polling.provider_timeout_ms / 1000)
     app.dispatcher = WebhookDispatcher(settings)
-    app.service(FoldService(app.engine, providers, app.dispatcher))  # type: ignore[arg-type]
+    app.queries = QueryService(app.engine)
+    app.service(
+        FoldService(app.engine, providers, app.dispatcher, app.queries)  # type: ignore[arg-type]
+    )
     app.webhooks = WebhookIngress(
         build_webhook_adapters(settings),
         _publisher(app.engine),
@@ -93,6 +102,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     _register_polling(app)
     _register_retention(app)
     _register_views(app)
+    register_query_views(app, app.queries)
     return app
 
 
@@ -155,6 +165,9 @@ def _register_views(app: DeliveryTrackApp) -> None:
             body = {
                 "status": "ok" if engine.ready.is_set() else "starting",
                 "assignedPartitions": engine.assigned_partitions,
+                "readyPartitions": sorted(engine.ready_partitions),
+                "queryUrl": engine.membership.url,
+                "owners": {str(p): url for p, url in sorted(engine.membership.owners.items())},
                 "events": stats.events,
                 "applied": stats.applied,
                 "statusChanges": stats.status_changes,
@@ -177,16 +190,13 @@ def _register_views(app: DeliveryTrackApp) -> None:
             }
             return self.json(body, status=200 if engine.ready.is_set() else 503)
 
-    @app.page("/records/{message_id}")
-    class RecordView(View):
-        async def get(self, request: Request, message_id: str) -> Response:
-            record = engine.get_record(message_id)
-            if record is None:
-                return self.json(
-                    {"error": f"no tracking record for messageId {message_id!r} on this worker"},
-                    status=404,
-                )
-            return self.bytes(encode(record), content_type="application/json")
+    @app.page("/admin/due-scan")
+    class DueScan(View):
+        async def post(self, request: Request) -> Response:
+            """Scan this worker's due index now (k-msg ``runOnce``); polling follows as usual."""
+            if not engine.ready.is_set():
+                return self.json({"error": "the worker is starting"}, status=503)
+            return self.json({"dueChecks": await engine.emit_due_checks(utc_now())})
 
     @app.page("/webhooks/{provider_id}")
     class WebhookView(View):

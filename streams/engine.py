@@ -38,7 +38,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -81,6 +80,7 @@ from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
+from deliverytrack.streams.membership import Membership, query_url
 from deliverytrack.streams.store import CorrelationChange, MarkerChange, PartitionStore, Position
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
@@ -160,6 +160,9 @@ class FoldEngine:
         self.group_id = f"{settings.app_id}.fold"
         self._state_dir = Path(settings.data_dir) / settings.app_id / "records"
         self._stores: dict[int, PartitionStore] = {}
+        # Partitions whose store has caught up with the changelog: safe to answer queries.
+        self.ready_partitions: set[int] = set()
+        self.membership = Membership(query_url(settings))
         self._positions: dict[int, Position] = {}
         self._decoders: dict[str, Decoder] = {
             self.topics.send_results: decode_send_result,
@@ -212,7 +215,7 @@ class FoldEngine:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(self.membership.assignor(),),
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
             max_partition_fetch_bytes=4_194_304,
@@ -243,6 +246,7 @@ class FoldEngine:
             for store in self._stores.values():
                 store.close()
             self._stores.clear()
+            self.ready_partitions.clear()
         if self._producer is not None:
             await self._producer.stop()
 
@@ -275,6 +279,11 @@ class FoldEngine:
 
     def store(self, partition: int) -> PartitionStore | None:
         return self._stores.get(partition)
+
+    @property
+    def partition_count(self) -> int:
+        known = self._partitions_of.get(self.topics.send_results)
+        return len(known) if known else self.settings.partitions
 
     def partition_of(self, message_id: str) -> int:
         """The partition a messageId's events (and record) live in."""
@@ -474,7 +483,10 @@ class FoldEngine:
         return released
 
     async def _frontier(self, consumer: AIOKafkaConsumer, tp: TopicPartition, margin: int) -> float:
-        """Timestamp below which every record of ``tp`` has been fetched."""
+        """Timestamp below which every record of ``tp`` has been fetched. A paused partition
+        (an operator or a benchmark holding one input back) does not hold the others back."""
+        if tp in consumer.paused():
+            return float("inf")
         end = consumer.last_stable_offset(tp)
         if end is None:
             end = consumer.highwater(tp)
@@ -835,6 +847,7 @@ class FoldEngine:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = {tp.partition for tp in assigned}
         async with self._lock:
+            self.ready_partitions &= partitions
             # Buffered records are re-fetched from the stored offsets below.
             self._buffer.clear()
             self._last_ts.clear()
@@ -855,6 +868,7 @@ class FoldEngine:
                     self.consumer.seek(tp, offset)
                 else:
                     await self.consumer.seek_to_beginning(tp)
+            self.ready_partitions = set(partitions)
         log.info("fold: assigned partitions %s", sorted(partitions))
         self.ready.set()
 

@@ -8,19 +8,23 @@ mode. Key space, by one-byte prefix:
 - ``m`` + name -> bookkeeping JSON (source offsets, changelog position)
 - ``c`` + providerId:providerMessageId -> CorrelationState JSON (provider-id index, held reports)
 - ``x`` + hold key (big-endian deadline ms + provider key) -> empty; see ``tables.correlation``
+- ``a`` + aggregate row key (granularity, bucket, dims) -> counters; see ``tables.aggregates``
+- ``q`` / ``u`` + big-endian requestedAt / statusUpdatedAt ms + messageId -> empty
 - ``e`` + expiry key (big-endian expiry ms + messageId) -> empty; see ``tables.retention``
 - ``z`` + messageId -> DeletionMarker JSON of a deleted record; see ``tables.deletion``
 - ``y`` + marker key (big-endian forget ms + messageId) -> empty
 
-Every batch is one atomic WriteBatch: records, due-index changes and offsets together.
+Every batch is one atomic WriteBatch: records, due-index, aggregate and index changes and
+offsets together, so the aggregates are exactly as current as the records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
@@ -29,6 +33,19 @@ from deliverytrack.models.codec import decode_correlation_state, decode_record
 from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.retention import DeletionMarker
+from deliverytrack.tables.aggregates import (
+    TOTAL,
+    Counter,
+    Dims,
+    aggregate_delta,
+    bucket_prefix,
+    decode_dims,
+    index_change,
+    parse_time_key,
+    requested_key,
+    time_bound,
+    updated_key,
+)
 from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
 from deliverytrack.tables.retention import expiry_index_change, marker_index_change
@@ -43,9 +60,16 @@ DUE = b"d"
 META = b"m"
 CORRELATION = b"c"
 HOLD = b"x"
+AGGREGATE = b"a"
+REQUESTED = b"q"
+UPDATED = b"u"
 
 CorrelationChange = tuple[CorrelationState | None, CorrelationState | None, bytes | None]
 _META_POSITION = META + b"position"
+_META_DERIVED = META + b"derived"
+DERIVED_VERSION = b"1"
+"""Version of the derived data (aggregates, secondary indexes); a store without it, or with
+another version, rebuilds them from its records when opened."""
 
 
 @dataclass(slots=True)
@@ -71,8 +95,38 @@ class PartitionStore:
         options.create_if_missing(True)
         self.path = path
         self._db = Rdict(str(path), options)
+        self.closed = False
+        if self._db.get(_META_DERIVED) != DERIVED_VERSION:
+            self._rebuild_derived()
+
+    def _rebuild_derived(self) -> None:
+        """Recompute aggregates and secondary indexes from the records (a store written by a
+        version without them, or with another layout)."""
+        for prefix in (AGGREGATE, REQUESTED, UPDATED):
+            batch = WriteBatch(raw_mode=True)
+            for key in self._db.keys(from_key=prefix):
+                if not isinstance(key, bytes) or not key.startswith(prefix):
+                    break
+                batch.delete(key)
+            self._db.write(batch)
+        chunk: dict[str, tuple[TrackingRecord | None, TrackingRecord | None]] = {}
+        for record in self.records():
+            chunk[record.message_id] = (None, record)
+            if len(chunk) >= 10_000:
+                self._write_derived_only(chunk)
+                chunk = {}
+        self._write_derived_only(chunk)
+        self._db.put(_META_DERIVED, DERIVED_VERSION)
+
+    def _write_derived_only(
+        self, changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None]]
+    ) -> None:
+        batch = WriteBatch(raw_mode=True)
+        self._derived(batch, changes)
+        self._db.write(batch)
 
     def close(self) -> None:
+        self.closed = True
         self._db.close()
 
     # --- reads ------------------------------------------------------------------------------
@@ -136,6 +190,47 @@ class PartitionStore:
         """Up to ``limit`` (deadline ms, provider key) pairs whose holding time is over."""
         return self._scan_index(HOLD, now, limit)
 
+    def counters(
+        self, granularity: bytes = TOTAL, start_ms: int = 0, end_ms: int | None = None
+    ) -> Iterator[tuple[Dims, Counter]]:
+        """Aggregate rows of ``granularity`` whose bucket starts in ``[start_ms, end_ms)``
+        (``TOTAL`` has one bucket, 0)."""
+        first = AGGREGATE + bucket_prefix(granularity, start_ms)
+        bound = AGGREGATE + (
+            bucket_prefix(granularity, end_ms)
+            if end_ms is not None
+            else bytes([granularity[0] + 1])
+        )
+        skip = len(first)
+        for key, value in self._db.items(from_key=first):
+            if not isinstance(key, bytes) or key >= bound:
+                break
+            yield decode_dims(key[skip:]), Counter.unpack(value)
+
+    def walk(
+        self, index: bytes, start_ms: int, end_ms: int, *, descending: bool = False
+    ) -> Iterator[tuple[int, str]]:
+        """(ms, messageId) of the ``requestedAt`` (``REQUESTED``) or ``statusUpdatedAt``
+        (``UPDATED``) index in ``[start_ms, end_ms)``, in time then messageId order."""
+        low, high = index + time_bound(start_ms), index + time_bound(end_ms)
+        if descending:
+            for key in self._db.keys(backwards=True, from_key=high):
+                if not isinstance(key, bytes) or key < low:
+                    break
+                if key >= high:  # the seek lands on the bound itself only if it is a key
+                    continue
+                yield parse_time_key(key[1:])
+        else:
+            for key in self._db.keys(from_key=low):
+                if not isinstance(key, bytes) or key >= high:
+                    break
+                yield parse_time_key(key[1:])
+
+    def get_many_raw(self, message_ids: Iterable[str]) -> list[bytes | None]:
+        keys: list[Any] = [RECORD + mid.encode() for mid in message_ids]
+        values: list[bytes | None] = (self._db.get(keys) or []) if keys else []
+        return values
+
     def position(self) -> Position | None:
         raw = self._db.get(_META_POSITION)
         return None if raw is None else Position.from_json(raw)
@@ -177,8 +272,35 @@ class PartitionStore:
                 batch.delete(DUE + removed)
             if added is not None:
                 batch.put(DUE + added, b"")
+        self._derived(batch, {mid: (old, new) for mid, (old, new, _) in changes.items()})
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
+
+    def _derived(
+        self,
+        batch: WriteBatch,
+        changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None]],
+    ) -> None:
+        """Aggregate rows and secondary index entries for ``changes``, into ``batch``."""
+        for old, new in changes.values():
+            for index, key_of in ((REQUESTED, requested_key), (UPDATED, updated_key)):
+                removed, added = index_change(key_of(old), key_of(new))
+                if removed is not None:
+                    batch.delete(index + removed)
+                if added is not None:
+                    batch.put(index + added, b"")
+        delta = aggregate_delta(changes)
+        if not delta:
+            return
+        keys: list[Any] = [AGGREGATE + key for key in delta]
+        currents: list[bytes | None] = self._db.get(keys) or []
+        for key, current, change in zip(keys, currents, delta.values(), strict=True):
+            row = Counter() if current is None else Counter.unpack(current)
+            row.add(change)
+            if row.is_zero():
+                batch.delete(key)
+            else:
+                batch.put(key, row.pack())
 
     def _expiries(
         self,

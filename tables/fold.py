@@ -159,7 +159,10 @@ def _record_send(
     provider_message_id = (event.provider_message_id or "").strip()
     last_error: ErrorInfo | None = None
     next_check_at: datetime | None
-    if not provider_message_id:
+    if event.initial_status is not None and not provider_message_id:
+        status = event.initial_status
+        next_check_at = None
+    elif not provider_message_id:
         status = TrackingStatus.UNKNOWN
         next_check_at = None
         last_error = MISSING_PROVIDER_MESSAGE_ID
@@ -167,7 +170,7 @@ def _record_send(
         status = TrackingStatus.PENDING
         next_check_at = event.scheduled_at + timedelta(milliseconds=policy.scheduled_grace_ms)
     else:
-        status = TrackingStatus.SENT
+        status = event.initial_status or TrackingStatus.SENT
         next_check_at = event.requested_at + timedelta(milliseconds=policy.initial_delay_ms)
     entry = StatusHistoryEntry(
         status=status,

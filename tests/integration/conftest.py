@@ -94,6 +94,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ref: secret.get_secret_value() for ref, secret in settings.webhook_secrets.items()
     }
     for name, value in data.items():
+        if value is None:
+            continue
         if isinstance(value, dict | list):
             env[f"DELIVERYTRACK_{name.upper()}"] = orjson.dumps(value).decode()
         else:

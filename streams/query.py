@@ -1,0 +1,435 @@
+"""The query surface over the partition stores of every worker.
+
+Two layers:
+
+- :class:`LocalQueries` answers for the partitions this worker has caught up: aggregates when
+  the filter allows (providerId, type, status, requestedAt), an ordered index walk for lists,
+  a scan otherwise. Long scans yield to the event loop every few thousand records so the fold
+  and the webhooks keep running, and stop if the partition is taken away meanwhile.
+- :class:`QueryService` routes: one record goes to the worker owning its key; lists, counts,
+  count-by and stats are gathered from every partition's owner (``POST /internal/query``) and
+  merged. The partition -> worker map comes from the consumer group (``streams.membership``).
+  An answer is given only when every partition answered; during a rebalance the missing ones
+  are retried for a few seconds, then the caller gets 503 rather than a silently partial count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from deliverytrack.models.codec import decode_record
+from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.store import REQUESTED, UPDATED, PartitionStore
+from deliverytrack.tables.aggregates import TOTAL, Counter, Dims, contribution, cover
+from deliverytrack.tables.due_index import epoch_ms
+from deliverytrack.tables.query import (
+    GroupField,
+    ListOptions,
+    RecordFilter,
+    count_by_rows,
+    dims_match,
+    group_key,
+    matches,
+    order_value,
+    page,
+    stats,
+)
+
+log = logging.getLogger(__name__)
+
+_YIELD_EVERY = 2_000
+_FAR_FUTURE_MS = 253_402_300_800_000  # 9999-12-31
+GATHER_DEADLINE_S = 10.0
+
+
+class PartitionGone(Exception):
+    """The partition was revoked or closed while a query ran on it."""
+
+
+class Unavailable(Exception):
+    """Some partitions have no worker able to answer right now (HTTP 503)."""
+
+
+Rows = dict[Dims, Counter]
+
+
+def _merge_rows(into: Rows, rows: Rows) -> None:
+    for dims, counter in rows.items():
+        row = into.get(dims)
+        if row is None:
+            row = into[dims] = Counter()
+        row.add(counter)
+
+
+def rows_to_json(rows: Rows) -> list[list[Any]]:
+    return [
+        [*dims, c.count, c.delivery_ms_sum, c.delivery_count] for dims, c in rows.items() if c.count
+    ]
+
+
+def rows_from_json(items: list[list[Any]]) -> Rows:
+    return {
+        (str(p), str(t), str(s)): Counter(int(n), int(total), int(k))
+        for p, t, s, n, total, k in items
+    }
+
+
+@dataclass(slots=True)
+class LocalQueries:
+    """Answers over this worker's ready partitions."""
+
+    stores: dict[int, PartitionStore]
+    ready: set[int]
+
+    def _store(self, partition: int) -> PartitionStore:
+        store = self.stores.get(partition)
+        if store is None or store.closed or partition not in self.ready:
+            raise PartitionGone(partition)
+        return store
+
+    async def _pause(self, partition: int, store: PartitionStore) -> None:
+        await asyncio.sleep(0)
+        if store.closed or self.stores.get(partition) is not store:
+            raise PartitionGone(partition)
+
+    # --- rows: counts, count-by, stats ------------------------------------------------------
+
+    async def rows(self, partition: int, flt: RecordFilter) -> Rows:
+        store = self._store(partition)
+        out: Rows = {}
+        if flt.is_empty_match():
+            return out
+        if flt.dims_only():
+            bounds = flt.requested_range_ms()
+            if bounds is None:
+                _add_counters(out, store.counters(TOTAL), flt)
+                return out
+            split = cover(*bounds)
+            for granularity, start, end in split.buckets:
+                _add_counters(out, store.counters(granularity, start, end), flt)
+            for start, end in split.edges:
+                async for record in self._walk_records(partition, store, REQUESTED, start, end):
+                    if matches(record, flt):
+                        _add_record(out, record)
+            return out
+        async for record in self._candidates(partition, store, flt):
+            if matches(record, flt):
+                _add_record(out, record)
+        return out
+
+    async def _candidates(self, partition: int, store: PartitionStore, flt: RecordFilter) -> Any:
+        """Records that may match, through the narrowest access path the filter allows."""
+        if flt.message_id is not None:
+            for raw in store.get_many_raw(flt.message_id):
+                if raw is not None:
+                    yield decode_record(raw)
+            return
+        if flt.requested_at_from is not None or flt.requested_at_to is not None:
+            start, end = flt.requested_range_ms() or (0, _FAR_FUTURE_MS)
+            async for record in self._walk_records(partition, store, REQUESTED, start, end):
+                yield record
+            return
+        if flt.status_updated_at_from is not None or flt.status_updated_at_to is not None:
+            start = _ms(flt.status_updated_at_from, 0)
+            end = _ms(flt.status_updated_at_to, _FAR_FUTURE_MS - 1) + 1
+            async for record in self._walk_records(partition, store, UPDATED, start, end):
+                yield record
+            return
+        seen = 0
+        for _, raw in store.iter_raw():
+            yield decode_record(raw)
+            seen += 1
+            if seen % _YIELD_EVERY == 0:
+                await self._pause(partition, store)
+
+    async def _walk_records(
+        self,
+        partition: int,
+        store: PartitionStore,
+        index: bytes,
+        start: int,
+        end: int,
+        *,
+        descending: bool = False,
+    ) -> Any:
+        """Records in index order, fetched in chunks."""
+        walker: Iterator[tuple[int, str]] = store.walk(index, start, end, descending=descending)
+        while True:
+            chunk = [mid for _, mid in _take(walker, 500)]
+            if not chunk:
+                return
+            for raw in store.get_many_raw(chunk):
+                if raw is not None:
+                    yield decode_record(raw)
+            await self._pause(partition, store)
+
+    # --- lists ------------------------------------------------------------------------------
+
+    async def list_records(
+        self, partition: int, flt: RecordFilter, options: ListOptions
+    ) -> list[tuple[int, str, bytes]]:
+        """This partition's first ``offset + limit`` matches in the requested order."""
+        store = self._store(partition)
+        wanted = options.offset + options.limit
+        found: list[tuple[int, str, bytes]] = []
+        if wanted == 0 or flt.is_empty_match():
+            return found
+        if flt.message_id is not None:
+            for raw in store.get_many_raw(flt.message_id):
+                if raw is not None:
+                    record = decode_record(raw)
+                    if matches(record, flt):
+                        value = order_value(record, options.order_by)
+                        found.append((value, record.message_id, raw))
+            return page(found, options.model_copy(update={"offset": 0, "limit": wanted}))
+        if options.order_by == "requestedAt":
+            index, low, high = REQUESTED, flt.requested_at_from, flt.requested_at_to
+        else:
+            index, low, high = UPDATED, flt.status_updated_at_from, flt.status_updated_at_to
+        start, end = _ms(low, 0), _ms(high, _FAR_FUTURE_MS - 1) + 1
+        descending = options.order_direction == "desc"
+        walker = store.walk(index, start, end, descending=descending)
+        while len(found) < wanted:
+            chunk = list(_take(walker, 500))
+            if not chunk:
+                break
+            raws = store.get_many_raw([mid for _, mid in chunk])
+            for (ms, mid), raw in zip(chunk, raws, strict=True):
+                if raw is None:
+                    continue
+                record = decode_record(raw)
+                if matches(record, flt):
+                    found.append((ms, mid, raw))
+                    if len(found) >= wanted:
+                        break
+            await self._pause(partition, store)
+        return found
+
+    async def due(self, partition: int, now: datetime, limit: int) -> list[tuple[int, str, bytes]]:
+        """k-msg listDue on this partition: pollable records due at ``now``, oldest first."""
+        store = self._store(partition)
+        out: list[tuple[int, str, bytes]] = []
+        due = store.due(now, limit)
+        for (ms, mid), raw in zip(due, store.get_many_raw([mid for _, mid in due]), strict=True):
+            if raw is not None:
+                out.append((ms, mid, raw))
+        return out
+
+
+def _take(iterator: Iterator[Any], n: int) -> Iterator[Any]:
+    for _ in range(n):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+
+
+def _ms(moment: datetime | None, default: int) -> int:
+    return default if moment is None else epoch_ms(moment)
+
+
+def _add_counters(out: Rows, rows: Iterator[tuple[Dims, Counter]], flt: RecordFilter) -> None:
+    for dims, counter in rows:
+        if dims_match(dims, flt):
+            row = out.get(dims)
+            if row is None:
+                row = out[dims] = Counter()
+            row.add(counter)
+
+
+def _add_record(out: Rows, record: TrackingRecord) -> None:
+    item = contribution(record)
+    row = out.get(item.dims)
+    if row is None:
+        row = out[item.dims] = Counter()
+    row.add(item.counter)
+
+
+# --- routing and gathering --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class QueryService:
+    """Answers queries for the whole table, wherever its partitions are."""
+
+    engine: Any  # FoldEngine (not imported: avoids a cycle with the app)
+    _session: aiohttp.ClientSession | None = None
+    gather_deadline_s: float = GATHER_DEADLINE_S
+    remote_calls: int = field(default=0)
+
+    @property
+    def local(self) -> LocalQueries:
+        return LocalQueries(self.engine._stores, self.engine.ready_partitions)
+
+    def partitions(self) -> list[int]:
+        return list(range(self.engine.partition_count))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    # --- single record ----------------------------------------------------------------------
+
+    async def get_raw(self, message_id: str) -> bytes | None:
+        """The record JSON, from whichever worker owns its partition."""
+        partition = self.engine.partition_of(message_id)
+        results = await self._gather({"op": "get", "messageId": message_id}, [partition])
+        value = results[partition]
+        return None if value is None else orjson.dumps(value)
+
+    # --- gathered queries -------------------------------------------------------------------
+
+    async def rows(self, flt: RecordFilter) -> Rows:
+        payload = {"op": "rows", "filter": flt.model_dump(mode="json", by_alias=True)}
+        results = await self._gather(payload, self.partitions())
+        out: Rows = {}
+        for partial in results.values():
+            _merge_rows(out, rows_from_json(partial))
+        return out
+
+    async def count(self, flt: RecordFilter) -> int:
+        return sum(counter.count for counter in (await self.rows(flt)).values())
+
+    async def count_by(
+        self, flt: RecordFilter, group_by: tuple[GroupField, ...]
+    ) -> list[dict[str, Any]]:
+        if not group_by:
+            return []
+        counts: dict[tuple[str, ...], int] = {}
+        for dims, counter in (await self.rows(flt)).items():
+            key = group_key(dims, group_by)
+            counts[key] = counts.get(key, 0) + counter.count
+        return count_by_rows(counts, group_by)
+
+    async def stats(self, flt: RecordFilter) -> dict[str, Any]:
+        return stats(await self.rows(flt))
+
+    async def list_records(self, flt: RecordFilter, options: ListOptions) -> list[Any]:
+        payload = {
+            "op": "list",
+            "filter": flt.model_dump(mode="json", by_alias=True),
+            "options": options.model_dump(mode="json", by_alias=True),
+        }
+        results = await self._gather(payload, self.partitions())
+        candidates = [
+            (int(ms), str(mid), orjson.dumps(record))
+            for partial in results.values()
+            for ms, mid, record in partial
+        ]
+        return [orjson.loads(raw) for _, _, raw in page(candidates, options)]
+
+    async def due(self, now: datetime, limit: int) -> list[Any]:
+        if limit <= 0:
+            return []
+        payload = {"op": "due", "now": now.isoformat(), "limit": limit}
+        results = await self._gather(payload, self.partitions())
+        candidates = sorted(
+            (int(ms), str(mid), record)
+            for partial in results.values()
+            for ms, mid, record in partial
+        )
+        return [record for _, _, record in candidates[:limit]]
+
+    # --- execution --------------------------------------------------------------------------
+
+    async def run_local(self, payload: dict[str, Any], partitions: list[int]) -> dict[int, Any]:
+        """Run one partial query on the given local partitions; partitions that are not
+        (or no longer) here are left out of the answer."""
+        local = self.local
+        op = payload["op"]
+        out: dict[int, Any] = {}
+        flt = RecordFilter.model_validate(payload.get("filter") or {})
+        for partition in partitions:
+            try:
+                if op == "rows":
+                    out[partition] = rows_to_json(await local.rows(partition, flt))
+                elif op == "list":
+                    options = ListOptions.model_validate(payload["options"])
+                    found = await local.list_records(partition, flt, options)
+                    out[partition] = [[ms, mid, orjson.Fragment(raw)] for ms, mid, raw in found]
+                elif op == "due":
+                    now = datetime.fromisoformat(payload["now"])
+                    found = await local.due(partition, now, int(payload["limit"]))
+                    out[partition] = [[ms, mid, orjson.Fragment(raw)] for ms, mid, raw in found]
+                elif op == "get":
+                    store = local._store(partition)
+                    raw = store.get_raw(payload["messageId"])
+                    out[partition] = None if raw is None else orjson.Fragment(raw)
+                else:
+                    raise ValueError(f"unknown query op {op!r}")
+            except PartitionGone:
+                continue
+        return out
+
+    async def _gather(self, payload: dict[str, Any], partitions: list[int]) -> dict[int, Any]:
+        """Every partition's partial answer, from whoever owns it; retries the missing ones
+        (rebalancing, catching up) until the deadline, then raises :class:`Unavailable`."""
+        deadline = time.monotonic() + self.gather_deadline_s
+        results: dict[int, Any] = {}
+        missing = list(partitions)
+        while True:
+            engine = self.engine
+            mine = [p for p in missing if p in engine.ready_partitions]
+            remote: dict[str, list[int]] = {}
+            owners = engine.membership.owners
+            for p in missing:
+                if p in mine:
+                    continue
+                url = owners.get(p)
+                if url and url != engine.membership.url:
+                    remote.setdefault(url, []).append(p)
+            if mine:
+                results.update(_roundtrip(await self.run_local(payload, mine)))
+            if remote:
+                answers = await asyncio.gather(
+                    *(self._remote(url, payload, parts) for url, parts in remote.items())
+                )
+                for answer in answers:
+                    results.update(answer)
+            missing = [p for p in partitions if p not in results]
+            if not missing:
+                return results
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"no worker could answer for partitions {missing} (rebalancing or a worker "
+                    "is down); try again"
+                )
+            await asyncio.sleep(0.2)
+
+    async def _remote(self, url: str, payload: dict[str, Any], parts: list[int]) -> dict[int, Any]:
+        self.remote_calls += 1
+        body = orjson.dumps({**payload, "partitions": parts})
+        try:
+            async with self._http().post(
+                f"{url}/internal/query",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as response:
+                if response.status != 200:
+                    log.info("query: %s answered %s", url, response.status)
+                    return {}
+                data = orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            log.info("query: %s unreachable (%s)", url, exc)
+            return {}
+        return {int(p): value for p, value in data["partitions"].items()}
+
+
+def _roundtrip(partials: dict[int, Any]) -> dict[int, Any]:
+    """Local partials in the same JSON shape as remote ones."""
+    return {p: orjson.loads(orjson.dumps(value)) for p, value in partials.items()}
