@@ -5,7 +5,9 @@ guards (first send result wins, monotonic status) are gone with it. Re-reads aft
 not the danger: the deletion is written to RocksDB atomically with the source offsets it
 reflects, and the changelog carries the tombstone before the position record, so a restarted
 worker re-reads only events that were not part of the state yet and folds them exactly as the
-first time (see README "Retention and cleanup"). The danger is a *late duplicate* of an old
+first time. (If it crashed after the changelog write and before the RocksDB write, it restores
+the tombstone and the marker, and the re-read events of that batch meet the marker and are
+dropped; see README "Retention and cleanup".) The danger is a *late duplicate* of an old
 event, e.g. a sending app that publishes a send result again after the record was purged:
 without a guard it would bring the record back and start polling it again.
 

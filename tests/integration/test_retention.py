@@ -15,6 +15,8 @@ import pytest
 
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.client import DeliveryTrackClient
+from deliverytrack.streams.facades import DeliveryTracker
 from deliverytrack.streams.store import EXPIRY, MARKER, RECORD, PartitionStore
 from tests.factories import send_recorded_factory, update_status_factory
 from tests.integration.conftest import free_port
@@ -48,9 +50,10 @@ def state_counts(settings: Settings) -> dict[bytes, set[str]]:
     return found
 
 
-async def check_table(worker: Any, timeout: float = 15.0) -> None:
+async def check_table(worker: Any, settings: Settings, timeout: float = 15.0) -> None:
     """Deleted records answer 404 (within ``timeout``: deletions are published before the
-    state that reflects them is written), the kept ones 200."""
+    state that reflects them is written), the kept ones 200; the query API lists and counts
+    only the kept ones (aggregates included)."""
     deadline = time.monotonic() + timeout
     for mid in DELETED:
         while True:
@@ -61,6 +64,17 @@ async def check_table(worker: Any, timeout: float = 15.0) -> None:
             await asyncio.sleep(0.1)
     for mid in KEPT:
         await worker.arecord(mid)
+    async with DeliveryTrackClient(worker.base_url, settings) as client:
+        assert {r.message_id for r in await client.list_records()} == set(KEPT)
+        assert await client.count_records() == len(KEPT)
+        assert await client.count_records({"messageId": DELETED}) == 0
+        rows = await client.count_by({}, ["status"])
+        assert sorted((row["key"]["status"], row["count"]) for row in rows) == [
+            ("DELIVERED", 1),
+            ("SENT", 1),
+        ]
+        stats = await client.stats()
+        assert stats["totalMessages"] == len(KEPT), stats
 
 
 async def test_expired_and_purged_records_are_gone_and_stay_gone(
@@ -91,6 +105,11 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
         await io.send(topics.commands, mid, update_status_factory(S.DELIVERED, mid, at=now))
     for mid in [*DELETED, *KEPT]:
         await worker.arecord(mid)
+    async with DeliveryTrackClient(worker.base_url, settings) as client:
+        deadline = time.monotonic() + 15
+        while await client.count_records() < len(DELETED) + len(KEPT):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
     purged = await worker.arecord(PURGED, lambda body: body["status"] == "DELIVERED")
     assert purged["retentionClass"] == "telecomMetadata"
     assert purged["retentionBucketYm"] == int((now + timedelta(days=365)).strftime("%Y%m"))
@@ -118,7 +137,7 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
     assert by_id[PURGED]["eventId"] == f"{PURGED}:deleted:cleanup:{PURGED}"
     assert by_id[PURGED]["detail"] == "cleanup"
     assert by_id[EXPIRING]["status"] == "SENT"
-    await check_table(worker)
+    await check_table(worker, settings)
 
     # Late duplicates: the original send result again, a command for a deleted record, the
     # cleanup again. None brings a record back or makes a dead letter; a sentinel does.
@@ -134,7 +153,7 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
     # Deletion is not a transition: status-changes has the sends and the DELIVERED updates.
     changes = await io.read_json(topics.status_changes, lambda es: len(es) >= 16)
     assert len(changes) == len(sends) + len(OPS) + 2
-    await check_table(worker)
+    await check_table(worker, settings)
     _, health = await worker.aget("/health")
     assert health["recordsDeleted"] == len(DELETED)
     assert health["expiries"] >= len(OPS) + 1
@@ -147,7 +166,7 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
 
     # Restart on the same data dir: still gone, and no deletion happens twice.
     again = await worker_factory(settings).astart()
-    await check_table(again)
+    await check_table(again, settings)
     await asyncio.sleep(1.0)  # a few timer ticks
     _, health = await again.aget("/health")
     assert health["recordsDeleted"] == 0
@@ -156,12 +175,36 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
     # A fresh data dir restores everything, tombstones and markers, from the changelog.
     fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh", "web_port": free_port()})
     restored = await worker_factory(fresh).astart()
-    await check_table(restored)
+    await check_table(restored, fresh)
     await asyncio.sleep(1.0)
     _, health = await restored.aget("/health")
     assert health["restored"] > 0 and health["recordsDeleted"] == 0
     restored.stop()
     assert state_counts(fresh) == state
+
+    # The DeliveryTracker facade: cleanup() purges the terminal records (keep-telecom),
+    # stop_tracking() stops and purges keep-polled; both through the same purge command.
+    restored = await worker_factory(fresh).astart()
+    async with DeliveryTrackClient(restored.base_url, fresh) as client:
+        tracker = DeliveryTracker(client)
+        cleaned: list[Any] = []
+        tracker.once("cleanup:completed", cleaned.append)
+        assert await tracker.cleanup() == 1
+        assert cleaned == [{"removedCount": 1}]
+        assert await tracker.stop_tracking("keep-polled") is True
+        deadline = time.monotonic() + 15
+        while await client.count_records() > 0:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert await client.get_record("keep-telecom") is None
+        assert (await client.stats())["totalMessages"] == 0
+    deletions = await io.read_json(
+        topics.record_deletions, lambda es: len(es) >= len(DELETED) + len(KEPT)
+    )
+    facade = {e["messageId"]: (e["reason"], e.get("detail")) for e in deletions}
+    assert facade["keep-telecom"] == ("purge", "cleanup")
+    assert facade["keep-polled"] == ("purge", "stop_tracking")
+    restored.stop()
 
     # Replaying the input topics (expiries included: they are on the due-checks topic)
     # rebuilds the same table.
@@ -170,5 +213,7 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
     assert code == 0, out + err
     assert "identical" in err, err
     assert time.monotonic() - started < 120
-    deletions = await io.read_json(topics.record_deletions, lambda es: len(es) >= len(DELETED))
-    assert len(deletions) == len(DELETED)  # the replay wrote to its own topics
+    deletions = await io.read_json(
+        topics.record_deletions, lambda es: len(es) >= len(DELETED) + len(KEPT)
+    )
+    assert len(deletions) == len(DELETED) + len(KEPT)  # the replay wrote to its own topics
