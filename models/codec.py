@@ -17,7 +17,6 @@ from deliverytrack.models.events import (
     SCHEMA_VERSION,
     CommandEvent,
     DeadLetter,
-    DueCheckIssued,
     HoldExpiryDue,
     PollRequested,
     ProviderIdLinked,
@@ -26,6 +25,7 @@ from deliverytrack.models.events import (
     SendRecorded,
     StatusChanged,
     StatusObserved,
+    TimerEvent,
 )
 from deliverytrack.models.records import TrackingRecord
 
@@ -33,7 +33,9 @@ CommandAdapter: TypeAdapter[CommandEvent] = TypeAdapter(
     Annotated[CommandEvent, Field(discriminator="event_type")]
 )
 SendRecordedAdapter: TypeAdapter[SendRecorded] = TypeAdapter(SendRecorded)
-DueCheckAdapter: TypeAdapter[DueCheckIssued] = TypeAdapter(DueCheckIssued)
+DueCheckAdapter: TypeAdapter[TimerEvent] = TypeAdapter(
+    Annotated[TimerEvent, Field(discriminator="event_type")]
+)
 PollRequestAdapter: TypeAdapter[PollRequested] = TypeAdapter(PollRequested)
 ObservationAdapter: TypeAdapter[StatusObserved] = TypeAdapter(StatusObserved)
 ProviderReportAdapter: TypeAdapter[ProviderReportReceived] = TypeAdapter(ProviderReportReceived)
@@ -151,11 +153,14 @@ def decode_correlated_report(raw: bytes | None) -> ReportCorrelated:
     return _validate(ReportCorrelatedAdapter, upcast(parse_json_object(raw), "ReportCorrelated"))
 
 
-def decode_due_check(raw: bytes | None) -> DueCheckIssued:
+def decode_due_check(raw: bytes | None) -> TimerEvent:
+    """A due check or a record expiry (both timers publish on the due-checks topic)."""
     fast = _fast(DueCheckAdapter, raw)
     if fast is not None:
         return fast
-    return _validate(DueCheckAdapter, upcast(parse_json_object(raw), "DueCheckIssued"))
+    payload = parse_json_object(raw)
+    payload.setdefault("eventType", "DueCheckIssued")
+    return _validate(DueCheckAdapter, upcast(payload))
 
 
 def decode_poll_request(raw: bytes | None) -> PollRequested:

@@ -18,7 +18,8 @@ from deliverytrack.models.enums import (
     StatusSource,
     TrackingStatus,
 )
-from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.records import RetentionClass, TrackingRecord
+from deliverytrack.models.retention import DeletionReason
 from deliverytrack.models.webhooks import WebhookEndpoint
 
 SCHEMA_VERSION = 1
@@ -84,6 +85,14 @@ class SendRecorded(Event):
         "SENDING or SENT): the record starts there; without a providerMessageId it is then "
         "driven by updates and reports only (not polled), instead of becoming UNKNOWN",
     )
+    retention_class: RetentionClass | None = Field(
+        default=None, description="k-msg retention class; default: the policy's defaultClass"
+    )
+    expires_at: UtcDatetime | None = Field(
+        default=None,
+        description="Delete the record at this time whatever its status (k-msg's old tracker: "
+        "createdAt + maxTrackingDuration)",
+    )
 
     @field_validator("initial_status")
     @classmethod
@@ -143,6 +152,16 @@ class StopTracking(Event):
     """Stop polling a message. The record stays; later provider reports still apply."""
 
     event_type: Literal["StopTracking"] = "StopTracking"
+    message_id: NonEmptyStr
+    at: UtcDatetime
+    reason: str | None = None
+
+
+class PurgeRecord(Event):
+    """Delete a record now (the DeliveryTracker facade's ``cleanup()``, operators). Unlike
+    ``StopTracking`` (stop polling, keep the record) it removes the record from the table."""
+
+    event_type: Literal["purge"] = "purge"
     message_id: NonEmptyStr
     at: UtcDatetime
     reason: str | None = None
@@ -216,6 +235,21 @@ class DueCheckIssued(Event):
     message_id: NonEmptyStr
     due_at: UtcDatetime
     issued_at: UtcDatetime
+
+
+class RecordExpiryDue(Event):
+    """A timer saw the record (or the deletion marker of a deleted record) expire at
+    ``expireAt`` while scanning at ``issuedAt`` (its clock). Folded like a due check: stale
+    when the record's expiry moved. ``eventId`` is ``expire:<messageId>:<expireAt ms>``."""
+
+    event_type: Literal["RecordExpiryDue"] = "RecordExpiryDue"
+    message_id: NonEmptyStr
+    expire_at: UtcDatetime
+    issued_at: UtcDatetime
+
+
+TimerEvent = DueCheckIssued | RecordExpiryDue
+"""What the timers publish on the due-checks topic (keyed by messageId)."""
 
 
 class ProviderStatus(Frozen):
@@ -333,6 +367,25 @@ class StatusChanged(Frozen):
         return self
 
 
+# --- deliverytrack.record-deletions (key: messageId) ---------------------------------------------
+
+
+class RecordDeleted(Frozen):
+    """The fold deleted a record (a tombstone on the changelog; no status change is
+    published). ``eventId`` is ``<messageId>:deleted:<eventId of the cause>``, stable across
+    retries and replays."""
+
+    event_id: NonEmptyStr
+    schema_version: Literal[1] = 1
+    event_type: Literal["RecordDeleted"] = "RecordDeleted"
+    message_id: NonEmptyStr
+    reason: DeletionReason
+    at: UtcDatetime
+    caused_by: str = Field(description="eventId of the expiry or purge that deleted it")
+    status: TrackingStatus = Field(description="The record's last status")
+    detail: str | None = Field(default=None, description="The purge command's reason")
+
+
 # --- deliverytrack.dead-letters (key: the original key) ------------------------------------------
 
 
@@ -354,14 +407,16 @@ class DeadLetter(Frozen):
     failed_at: UtcDatetime
 
 
-CommandEvent = UpdateStatus | CancelMessage | StopTracking | RecordFailoverOutcome
+CommandEvent = UpdateStatus | CancelMessage | StopTracking | RecordFailoverOutcome | PurgeRecord
 MessageEvent = (
     SendRecorded
     | UpdateStatus
     | CancelMessage
     | StopTracking
     | RecordFailoverOutcome
+    | PurgeRecord
     | DueCheckIssued
+    | RecordExpiryDue
     | StatusObserved
     | ReportCorrelated
 )

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from deliverytrack.models.retention import DEFAULT_RETENTION, RetentionPolicy
+
 
 class FailoverRule(BaseModel):
     """k-msg ``rulesByProviderId`` entry: exact status codes, or message substrings."""
@@ -125,6 +127,8 @@ class PollingPolicy(BaseModel):
     api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
     # Set from Settings.pii by the worker: the fold protects personal data with it.
     pii: PiiPolicy = PiiPolicy()
+    # Set from Settings.retention by the worker: record labels and deletion deadlines.
+    retention: RetentionPolicy = DEFAULT_RETENTION
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""

@@ -69,6 +69,11 @@ class TrackingRecord(Frozen):
     crypto_state: CryptoState | None = None
     retention_class: RetentionClass | None = None
     retention_bucket_ym: int | None = None
+    # Deletion deadlines (tables/retention.py): requestedAt + retention days, applied once the
+    # record is no longer polled (set only while retention is enabled); and k-msg's old
+    # tracker's expiresAt, applied whatever the status (only when the send result gives one).
+    retention_until: UtcDatetime | None = None
+    expires_at: UtcDatetime | None = None
     tracking_stopped_at: UtcDatetime | None = None
     webhooks: tuple[WebhookEndpoint, ...] = ()
     # Polling lease: set when a poll is handed to the poller, cleared by its observation.

@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deliverytrack.models.policy import ApiFailoverPolicy, PiiPolicy, PollingPolicy
+from deliverytrack.models.retention import RetentionPolicy
 from deliverytrack.models.webhooks import WebhookEndpoint
 
 
@@ -108,6 +109,11 @@ class Settings(BaseSettings):
         '"k1", "hashKeys": {"k1": "<secret>"}, "encryptionKeys": {"k1": "<base64 32 bytes>"}, '
         '"encryptMetadata": true}',
     )
+    retention: RetentionPolicy = Field(
+        default_factory=RetentionPolicy,
+        description='k-msg retention, e.g. {"enabled": true, "preset": "kr-b2b-baseline", '
+        '"tenantOverrideDays": {"opsLogs": 30}, "defaultClass": "telecomMetadata"}',
+    )
     webhooks: tuple[WebhookEndpoint, ...] = Field(
         default=(),
         description="Outbound webhooks for every message: "
@@ -142,8 +148,11 @@ class Settings(BaseSettings):
 
     @property
     def fold_policy(self) -> PollingPolicy:
-        """What the fold is configured with: polling rules plus API failover and personal data."""
-        return self.polling.model_copy(update={"api_failover": self.api_failover, "pii": self.pii})
+        """What the fold is configured with: polling rules, API failover, personal data and
+        retention."""
+        return self.polling.model_copy(
+            update={"api_failover": self.api_failover, "pii": self.pii, "retention": self.retention}
+        )
 
     @property
     def bootstrap_servers(self) -> list[str]:

@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     )
     _warn_pii(settings)
     _register_polling(app)
+    _register_retention(app)
     _register_views(app)
     register_query_views(app, app.queries)
     return app
@@ -162,6 +163,17 @@ def _register_polling(app: DeliveryTrackApp) -> None:
             await observations.send(key=key, value=encode(observed))
 
 
+def _register_retention(app: DeliveryTrackApp) -> None:
+    engine = app.engine
+
+    @app.timer(interval=app.settings.retention.interval_ms / 1000)  # type: ignore[untyped-decorator]
+    async def emit_expiries() -> None:
+        """Publish expiries of records past their retention or expiresAt, and of deletion
+        markers; the fold deletes them. Never writes the table."""
+        if engine.ready.is_set():
+            await engine.emit_expiries(utc_now())
+
+
 def _register_views(app: DeliveryTrackApp) -> None:
     engine, poller, webhooks = app.engine, app.poller, app.webhooks
 
@@ -189,6 +201,8 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "reports": stats.reports,
                 "reportsCorrelated": stats.reports_correlated,
                 "holdExpiries": stats.hold_expiries,
+                "expiries": stats.expiries,
+                "recordsDeleted": stats.deletions,
                 "webhooksDelivered": app.dispatcher.delivered,
                 "webhookAttemptsFailed": app.dispatcher.failed_attempts,
                 "webhooksExhausted": app.dispatcher.exhausted,

@@ -30,7 +30,7 @@ import logging
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +68,8 @@ from deliverytrack.models.events import (
     MessageEvent,
     PollRequested,
     ProviderIdLinked,
+    RecordDeleted,
+    RecordExpiryDue,
     RecordFailoverOutcome,
     ReportCorrelated,
     StatusChanged,
@@ -75,14 +77,15 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.membership import Membership, query_url
-from deliverytrack.streams.store import CorrelationChange, PartitionStore, Position
+from deliverytrack.streams.store import CorrelationChange, MarkerChange, PartitionStore, Position
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
+from deliverytrack.tables.deletion import fold_marked
 from deliverytrack.tables.due_index import epoch_ms, from_epoch_ms
-from deliverytrack.tables.fold import fold
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ POSITION_KEY = b"\x00position"
 """Changelog key of the position record; messageIds may not start with NUL."""
 CORRELATION_PREFIX = b"\x00c:"
 """Changelog keys of correlation states: this prefix + providerId:providerMessageId."""
+MARKER_PREFIX = b"\x00z:"
+"""Changelog keys of deletion markers: this prefix + messageId."""
 
 Decoder = Callable[[bytes | None], MessageEvent]
 CorrelationDecoder = Callable[[bytes | None], CorrelationEvent]
@@ -112,6 +117,8 @@ class EngineStats:
     reports: int = 0
     reports_correlated: int = 0
     hold_expiries: int = 0
+    expiries: int = 0
+    deletions: int = 0
 
 
 @dataclass(slots=True)
@@ -372,6 +379,44 @@ class FoldEngine:
         self.stats.due_checks += checks
         return checks
 
+    # --- expiries (called by the retention timer; publishes events, never writes) ----------
+
+    def _scan_expiries(self, now: datetime) -> list[tuple[int, str]]:
+        """(expiry ms, messageId) of records and deletion markers past their time, oldest
+        first, at most ``scanBatchSize``: O(records expired), not O(records kept)."""
+        limit = self.policy.retention.scan_batch_size
+        found: list[tuple[int, str]] = []
+        for store in list(self._stores.values()):
+            found.extend(store.expired(now, limit))
+            found.extend(store.forgettable_markers(now, limit))
+        found.sort()
+        return found[:limit]
+
+    async def emit_expiries(self, now: datetime) -> int:
+        """Publish ``RecordExpiryDue`` events (on the due-checks topic, keyed by messageId)
+        for this worker's expired records and markers; the fold deletes them. Like due checks,
+        one emitted less than a lease ago is not emitted again."""
+        clock = time.monotonic()
+        horizon = clock - self.policy.lease_ms / 1000
+        emitted = self._emitted_due
+        for marker in [marker for marker, at in emitted.items() if at < horizon]:
+            del emitted[marker]
+        outputs: list[_Output] = []
+        for expire_ms, message_id in self._scan_expiries(now):
+            if ("expire", expire_ms, message_id) in emitted:
+                continue
+            emitted[("expire", expire_ms, message_id)] = clock
+            event = RecordExpiryDue(
+                event_id=f"expire:{message_id}:{expire_ms}",
+                message_id=message_id,
+                expire_at=from_epoch_ms(expire_ms),
+                issued_at=now,
+            )
+            outputs.append(_Output(self.topics.due_checks, message_id.encode(), encode(event)))
+        await self._publish(outputs)
+        self.stats.expiries += len(outputs)
+        return len(outputs)
+
     # --- the loop ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -472,6 +517,7 @@ class FoldEngine:
         outputs: list[_Output] = []
         pending: dict[int, dict[str, Change]] = {}
         linked: dict[int, dict[str, CorrelationChange]] = {}
+        markers: dict[int, dict[str, MarkerChange]] = defaultdict(dict)
         correlation_topics = self._correlation_decoders
         for partition, records in by_partition.items():
             rank = self._rank
@@ -482,7 +528,9 @@ class FoldEngine:
                 records_for_fold = [r for r in records if r.topic not in correlation_topics]
             else:
                 records_for_fold = records
-            pending[partition] = self._fold_partition(partition, records_for_fold, outputs)
+            pending[partition] = self._fold_partition(
+                partition, records_for_fold, outputs, markers[partition]
+            )
             position = self._positions[partition]
             for record in records:
                 position.offsets[record.topic] = max(
@@ -490,11 +538,13 @@ class FoldEngine:
                 )
         self.stats.batches += 1
         await self._publish(outputs)
-        changelog = await self._publish_changelog(pending, linked)
+        changelog = await self._publish_changelog(pending, linked, markers)
         for partition, changes in pending.items():
             position = self._positions[partition]
             position.changelog_next = changelog.get(partition, position.changelog_next)
-            self._stores[partition].write(changes, position, linked.get(partition))
+            self._stores[partition].write(
+                changes, position, linked.get(partition), markers.get(partition)
+            )
         return {
             TopicPartition(topic, partition): offset
             for partition in pending
@@ -506,12 +556,16 @@ class FoldEngine:
         partition: int,
         records: list[ConsumerRecord[bytes, bytes]],
         outputs: list[_Output],
+        markers: dict[str, MarkerChange] | None = None,
     ) -> dict[str, Change]:
-        """Fold one partition's records; returns {messageId: (before batch, after, JSON)}."""
+        """Fold one partition's records; returns {messageId: (before batch, after, JSON)}
+        and puts the deletion markers' changes into ``markers``."""
         store = self._stores[partition]
         before: dict[str, TrackingRecord | None] = {}
         current: dict[str, TrackingRecord | None] = {}
         changed: set[str] = set()
+        marks_before: dict[str, DeletionMarker | None] = {}
+        marks: dict[str, DeletionMarker | None] = {}
         status_topic = self.topics.status_changes
         poll_topic = self.topics.poll_requests
         policy = self.policy
@@ -538,8 +592,13 @@ class FoldEngine:
                 raw = store.get_raw(message_id)
                 record = None if raw is None else decode_record(raw)
                 before[message_id] = current[message_id] = record
+            marker = None
+            if record is None:  # deleted (a marker), or never seen
+                if message_id not in marks:
+                    marks_before[message_id] = marks[message_id] = store.get_marker(message_id)
+                marker = marks[message_id]
             try:
-                new, emitted = fold(record, event, policy)
+                new, new_marker, emitted = fold_marked(record, marker, event, policy)
             except Exception as exc:  # a bug or a poison event: park it, keep going
                 log.exception("fold failed on %s@%s:%s", msg.topic, msg.partition, msg.offset)
                 outputs.append(
@@ -550,6 +609,9 @@ class FoldEngine:
                 current[message_id] = new
                 changed.add(message_id)
                 self.stats.applied += 1
+            if new_marker is not marker:
+                marks_before.setdefault(message_id, marker)  # a record had no marker
+                marks[message_id] = new_marker
             for out in emitted:
                 if isinstance(out, StatusChanged):
                     outputs.append(
@@ -568,6 +630,10 @@ class FoldEngine:
                 elif isinstance(out, ProviderIdLinked):
                     key = provider_key(out.provider_id, out.provider_message_id).encode()
                     outputs.append(_Output(self.topics.provider_ids, key, encode(out)))
+                elif isinstance(out, RecordDeleted):
+                    deletions = self.topics.record_deletions
+                    outputs.append(_Output(deletions, msg.key, encode(out), msg.partition))
+                    self.stats.deletions += 1
                 elif isinstance(out, EventRejected):
                     outputs.append(self._dead_letter(msg, out.reason, out.detail))
         result: dict[str, Change] = {}
@@ -578,6 +644,14 @@ class FoldEngine:
                 new,
                 None if new is None else encode_record(new),
             )
+        if markers is not None:
+            for message_id, mark in marks.items():
+                if mark is not marks_before[message_id]:
+                    markers[message_id] = (
+                        marks_before[message_id],
+                        mark,
+                        None if mark is None else encode(mark),
+                    )
         return result
 
     def _correlate_partition(
@@ -733,6 +807,7 @@ class FoldEngine:
         self,
         pending: dict[int, dict[str, Change]],
         linked: dict[int, dict[str, CorrelationChange]] | None = None,
+        markers: Mapping[int, dict[str, MarkerChange]] | None = None,
     ) -> dict[int, int]:
         """Latest value per changed key, then the position record; returns next offsets."""
         topic = self.topics.records_changelog
@@ -748,6 +823,11 @@ class FoldEngine:
                 items = (
                     (CORRELATION_PREFIX + k.encode(), raw) for k, (_, _, raw) in states.items()
                 )
+                futures.extend(await self._send_batches(topic, partition, items))
+            marks = (markers or {}).get(partition)
+            if marks:
+                self.stats.changelog_writes += len(marks)
+                items = ((MARKER_PREFIX + k.encode(), raw) for k, (_, _, raw) in marks.items())
                 futures.extend(await self._send_batches(topic, partition, items))
             # Sent after the records: same partition, idempotent producer, so it lands last.
             position = orjson.dumps({"offsets": self._positions[partition].offsets})
@@ -820,6 +900,7 @@ class FoldEngine:
                 fetched = await restorer.getmany(tp, timeout_ms=1000, max_records=50_000)
                 changes: dict[str, Change] = {}
                 states: dict[str, CorrelationChange] = {}
+                marks: dict[str, MarkerChange] = {}
                 for msg in fetched.get(tp, []):
                     position.changelog_next = msg.offset + 1
                     if msg.key == POSITION_KEY:
@@ -837,6 +918,17 @@ class FoldEngine:
                         states[key] = (old_state, new_state, msg.value)
                         restored += 1
                         continue
+                    if msg.key.startswith(MARKER_PREFIX):
+                        mid = msg.key[len(MARKER_PREFIX) :].decode()
+                        old_mark = marks[mid][0] if mid in marks else store.get_marker(mid)
+                        new_mark = (
+                            None
+                            if msg.value is None
+                            else DeletionMarker.model_validate_json(msg.value)
+                        )
+                        marks[mid] = (old_mark, new_mark, msg.value)
+                        restored += 1
+                        continue
                     mid = msg.key.decode()
                     if mid in changes:
                         old = changes[mid][0]
@@ -845,7 +937,7 @@ class FoldEngine:
                     new = None if msg.value is None else decode_record(msg.value)
                     changes[mid] = (old, new, msg.value)
                     restored += 1
-                store.write(changes, position, states)
+                store.write(changes, position, states, marks)
             self.stats.restored += restored
             log.info(
                 "fold: partition %s caught up %s changelog records in %.2fs",

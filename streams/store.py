@@ -10,6 +10,9 @@ mode. Key space, by one-byte prefix:
 - ``x`` + hold key (big-endian deadline ms + provider key) -> empty; see ``tables.correlation``
 - ``a`` + aggregate row key (granularity, bucket, dims) -> counters; see ``tables.aggregates``
 - ``q`` / ``u`` + big-endian requestedAt / statusUpdatedAt ms + messageId -> empty
+- ``e`` + expiry key (big-endian expiry ms + messageId) -> empty; see ``tables.retention``
+- ``z`` + messageId -> DeletionMarker JSON of a deleted record; see ``tables.deletion``
+- ``y`` + marker key (big-endian forget ms + messageId) -> empty
 
 Every batch is one atomic WriteBatch: records, due-index, aggregate and index changes and
 offsets together, so the aggregates are exactly as current as the records.
@@ -29,6 +32,7 @@ from rocksdict import Options, Rdict, WriteBatch
 from deliverytrack.models.codec import decode_correlation_state, decode_record
 from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.tables.aggregates import (
     TOTAL,
     Counter,
@@ -44,6 +48,12 @@ from deliverytrack.tables.aggregates import (
 )
 from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
+from deliverytrack.tables.retention import expiry_index_change, marker_index_change
+
+EXPIRY = b"e"
+MARKER = b"z"
+MARKER_EXPIRY = b"y"
+MarkerChange = tuple[DeletionMarker | None, DeletionMarker | None, bytes | None]
 
 RECORD = b"r"
 DUE = b"d"
@@ -143,6 +153,18 @@ class PartitionStore:
         """Up to ``limit`` (due ms, messageId) pairs due at or before ``now``, oldest first."""
         return self._scan_index(DUE, now, limit)
 
+    def expired(self, now: datetime, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (expiry ms, messageId) pairs of records to delete by ``now``."""
+        return self._scan_index(EXPIRY, now, limit)
+
+    def forgettable_markers(self, now: datetime, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` (forget ms, messageId) pairs of deletion markers past their time."""
+        return self._scan_index(MARKER_EXPIRY, now, limit)
+
+    def get_marker(self, message_id: str) -> DeletionMarker | None:
+        raw = self._db.get(MARKER + message_id.encode())
+        return None if raw is None else DeletionMarker.model_validate_json(raw)
+
     def _scan_index(self, prefix: bytes, now: datetime, limit: int) -> list[tuple[int, str]]:
         bound = prefix + upper_bound(now)
         found: list[tuple[int, str]] = []
@@ -220,10 +242,14 @@ class PartitionStore:
         changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]],
         position: Position,
         correlations: Mapping[str, CorrelationChange] | None = None,
+        markers: Mapping[str, MarkerChange] | None = None,
     ) -> None:
         """Apply ``{messageId: (old, new, new_json)}``, the correlation states
-        ``{providerKey: (old, new, new_json)}`` and the new position atomically."""
+        ``{providerKey: (old, new, new_json)}``, the deletion markers ``{messageId: (old, new,
+        new_json)}`` and the new position atomically. A record change with ``new`` None
+        deletes the record (and its index entries)."""
         batch = WriteBatch(raw_mode=True)
+        self._expiries(batch, changes, markers or {})
         for provider_key, (old_state, new_state, raw) in (correlations or {}).items():
             key = CORRELATION + provider_key.encode()
             if new_state is None or raw is None:
@@ -275,3 +301,28 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, row.pack())
+
+    def _expiries(
+        self,
+        batch: WriteBatch,
+        changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]],
+        markers: Mapping[str, MarkerChange],
+    ) -> None:
+        """Expiry-index entries of the records, and the deletion markers with theirs."""
+        for old, new, _ in changes.values():
+            removed, added = expiry_index_change(old, new)
+            if removed is not None:
+                batch.delete(EXPIRY + removed)
+            if added is not None:
+                batch.put(EXPIRY + added, b"")
+        for message_id, (old_marker, new_marker, raw) in markers.items():
+            key = MARKER + message_id.encode()
+            if new_marker is None or raw is None:
+                batch.delete(key)
+            else:
+                batch.put(key, raw)
+            removed, added = marker_index_change(old_marker, new_marker)
+            if removed is not None:
+                batch.delete(MARKER_EXPIRY + removed)
+            if added is not None:
+                batch.put(MARKER_EXPIRY + added, b"")

@@ -22,6 +22,7 @@ class Topics:
     provider_ids: str
     correlated_reports: str
     webhook_retries: str
+    record_deletions: str
 
     @classmethod
     def from_prefix(cls, prefix: str, app_id: str) -> Topics:
@@ -42,6 +43,7 @@ class Topics:
             provider_ids=f"{prefix}{app_id}-provider-ids",
             correlated_reports=f"{prefix}{app_id}-correlated-reports",
             webhook_retries=f"{prefix}{app_id}-webhook-retries",
+            record_deletions=f"{prefix}record-deletions",
         )
 
     def for_replay(self, prefix: str, replay_app_id: str) -> Topics:
@@ -53,6 +55,7 @@ class Topics:
             dead_letters=f"{prefix}{replay_app_id}-dead-letters",
             failover_requests=f"{prefix}{replay_app_id}-failover-requests",
             webhook_deliveries=f"{prefix}{replay_app_id}-webhook-deliveries",
+            record_deletions=f"{prefix}{replay_app_id}-record-deletions",
             webhook_retries=own.webhook_retries,
             records_changelog=own.records_changelog,
             poll_requests=own.poll_requests,
@@ -103,4 +106,5 @@ class Topics:
             self.dead_letters,
             self.failover_requests,
             self.webhook_deliveries,
+            self.record_deletions,
         )

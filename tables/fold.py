@@ -30,6 +30,9 @@ from deliverytrack.models.events import (
     ProviderIdLinked,
     ProviderReportReceived,
     ProviderStatus,
+    PurgeRecord,
+    RecordDeleted,
+    RecordExpiryDue,
     RecordFailoverOutcome,
     ReportCorrelated,
     SendRecorded,
@@ -43,6 +46,7 @@ from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
 from deliverytrack.tables.pii import plain_to, protect_send, redact_record_raw
+from deliverytrack.tables.retention import expire, purge, retention_labels
 
 T = TypeVar("T")
 Emitted = (
@@ -52,6 +56,7 @@ Emitted = (
     | ProviderIdLinked
     | FailoverRequested
     | RecordFailoverOutcome
+    | RecordDeleted
 )
 FoldResult = tuple[TrackingRecord | None, tuple[Emitted, ...]]
 
@@ -120,6 +125,10 @@ def _dispatch(
             return _reported(record, event, policy)
         case RecordFailoverOutcome():
             return _failover_outcome(record, event)
+        case RecordExpiryDue():
+            return expire(record, event)
+        case PurgeRecord():
+            return purge(record, event)
         case _:
             assert_never(event)
 
@@ -185,6 +194,7 @@ def _record_send(
         next_check_at=next_check_at,
         last_error=last_error,
         webhooks=event.webhooks,
+        **retention_labels(event, policy.retention),
         sequence=1,
         status_history=(entry,),
         processed_event_ids=(event.event_id,),

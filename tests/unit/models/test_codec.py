@@ -13,6 +13,8 @@ from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import (
     CancelMessage,
     ProviderReportReceived,
+    PurgeRecord,
+    RecordExpiryDue,
     SendRecorded,
     StopTracking,
     UpdateStatus,
@@ -26,6 +28,8 @@ DECODERS = {
     "CancelMessage": (codec.decode_command, CancelMessage),
     "StopTracking": (codec.decode_command, StopTracking),
     "ProviderReportReceived": (codec.decode_provider_report, ProviderReportReceived),
+    "purge": (codec.decode_command, PurgeRecord),
+    "RecordExpiryDue": (codec.decode_due_check, RecordExpiryDue),
 }
 
 
