@@ -20,7 +20,7 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -149,9 +149,17 @@ class PartitionStore:
         for _, raw in self.iter_raw():
             yield decode_record(raw)
 
-    def due(self, now: datetime, limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` (due ms, messageId) pairs due at or before ``now``, oldest first."""
-        return self._scan_index(DUE, now, limit)
+    def due(
+        self,
+        now: datetime,
+        limit: int,
+        skip: Callable[[int, str], bool] | None = None,
+        max_skipped: int = 0,
+    ) -> list[tuple[int, str]]:
+        """Up to ``limit`` (due ms, messageId) pairs due at or before ``now``, oldest first.
+        Pairs for which ``skip`` holds (checks already in flight) are passed over without
+        counting, at most ``max_skipped`` of them, so they cannot hide the records behind them."""
+        return self._scan_index(DUE, now, limit, skip, max_skipped)
 
     def expired(self, now: datetime, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` (expiry ms, messageId) pairs of records to delete by ``now``."""
@@ -165,15 +173,29 @@ class PartitionStore:
         raw = self._db.get(MARKER + message_id.encode())
         return None if raw is None else DeletionMarker.model_validate_json(raw)
 
-    def _scan_index(self, prefix: bytes, now: datetime, limit: int) -> list[tuple[int, str]]:
+    def _scan_index(
+        self,
+        prefix: bytes,
+        now: datetime,
+        limit: int,
+        skip: Callable[[int, str], bool] | None = None,
+        max_skipped: int = 0,
+    ) -> list[tuple[int, str]]:
         bound = prefix + upper_bound(now)
         found: list[tuple[int, str]] = []
         if limit <= 0:
             return found
+        skipped = 0
         for key in self._db.keys(from_key=prefix):
             if not isinstance(key, bytes) or key >= bound or not key.startswith(prefix):
                 break
-            found.append(parse_due_key(key[1:]))
+            entry = parse_due_key(key[1:])
+            if skip is not None and skip(*entry):
+                skipped += 1
+                if skipped > max_skipped:
+                    break
+                continue
+            found.append(entry)
             if len(found) >= limit:
                 break
         return found

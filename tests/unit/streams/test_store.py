@@ -77,3 +77,18 @@ def test_the_timer_scan_reads_only(tmp_path: Path) -> None:
     assert first.due_at == T0 + timedelta(seconds=30)
     assert first.issued_at == T0 + timedelta(seconds=45)
     store.close()
+
+
+def test_checks_in_flight_do_not_hide_the_records_behind_them(tmp_path: Path) -> None:
+    """At 1,000 polls/s more checks are in flight than batchSize: the scan passes over them
+    (bounded by how many are in flight) instead of returning them again and stalling."""
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 10)
+    now = T0 + timedelta(hours=1)
+    head = store.due(now, 3)
+    in_flight = set(head)
+    after = store.due(now, 3, lambda ms, mid: (ms, mid) in in_flight, len(in_flight))
+    assert [mid for _, mid in after] == ["m-0003", "m-0004", "m-0005"]
+    # The pass-over is bounded: with a budget of 1 the scan stops at the second in-flight one.
+    assert store.due(now, 3, lambda ms, mid: (ms, mid) in in_flight, 1) == []
+    store.close()
