@@ -10,6 +10,7 @@ from collections import Counter as Tally
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import pytest
@@ -326,6 +327,19 @@ async def test_queries_facades_and_two_workers(
         assert [r.message_id for r in listed] == ["q-002"]
         assert await store.count_records(window) == 1
         assert await store.count_by(window, ["status"]) == [{"key": {"status": "SENT"}, "count": 1}]
+        # The same over HTTP.
+        query = urlencode(window)
+        status, body = await worker.aget(f"/records?{query}&limit=10")
+        assert status == 200 and [r["messageId"] for r in body["records"]] == ["q-002"]
+        assert await worker.aget(f"/records/count?{query}") == (200, {"count": 1})
+        status, body = await worker.aget(f"/records/count-by?{query}&groupBy=status")
+        assert (status, body["rows"]) == (200, [{"key": {"status": "SENT"}, "count": 1}])
+        status, body = await worker.aget(
+            f"/records/due?{urlencode({'now': iso(datetime.now(UTC))})}&limit=5"
+        )
+        assert status == 200 and [r["messageId"] for r in body["records"]] == [
+            r.message_id for r in due
+        ]
         await store.patch("q-002", {"status": "DELIVERED", "providerStatusCode": "2000"})
         patched = await client.wait_for("q-002", lambda r: r.status is S.DELIVERED)
         assert patched.provider_status_code == "2000"
@@ -448,6 +462,16 @@ async def test_queries_facades_and_two_workers(
         )
         rate = await tracker.get_stats_for_period(p1, p1 + timedelta(minutes=1))
         assert (rate["totalMessages"], rate["deliveryRate"], rate["failureRate"]) == (10, 70, 30)
+        period = urlencode({"from": iso(p1), "to": iso(p1 + timedelta(minutes=1))})
+        status, body = await worker.aget(f"/stats?{period}")
+        assert status == 200
+        assert (body["totalMessages"], body["deliveryRate"], body["failureRate"]) == (10, 70, 30)
+        period = urlencode({"from": iso(p2), "to": iso(p2 + timedelta(minutes=1))})
+        status, body = await worker.aget(f"/stats?{period}")
+        assert (body["totalMessages"], body["deliveryRate"], body["failureRate"]) == (4, 50, 25)
+        assert body["byProvider"] == {"iwinv": 1, "solapi": 3}
+        status, body = await worker.aget("/records?status=SENT&messageId=t-1,t-2")
+        assert [r["messageId"] for r in body["records"]] == ["t-1"]
         an = await tracker.get_stats_for_period(p2, p2 + timedelta(minutes=1))
         assert an["totalMessages"] == 4
         assert an["deliveryRate"] == 50 and an["failureRate"] == 25
