@@ -8,8 +8,13 @@ from typing import Annotated
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _to_utc(value: datetime) -> datetime:
+    if value < _EPOCH:
+        # Index keys are unsigned epoch milliseconds; no message was sent before 1970.
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
     return value.astimezone(UTC)
 
 

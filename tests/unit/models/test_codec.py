@@ -104,3 +104,19 @@ def test_record_and_status_change_round_trip() -> None:
     assert body["eventId"] == "order-1234-sms:1"
     assert body["record"]["messageId"] == "order-1234-sms"
     assert codec.StatusChangedAdapter.validate_json(codec.encode_status_changed(change)) == change
+
+
+def test_a_time_before_1970_is_refused_at_decode() -> None:
+    """Index keys are unsigned epoch ms: such an event must be dead-lettered, not crash a
+    RocksDB write (a poison pill that would stop the fold)."""
+    import orjson
+    import pytest
+
+    from deliverytrack.models.codec import DecodeError, decode_send_result, encode
+    from tests.factories import send_recorded_factory
+
+    payload = orjson.loads(encode(send_recorded_factory("old")))
+    payload["requestedAt"] = "1900-01-01T00:00:00Z"
+    with pytest.raises(DecodeError) as info:
+        decode_send_result(orjson.dumps(payload))
+    assert "1970" in info.value.detail
