@@ -93,7 +93,8 @@ def encode_dims(dims: Dims) -> bytes:
 
 
 def decode_dims(raw: bytes) -> Dims:
-    provider_id, type_, status = raw.split(_SEP)
+    # From the right: type and status are enum values; a providerId may contain anything.
+    provider_id, type_, status = raw.rsplit(_SEP, 2)
     return provider_id.decode(), type_.decode(), status.decode()
 
 

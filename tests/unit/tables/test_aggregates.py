@@ -120,3 +120,11 @@ def test_cover_is_exact_aligned_and_leaves_at_most_two_partial_minutes(
     hours = sum((b1 - b0) // 3_600_000 for g, b0, b1 in split.buckets if g == b"H")
     minutes = sum((b1 - b0) // MINUTE_MS for g, b0, b1 in split.buckets if g == b"M")
     assert hours <= 46 and minutes <= 118
+
+
+def test_dims_round_trip_whatever_the_provider_id() -> None:
+    from deliverytrack.tables.aggregates import decode_dims, encode_dims
+
+    for provider_id in ("solapi", "a\x1fb", "", "한국"):
+        dims = (provider_id, "SMS", "SENT")
+        assert decode_dims(encode_dims(dims)) == dims
