@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.client import record_path
 
 FILTERS = (
     ("message-id", "messageId"),
@@ -118,10 +119,14 @@ async def _fetch(
     session: aiohttp.ClientSession, url: str, params: Sequence[tuple[str, str]] = ()
 ) -> Any:
     async with session.get(url, params=list(params)) as response:
-        body = orjson.loads(await response.read() or b"null")
+        raw = await response.read()
+        try:
+            body = orjson.loads(raw or b"null")
+        except orjson.JSONDecodeError:
+            body = raw.decode(errors="replace")
         if response.status != 200:
-            message = body.get("error") if isinstance(body, dict) else str(body)
-            raise Refused(response.status, message or "refused")
+            message = body.get("error") if isinstance(body, dict) else body
+            raise Refused(response.status, str(message or response.reason or "refused"))
         return body
 
 
@@ -148,7 +153,7 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 async def _get(session: aiohttp.ClientSession, url: str, args: argparse.Namespace) -> int:
-    record = await _fetch(session, f"{url}/records/{args.message_id}")
+    record = await _fetch(session, url + record_path(args.message_id))
     if args.json:
         _dump(record)
         return 0

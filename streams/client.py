@@ -20,6 +20,7 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -70,6 +71,23 @@ def filter_params(flt: FilterLike) -> list[tuple[str, str]] | None:
         else:
             params.append((name, str(value)))
     return params
+
+
+def _answer(status: int, reason: str | None, body: bytes) -> Any:
+    """The JSON answer, or QueryFailed with the worker's reason (JSON or plain text)."""
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = body.decode(errors="replace")
+    if status != 200:
+        message = data.get("error") if isinstance(data, dict) else data
+        raise QueryFailed(status, str(message or reason or ""))
+    return data
+
+
+def record_path(message_id: str, suffix: str = "") -> str:
+    """``/records/<messageId>``, the id quoted (it may contain ``/``, ``?``, ``%``...)."""
+    return f"/records/{quote(message_id, safe='')}{suffix}"
 
 
 def _time(value: datetime | int | str) -> str:
@@ -206,24 +224,15 @@ class DeliveryTrackClient:
 
     async def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> Any:
         async with self._http().get(self.base_url + path, params=list(params)) as response:
-            body = await response.read()
-            data = orjson.loads(body) if body else None
-            if response.status != 200:
-                message = data.get("error") if isinstance(data, dict) else str(data)
-                raise QueryFailed(response.status, message or response.reason or "")
-            return data
+            return _answer(response.status, response.reason, await response.read())
 
     async def _post(self, url: str) -> Any:
         async with self._http().post(url) as response:
-            data = orjson.loads(await response.read() or b"null")
-            if response.status != 200:
-                message = data.get("error") if isinstance(data, dict) else str(data)
-                raise QueryFailed(response.status, message or "")
-            return data
+            return _answer(response.status, response.reason, await response.read())
 
     async def get_record(self, message_id: str) -> TrackingRecord | None:
         try:
-            data = await self._get(f"/records/{message_id}")
+            data = await self._get(record_path(message_id))
         except QueryFailed as exc:
             if exc.status == 404:
                 return None
@@ -231,7 +240,7 @@ class DeliveryTrackClient:
         return decode_record(orjson.dumps(data))
 
     async def history(self, message_id: str) -> list[StatusHistoryEntry]:
-        data = await self._get(f"/records/{message_id}/history")
+        data = await self._get(record_path(message_id, "/history"))
         return [StatusHistoryEntry.model_validate(item) for item in data["history"]]
 
     async def list_records(
@@ -261,8 +270,12 @@ class DeliveryTrackClient:
             return 0
         return int((await self._get("/records/count", params))["count"])
 
-    async def count_by(self, flt: FilterLike, group_by: Iterable[str]) -> list[dict[str, Any]]:
-        fields = list(group_by)
+    async def count_by(
+        self, flt: FilterLike, group_by: str | Iterable[str]
+    ) -> list[dict[str, Any]]:
+        if isinstance(group_by, str):
+            group_by = group_by.split(",")
+        fields = [name.strip() for name in group_by if name.strip()]
         params = filter_params(flt)
         if params is None or not fields:
             return []

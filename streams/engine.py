@@ -851,6 +851,8 @@ class FoldEngine:
     # --- rebalancing ------------------------------------------------------------------------
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Not answering queries for partitions that may be moving: callers retry or get 503.
+        self.ready_partitions -= {tp.partition for tp in revoked}
         log.info("fold: revoked %s", sorted(tp.partition for tp in revoked))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -34,6 +34,7 @@ from deliverytrack.streams.client import DeliveryTrackClient, FilterLike, follow
 from deliverytrack.tables.fold import can_transition
 
 log = logging.getLogger(__name__)
+S = TrackingStatus
 
 Listener = Callable[..., Any]
 
@@ -184,13 +185,19 @@ class DeliveryTrackingService:
         type, to, warnings)."""
         options = dict(context.get("options") or {})
         inner = dict(options.get("options") or {})
-        message_id = str(result.get("messageId") or context["messageId"])
+        # k-msg: the hook context's messageId is the correlation id.
+        message_id = str(context.get("messageId") or result["messageId"])
         requested = context.get("timestamp")
-        requested_at = (
-            datetime.fromtimestamp(requested / 1000, UTC)
-            if isinstance(requested, int | float)
-            else datetime.now(UTC)
-        )
+        if isinstance(requested, datetime):
+            requested_at = requested
+        elif isinstance(requested, int | float):
+            requested_at = datetime.fromtimestamp(requested / 1000, UTC)
+        else:
+            requested_at = datetime.now(UTC)
+        provider_id = result.get("providerId") or context.get("providerId")
+        to = result.get("to") or options.get("to")
+        if not provider_id or not to:
+            raise ValueError("record_send: providerId and to are required (result or context)")
         scheduled = inner.get("scheduledAt")
         if isinstance(scheduled, int | float):
             scheduled = datetime.fromtimestamp(scheduled / 1000, UTC)
@@ -201,10 +208,10 @@ class DeliveryTrackingService:
             SendRecorded(
                 event_id=f"send-{message_id}",
                 message_id=message_id,
-                provider_id=str(result.get("providerId") or context.get("providerId")),
+                provider_id=str(provider_id),
                 provider_message_id=result.get("providerMessageId"),
                 type=MessageType(result.get("type") or options.get("type") or "SMS"),
-                to=str(result.get("to") or options.get("to")),
+                to=str(to),
                 from_=options.get("from"),
                 requested_at=requested_at,
                 scheduled_at=scheduled,
@@ -296,8 +303,16 @@ class DeliveryTracker:
         if self._task is not None:
             return
         ready = asyncio.Event()
-        self._task = asyncio.create_task(self._follow(ready), name="delivery-tracker")
-        await asyncio.wait_for(ready.wait(), timeout=30)
+        task = asyncio.create_task(self._follow(ready), name="delivery-tracker")
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiter.cancel()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise RuntimeError("DeliveryTracker: cannot follow the status-change topic")
+        self._task = task
         self.emit("tracker:started")
 
     async def stop(self) -> None:
@@ -420,7 +435,9 @@ class DeliveryTracker:
     async def cleanup(self) -> int:
         """Delete every terminal record (k-msg cleanup: expired or terminal); expiry by time
         runs in the workers (retention). Emits ``cleanup:completed {removedCount}``."""
-        terminal = [s for s in TrackingStatus if is_terminal(s)]
+        # The old tracker's terminal set: DELIVERED, CLICKED, FAILED, CANCELLED. UNKNOWN stays:
+        # a late provider report may still resolve it.
+        terminal = [S.DELIVERED, S.CLICKED, S.FAILED, S.CANCELLED]
         ids: list[str] = []
         while True:
             batch = await self.client.list_records(
@@ -472,7 +489,10 @@ class DeliveryTracker:
         out: list[TrackingRecord] = []
         while True:
             batch = await self.client.list_records(
-                {"status": [TrackingStatus(status)]}, limit=1000, offset=len(out)
+                {"status": [TrackingStatus(status)]},
+                limit=1000,
+                offset=len(out),
+                order_direction="asc",  # new records land at the end, not between pages
             )
             out.extend(batch)
             if len(batch) < 1000:

@@ -65,7 +65,7 @@ class Membership:
                 assignments = super().assign(cluster, members)
                 owners: dict[str, str] = {}
                 for member_id, assignment in assignments.items():
-                    url = members[member_id].user_data.decode(errors="replace")
+                    url = (members[member_id].user_data or b"").decode(errors="replace")
                     for _topic, partitions in assignment.assignment:
                         for partition in partitions:
                             owners[str(partition)] = url

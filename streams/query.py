@@ -33,6 +33,7 @@ from deliverytrack.tables.aggregates import TOTAL, Counter, Dims, contribution, 
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.pii import to_filter_hashes
 from deliverytrack.tables.query import (
+    FAR_FUTURE_MS,
     GroupField,
     ListOptions,
     RecordFilter,
@@ -48,7 +49,6 @@ from deliverytrack.tables.query import (
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY = 2_000
-_FAR_FUTURE_MS = 253_402_300_800_000  # 9999-12-31
 GATHER_DEADLINE_S = 10.0
 
 
@@ -135,13 +135,13 @@ class LocalQueries:
                     yield decode_record(raw)
             return
         if flt.requested_at_from is not None or flt.requested_at_to is not None:
-            start, end = flt.requested_range_ms() or (0, _FAR_FUTURE_MS)
+            start, end = flt.requested_range_ms() or (0, FAR_FUTURE_MS)
             async for record in self._walk_records(partition, store, REQUESTED, start, end):
                 yield record
             return
         if flt.status_updated_at_from is not None or flt.status_updated_at_to is not None:
             start = _ms(flt.status_updated_at_from, 0)
-            end = _ms(flt.status_updated_at_to, _FAR_FUTURE_MS - 1) + 1
+            end = _ms(flt.status_updated_at_to, FAR_FUTURE_MS - 1) + 1
             async for record in self._walk_records(partition, store, UPDATED, start, end):
                 yield record
             return
@@ -196,7 +196,7 @@ class LocalQueries:
             index, low, high = REQUESTED, flt.requested_at_from, flt.requested_at_to
         else:
             index, low, high = UPDATED, flt.status_updated_at_from, flt.status_updated_at_to
-        start, end = _ms(low, 0), _ms(high, _FAR_FUTURE_MS - 1) + 1
+        start, end = _ms(low, 0), _ms(high, FAR_FUTURE_MS - 1) + 1
         descending = options.order_direction == "desc"
         walker = store.walk(index, start, end, descending=descending)
         while len(found) < wanted:
@@ -281,7 +281,9 @@ class QueryService:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            # A hung worker must not hold a query past the gather deadline.
+            timeout = aiohttp.ClientTimeout(total=self.gather_deadline_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
 
     # --- single record ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -27,6 +27,7 @@ GROUP_FIELDS: tuple[GroupField, ...] = ("providerId", "type", "status")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+MAX_OFFSET = 1_000_000
 
 
 class QueryError(ValueError):
@@ -66,8 +67,29 @@ class RecordFilter(Frozen):
     )
     @classmethod
     def _scalar_is_one_value(cls, value: Any) -> Any:
-        """k-msg filters take a scalar (equality) or an array (IN)."""
-        return (value,) if isinstance(value, str) else value
+        """k-msg filters take a scalar (equality) or an array (IN); repeats count once."""
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list | tuple):
+            return tuple(dict.fromkeys(value))
+        return value
+
+    @field_validator("requested_at_from", "status_updated_at_from")
+    @classmethod
+    def _lower_bound_to_ms(cls, value: datetime | None) -> datetime | None:
+        """Times are compared at millisecond precision (the precision of the indexes and the
+        counters): a lower bound rounds up to the next whole millisecond."""
+        if value is None:
+            return None
+        floor = from_epoch_ms(epoch_ms(value))
+        if floor == value or floor.year == 9999:
+            return floor
+        return floor + timedelta(milliseconds=1)
+
+    @field_validator("requested_at_to", "status_updated_at_to")
+    @classmethod
+    def _upper_bound_to_ms(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else from_epoch_ms(epoch_ms(value))
 
     def is_empty_match(self) -> bool:
         """True when the filter can match nothing (an empty IN list or an empty range)."""
@@ -92,7 +114,7 @@ class RecordFilter(Frozen):
         if self.requested_at_from is None and self.requested_at_to is None:
             return None
         start = 0 if self.requested_at_from is None else epoch_ms(self.requested_at_from)
-        end = _FAR_FUTURE if self.requested_at_to is None else epoch_ms(self.requested_at_to) + 1
+        end = FAR_FUTURE_MS if self.requested_at_to is None else epoch_ms(self.requested_at_to) + 1
         return start, end
 
 
@@ -117,12 +139,13 @@ _NON_DIM_FIELDS = (
     "status_updated_at_from",
     "status_updated_at_to",
 )
-_FAR_FUTURE = epoch_ms(datetime(9999, 1, 1, tzinfo=UTC))
+FAR_FUTURE_MS = epoch_ms(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)) + 1
+"""Exclusive end of every time range (datetime's maximum)."""
 
 
 class ListOptions(Frozen):
     limit: int = Field(default=DEFAULT_LIMIT, ge=0, le=MAX_LIMIT)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     order_by: OrderBy = "requestedAt"
     order_direction: Direction = "desc"
 
@@ -155,7 +178,11 @@ def matches(record: TrackingRecord, flt: RecordFilter) -> bool:
 
 
 def _within(value: datetime, low: datetime | None, high: datetime | None) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)
+    """Inclusive, at millisecond precision (bounds are whole milliseconds, see RecordFilter)."""
+    if low is None and high is None:
+        return True
+    ms = epoch_ms(value)
+    return (low is None or ms >= epoch_ms(low)) and (high is None or ms <= epoch_ms(high))
 
 
 def dims_match(dims: Dims, flt: RecordFilter) -> bool:
@@ -270,18 +297,22 @@ FILTER_PARAM_NAMES = frozenset(_FILTER_PARAMS) | frozenset(_RANGE_PARAMS)
 def parse_time(name: str, text: str) -> datetime:
     """ISO-8601 with a timezone (``2026-12-01T00:00:00Z``) or epoch milliseconds."""
     text = text.strip()
-    if text.lstrip("-").isdigit():
-        return from_epoch_ms(int(text))
+    hint = (
+        "use ISO-8601 with a timezone (2026-12-01T09:00:00Z) or epoch milliseconds, "
+        "from 1970 to 9999"
+    )
+    digits = text[1:] if text.startswith("-") else text
     try:
+        if digits.isascii() and digits.isdigit():
+            if len(digits) > 16:
+                raise OverflowError(text)
+            return from_epoch_ms(int(text))
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryError(
-            f"{name}: {text!r} is not a time; use ISO-8601 with a timezone "
-            "(2026-12-01T09:00:00Z) or epoch milliseconds"
-        ) from None
-    if moment.tzinfo is None:
-        raise QueryError(f"{name}: {text!r} has no timezone; add Z or an offset like +09:00")
-    return moment.astimezone(UTC)
+        if moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise QueryError(f"{name}: {text!r} is not a time; {hint}") from None
+    raise QueryError(f"{name}: {text!r} has no timezone; add Z or an offset like +09:00")
 
 
 def _values(name: str, raw: Sequence[str]) -> tuple[str, ...]:
@@ -333,6 +364,8 @@ def parse_filter(params: Mapping[str, Sequence[str]], allowed: Iterable[str] = (
 
 def _int(name: str, text: str, low: int, high: int | None = None) -> int:
     try:
+        if len(text) > 20:
+            raise ValueError(text)
         value = int(text)
     except ValueError:
         raise QueryError(f"{name}: {text!r} is not an integer") from None
@@ -350,7 +383,7 @@ def parse_list_options(params: Mapping[str, Sequence[str]]) -> ListOptions:
     if "limit" in params:
         fields["limit"] = _int("limit", _single("limit", params["limit"]), 0, MAX_LIMIT)
     if "offset" in params:
-        fields["offset"] = _int("offset", _single("offset", params["offset"]), 0)
+        fields["offset"] = _int("offset", _single("offset", params["offset"]), 0, MAX_OFFSET)
     if "orderBy" in params:
         value = _single("orderBy", params["orderBy"])
         if value not in ("requestedAt", "statusUpdatedAt"):

@@ -185,3 +185,31 @@ def test_list_options_and_group_by_and_period() -> None:
         parse_group_by({"groupBy": ["to"]})
     with pytest.raises(QueryError, match="from: must not be after to"):
         parse_period({"from": ["2026-12-02T00:00:00Z"], "to": ["2026-12-01T00:00:00Z"]})
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999999999999", "\u00b2", "9" * 5000, "9999-12-31T23:59:59-01:00", "-99999999999999"],
+)
+def test_out_of_range_times_are_a_400_not_a_crash(text: str) -> None:
+    with pytest.raises(QueryError, match="is not a time"):
+        parse_filter({"requestedAtFrom": [text]})
+
+
+def test_repeated_values_count_once_and_offsets_are_bounded() -> None:
+    assert parse_filter({"messageId": ["m1,m1", "m1"]}).message_id == ("m1",)
+    assert RecordFilter.model_validate({"messageId": ["a", "a", "b"]}).message_id == ("a", "b")
+    with pytest.raises(QueryError, match="offset: must be between"):
+        parse_list_options({"offset": [str(2**64)]})
+
+
+def test_times_compare_at_millisecond_precision() -> None:
+    """Counters and indexes hold milliseconds: a bound with microseconds rounds inwards, and a
+    record's time is compared by its millisecond, so counts and lists always agree."""
+    r = record(requested_at=T0 + timedelta(microseconds=429))
+    at_ms = RecordFilter(requested_at_from=T0, requested_at_to=T0)
+    assert matches(r, at_ms)
+    inside = RecordFilter(requested_at_from=T0 + timedelta(microseconds=100))
+    assert inside.requested_at_from == T0 + timedelta(milliseconds=1)
+    assert not matches(r, inside)
+    assert inside.requested_range_ms() is not None
