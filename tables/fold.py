@@ -239,8 +239,6 @@ def _send_metadata(event: SendRecorded) -> JsonObject | None:
 def _update_status(record: TrackingRecord | None, event: UpdateStatus) -> FoldResult:
     if record is None:
         return None, (_unknown_message(event.event_id, event.message_id),)
-    if not can_transition(record.status, event.status):
-        return record, ()
     updates: dict[str, Any] = {}
     for field in ("sent_at", "delivered_at", "failed_at", "clicked_at"):
         value = getattr(event, field)
@@ -252,6 +250,13 @@ def _update_status(record: TrackingRecord | None, event: UpdateStatus) -> FoldRe
         updates["provider_status_message"] = event.provider_status_message
     if event.error is not None:
         updates["last_error"] = event.error
+    if event.status == record.status:
+        # Same status: no transition, but the provider fields it carries are applied (k-msg's
+        # patch applies them); a regressing update stays refused as a whole (stale fields).
+        fresh = {k: v for k, v in updates.items() if getattr(record, k) != v}
+        return (_changed(record, event.event_id, fresh), ()) if fresh else (record, ())
+    if not can_transition(record.status, event.status):
+        return record, ()
     details: dict[str, Any] = dict(event.details or {})
     if event.error is not None:
         details["error"] = {"code": event.error.code, "message": event.error.message}

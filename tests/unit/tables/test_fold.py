@@ -283,3 +283,28 @@ def test_replay_collects_everything_emitted() -> None:
         "msg-1:2",
         "msg-1:3",
     ]
+
+
+def test_a_same_status_update_refreshes_provider_fields_without_a_transition() -> None:
+    from deliverytrack.tables.fold import fold as fold_event
+
+    record, _ = fold_event(None, send_recorded_factory("m-same"))
+    assert record is not None
+    same = update_status_factory(
+        TrackingStatus.SENT, "m-same", provider_status_code="2000", provider_status_message="ok"
+    )
+    new, emitted = fold_event(record, same)
+    assert new is not None and emitted == ()
+    assert (new.provider_status_code, new.provider_status_message) == ("2000", "ok")
+    assert (new.status, new.sequence, new.status_history) == (
+        record.status,
+        record.sequence,
+        record.status_history,
+    )
+    again, emitted = fold_event(new, same)  # duplicate: no-op
+    assert again is new and emitted == ()
+    # A regressing update stays refused as a whole, fields included.
+    delivered, _ = fold_event(new, update_status_factory(TrackingStatus.DELIVERED, "m-same"))
+    assert delivered is not None
+    stale = update_status_factory(TrackingStatus.SENT, "m-same", provider_status_code="9999")
+    assert fold_event(delivered, stale) == (delivered, ())
