@@ -288,6 +288,9 @@ class QueryService:
 
     # --- single record ----------------------------------------------------------------------
 
+    # Partial answers are JSON values; local ones may hold orjson.Fragment (a record's stored
+    # JSON, not parsed), which orjson.dumps writes out as is.
+
     async def get_raw(self, message_id: str) -> bytes | None:
         """The record JSON, from whichever worker owns its partition."""
         partition = self.engine.partition_of(message_id)
@@ -362,9 +365,12 @@ class QueryService:
         payload = {"op": "due", "now": now.isoformat(), "limit": limit}
         results = await self._gather(payload, self.partitions())
         candidates = sorted(
-            (int(ms), str(mid), record)
-            for partial in results.values()
-            for ms, mid, record in partial
+            (
+                (int(ms), str(mid), record)
+                for partial in results.values()
+                for ms, mid, record in partial
+            ),
+            key=lambda c: (c[0], c[1]),
         )
         return [record for _, _, record in candidates[:limit]]
 
@@ -417,7 +423,7 @@ class QueryService:
                 if url and url != engine.membership.url:
                     remote.setdefault(url, []).append(p)
             if mine:
-                results.update(_roundtrip(await self.run_local(payload, mine)))
+                results.update(await self.run_local(payload, mine))
             if remote:
                 answers = await asyncio.gather(
                     *(self._remote(url, payload, parts) for url, parts in remote.items())
@@ -451,8 +457,3 @@ class QueryService:
             log.info("query: %s unreachable (%s)", url, exc)
             return {}
         return {int(p): value for p, value in data["partitions"].items()}
-
-
-def _roundtrip(partials: dict[int, Any]) -> dict[int, Any]:
-    """Local partials in the same JSON shape as remote ones."""
-    return {p: orjson.loads(orjson.dumps(value)) for p, value in partials.items()}

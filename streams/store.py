@@ -88,6 +88,21 @@ class Position:
         return cls(offsets=dict(data.get("offsets", {})), changelog_next=data["changelogNext"])
 
 
+def _move(batch: WriteBatch, index: bytes, removed: bytes | None, added: bytes | None) -> None:
+    """Move an index entry: delete the old key, put the new one (either may be None)."""
+    if removed is not None:
+        batch.delete(index + removed)
+    if added is not None:
+        batch.put(index + added, b"")
+
+
+def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
+    if raw is None:
+        batch.delete(key)
+    else:
+        batch.put(key, raw)
+
+
 class PartitionStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -274,26 +289,12 @@ class PartitionStore:
         self._expiries(batch, changes, markers or {})
         for provider_key, (old_state, new_state, raw) in (correlations or {}).items():
             key = CORRELATION + provider_key.encode()
-            if new_state is None or raw is None:
-                batch.delete(key)
-            else:
-                batch.put(key, raw)
-            removed, added = hold_index_change(old_state, new_state)
-            if removed is not None:
-                batch.delete(HOLD + removed)
-            if added is not None:
-                batch.put(HOLD + added, b"")
+            _put_or_delete(batch, key, None if new_state is None else raw)
+            _move(batch, HOLD, *hold_index_change(old_state, new_state))
         for message_id, (old, new, raw) in changes.items():
             key = RECORD + message_id.encode()
-            if new is None or raw is None:
-                batch.delete(key)
-            else:
-                batch.put(key, raw)
-            removed, added = due_index_change(old, new)
-            if removed is not None:
-                batch.delete(DUE + removed)
-            if added is not None:
-                batch.put(DUE + added, b"")
+            _put_or_delete(batch, key, None if new is None else raw)
+            _move(batch, DUE, *due_index_change(old, new))
         self._derived(batch, {mid: (old, new) for mid, (old, new, _) in changes.items()})
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
@@ -306,11 +307,7 @@ class PartitionStore:
         """Aggregate rows and secondary index entries for ``changes``, into ``batch``."""
         for old, new in changes.values():
             for index, key_of in ((REQUESTED, requested_key), (UPDATED, updated_key)):
-                removed, added = index_change(key_of(old), key_of(new))
-                if removed is not None:
-                    batch.delete(index + removed)
-                if added is not None:
-                    batch.put(index + added, b"")
+                _move(batch, index, *index_change(key_of(old), key_of(new)))
         delta = aggregate_delta(changes)
         if not delta:
             return
@@ -332,19 +329,8 @@ class PartitionStore:
     ) -> None:
         """Expiry-index entries of the records, and the deletion markers with theirs."""
         for old, new, _ in changes.values():
-            removed, added = expiry_index_change(old, new)
-            if removed is not None:
-                batch.delete(EXPIRY + removed)
-            if added is not None:
-                batch.put(EXPIRY + added, b"")
+            _move(batch, EXPIRY, *expiry_index_change(old, new))
         for message_id, (old_marker, new_marker, raw) in markers.items():
             key = MARKER + message_id.encode()
-            if new_marker is None or raw is None:
-                batch.delete(key)
-            else:
-                batch.put(key, raw)
-            removed, added = marker_index_change(old_marker, new_marker)
-            if removed is not None:
-                batch.delete(MARKER_EXPIRY + removed)
-            if added is not None:
-                batch.put(MARKER_EXPIRY + added, b"")
+            _put_or_delete(batch, key, None if new_marker is None else raw)
+            _move(batch, MARKER_EXPIRY, *marker_index_change(old_marker, new_marker))

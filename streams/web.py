@@ -113,30 +113,22 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
     @app.page("/records/{message_id}")
     class Record(View):
         async def get(self, request: Request, message_id: str) -> Response:
-            raw = await _record_or_none(self, queries, message_id)
-            if isinstance(raw, Response):
-                return raw
-            if raw is None:
-                return _not_found(self, message_id)
-            return self.bytes(raw, content_type="application/json")
+            return await _with_record(self, queries, message_id, lambda raw: raw)
 
     @app.page("/records/{message_id}/history")
     class History(View):
         async def get(self, request: Request, message_id: str) -> Response:
-            raw = await _record_or_none(self, queries, message_id)
-            if isinstance(raw, Response):
-                return raw
-            if raw is None:
-                return _not_found(self, message_id)
-            record = orjson.loads(raw)
-            return _json(
-                self,
-                {
-                    "messageId": message_id,
-                    "status": record["status"],
-                    "history": record.get("statusHistory", []),
-                },
-            )
+            def history(raw: bytes) -> bytes:
+                record = orjson.loads(raw)
+                return orjson.dumps(
+                    {
+                        "messageId": message_id,
+                        "status": record["status"],
+                        "history": record.get("statusHistory", []),
+                    }
+                )
+
+            return await _with_record(self, queries, message_id, history)
 
     @app.page("/stats")
     class Stats(View):
@@ -178,12 +170,14 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
             return _json(self, {"partitions": {str(p): v for p, v in answers.items()}})
 
 
-def _not_found(view: View, message_id: str) -> Response:
-    return _json(view, {"error": f"no tracking record for messageId {message_id!r}"}, 404)
-
-
-async def _record_or_none(view: View, queries: QueryService, message_id: str) -> Any:
+async def _with_record(
+    view: View, queries: QueryService, message_id: str, render: Callable[[bytes], bytes]
+) -> Response:
+    """The record (rendered), 404 when unknown, 503 when its partition has no worker."""
     try:
-        return await queries.get_raw(message_id)
+        raw = await queries.get_raw(message_id)
     except Unavailable as exc:
         return _json(view, {"error": str(exc)}, 503)
+    if raw is None:
+        return _json(view, {"error": f"no tracking record for messageId {message_id!r}"}, 404)
+    return view.bytes(render(raw), content_type="application/json")

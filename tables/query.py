@@ -34,6 +34,19 @@ class QueryError(ValueError):
     """A query the caller got wrong; the message says what and how to fix it (HTTP 400)."""
 
 
+_LIST_FIELDS = (
+    "message_id",
+    "provider_id",
+    "provider_message_id",
+    "type",
+    "status",
+    "to",
+    "to_hash",
+    "from_",
+    "from_hash",
+)
+
+
 class RecordFilter(Frozen):
     """k-msg's ``DeliveryTrackingRecordFilter``: list fields match any of their values (IN),
     ranges are inclusive, conditions are ANDed, absent keys are unconstrained. An empty list
@@ -53,18 +66,7 @@ class RecordFilter(Frozen):
     status_updated_at_from: UtcDatetime | None = None
     status_updated_at_to: UtcDatetime | None = None
 
-    @field_validator(
-        "message_id",
-        "provider_id",
-        "provider_message_id",
-        "type",
-        "status",
-        "to",
-        "to_hash",
-        "from_",
-        "from_hash",
-        mode="before",
-    )
+    @field_validator(*_LIST_FIELDS, mode="before")
     @classmethod
     def _scalar_is_one_value(cls, value: Any) -> Any:
         """k-msg filters take a scalar (equality) or an array (IN); repeats count once."""
@@ -118,17 +120,6 @@ class RecordFilter(Frozen):
         return start, end
 
 
-_LIST_FIELDS = (
-    "message_id",
-    "provider_id",
-    "provider_message_id",
-    "type",
-    "status",
-    "to",
-    "to_hash",
-    "from_",
-    "from_hash",
-)
 _NON_DIM_FIELDS = (
     "message_id",
     "provider_message_id",

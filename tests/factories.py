@@ -16,6 +16,7 @@ from deliverytrack.models.events import (
     StopTracking,
     UpdateStatus,
 )
+from deliverytrack.models.records import TrackingRecord
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 _ids = count(1)
@@ -148,3 +149,12 @@ def report_factory(
         received_at=received_at or T0 + timedelta(minutes=1),
         **extra,
     )
+
+
+def sent_record_factory(message_id: str = "msg-1", **kwargs: Any) -> TrackingRecord:
+    """The record a send result creates (the fold's first step), for tests of what reads it."""
+    from deliverytrack.tables.fold import fold
+
+    record, _ = fold(None, send_recorded_factory(message_id, **kwargs))
+    assert record is not None
+    return record

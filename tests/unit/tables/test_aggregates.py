@@ -24,19 +24,13 @@ from deliverytrack.tables.aggregates import (
     updated_key,
 )
 from deliverytrack.tables.fold import fold
-from tests.factories import T0, send_recorded_factory, update_status_factory
+from tests.factories import T0, sent_record_factory, update_status_factory
 
 S = TrackingStatus
 
 
-def _record(mid: str = "m-1", **kwargs: object):  # type: ignore[no-untyped-def]
-    record, _ = fold(None, send_recorded_factory(mid, **kwargs))  # type: ignore[arg-type]
-    assert record is not None
-    return record
-
-
 def test_a_new_record_counts_once_per_granularity() -> None:
-    record = _record(requested_at=T0 + timedelta(hours=5, minutes=7, seconds=3))
+    record = sent_record_factory(requested_at=T0 + timedelta(hours=5, minutes=7, seconds=3))
     delta = aggregate_delta({"m-1": (None, record)})
     assert len(delta) == 4  # total, day, hour, minute
     granularities = sorted(parse_row_key(key)[0] for key in delta)
@@ -51,7 +45,7 @@ def test_a_new_record_counts_once_per_granularity() -> None:
 
 
 def test_a_transition_moves_the_count_and_adds_the_delivery_time() -> None:
-    old = _record()
+    old = sent_record_factory()
     new, _ = fold(
         old,
         update_status_factory(
@@ -69,7 +63,7 @@ def test_a_transition_moves_the_count_and_adds_the_delivery_time() -> None:
 
 
 def test_unchanged_dimensions_net_to_nothing_and_deletes_subtract() -> None:
-    record = _record()
+    record = sent_record_factory()
     assert aggregate_delta({"m-1": (record, record)}) == {}
     removed = aggregate_delta({"m-1": (record, None)})
     assert removed and all(c == Counter(-1, 0, 0) for c in removed.values())
@@ -83,8 +77,8 @@ def test_counter_round_trips_through_bytes() -> None:
 
 def test_index_keys_sort_by_time_then_message_id() -> None:
     early, late = (
-        _record("b", requested_at=T0),
-        _record("a", requested_at=T0 + timedelta(milliseconds=1)),
+        sent_record_factory("b", requested_at=T0),
+        sent_record_factory("a", requested_at=T0 + timedelta(milliseconds=1)),
     )
     assert requested_key(early) < requested_key(late)  # type: ignore[operator]
     assert parse_time_key(time_key(42, "m")) == (42, "m")

@@ -8,7 +8,6 @@ import pytest
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.tables.aggregates import Counter
-from deliverytrack.tables.fold import fold
 from deliverytrack.tables.query import (
     ListOptions,
     QueryError,
@@ -22,19 +21,13 @@ from deliverytrack.tables.query import (
     parse_period,
     stats,
 )
-from tests.factories import T0, send_recorded_factory
+from tests.factories import T0, sent_record_factory
 
 S = TrackingStatus
 
 
-def record(mid: str = "m-1", **kwargs: object):  # type: ignore[no-untyped-def]
-    new, _ = fold(None, send_recorded_factory(mid, **kwargs))  # type: ignore[arg-type]
-    assert new is not None
-    return new
-
-
 def test_scalars_are_equality_and_lists_are_in() -> None:
-    r = record(provider_id="solapi")
+    r = sent_record_factory(provider_id="solapi")
     assert matches(r, RecordFilter.model_validate({"providerId": "solapi"}))
     assert matches(r, RecordFilter.model_validate({"providerId": ["iwinv", "solapi"]}))
     assert not matches(r, RecordFilter.model_validate({"providerId": ["iwinv"]}))
@@ -44,11 +37,11 @@ def test_scalars_are_equality_and_lists_are_in() -> None:
 def test_an_empty_list_matches_nothing() -> None:
     flt = RecordFilter(status=())
     assert flt.is_empty_match()
-    assert not matches(record(), flt)
+    assert not matches(sent_record_factory(), flt)
 
 
 def test_ranges_are_inclusive_on_both_ends() -> None:
-    r = record(requested_at=T0)
+    r = sent_record_factory(requested_at=T0)
     assert matches(r, RecordFilter(requested_at_from=T0, requested_at_to=T0))
     assert not matches(r, RecordFilter(requested_at_from=T0 + timedelta(milliseconds=1)))
     assert not matches(r, RecordFilter(requested_at_to=T0 - timedelta(milliseconds=1)))
@@ -56,7 +49,7 @@ def test_ranges_are_inclusive_on_both_ends() -> None:
 
 
 def test_missing_from_compares_as_empty_string() -> None:
-    r = record().model_copy(update={"from_": None})
+    r = sent_record_factory().model_copy(update={"from_": None})
     assert matches(r, RecordFilter.model_validate({"from": [""]}))
     assert not matches(r, RecordFilter.model_validate({"from": ["021"]}))
 
@@ -206,7 +199,7 @@ def test_repeated_values_count_once_and_offsets_are_bounded() -> None:
 def test_times_compare_at_millisecond_precision() -> None:
     """Counters and indexes hold milliseconds: a bound with microseconds rounds inwards, and a
     record's time is compared by its millisecond, so counts and lists always agree."""
-    r = record(requested_at=T0 + timedelta(microseconds=429))
+    r = sent_record_factory(requested_at=T0 + timedelta(microseconds=429))
     at_ms = RecordFilter(requested_at_from=T0, requested_at_to=T0)
     assert matches(r, at_ms)
     inside = RecordFilter(requested_at_from=T0 + timedelta(microseconds=100))
