@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -43,3 +43,44 @@ class ErrorInfo(Frozen):
 
     code: NonEmptyStr
     message: str = ""
+
+
+_UNSET: Any = object()
+_TEMPLATES: dict[type[BaseModel], tuple[dict[str, Any], frozenset[str], frozenset[str]]] = {}
+M = TypeVar("M", bound=BaseModel)
+
+
+def _template(cls: type[BaseModel]) -> tuple[dict[str, Any], frozenset[str], frozenset[str]]:
+    fields = cls.model_fields
+    for name, info in fields.items():
+        if info.default_factory is not None:
+            raise TypeError(f"trusted() does not support default factories ({cls.__name__}.{name})")
+    template = {
+        name: _UNSET if info.is_required() else info.default for name, info in fields.items()
+    }
+    required = frozenset(name for name, info in fields.items() if info.is_required())
+    return template, required, frozenset(fields)
+
+
+def trusted(cls: type[M], /, **values: Any) -> M:
+    """An instance built from values that are already valid (taken from validated models, or
+    derived from them by the fold): what ``model_construct`` does, without its per-field
+    Python loop (~20 µs there, ~2 µs here). Field names only (no aliases); every required
+    field must be given, and no unknown one (checked: a wrong name is a bug, not data)."""
+    known = _TEMPLATES.get(cls)
+    if known is None:
+        known = _TEMPLATES[cls] = _template(cls)
+    template, required, names = known
+    given = values.keys()
+    if not (required <= given <= names):
+        raise TypeError(
+            f"{cls.__name__}: missing {sorted(required - given)}, unknown {sorted(given - names)}"
+        )
+    state = template.copy()
+    state.update(values)
+    instance = cls.__new__(cls)
+    object.__setattr__(instance, "__dict__", state)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(given))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
