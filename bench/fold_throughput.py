@@ -517,6 +517,22 @@ class TimedEngine(FoldEngine):
         finally:
             self.phase["_fold_partition (decode, fold, encode)"] += time.perf_counter() - started
 
+    def _correlate_partition(self, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super()._correlate_partition(*args)
+        finally:
+            self.phase["_correlate_partition (provider-id links)"] += time.perf_counter() - started
+
+    def _write(self, *args: Any) -> None:
+        started = time.perf_counter()
+        try:
+            super()._write(*args)
+        finally:
+            self.phase["_write (RocksDB batch, aggregates, indexes)"] += (
+                time.perf_counter() - started
+            )
+
     async def _publish(self, *args: Any) -> None:
         started = time.perf_counter()
         try:

@@ -179,15 +179,22 @@ def encode(model: BaseModel) -> bytes:
     return model.__pydantic_serializer__.to_json(model, by_alias=True, exclude_none=True)
 
 
-def encode_status_changed(event: StatusChanged) -> bytes:
+_RECORD_FIELD = {"record"}
+
+
+def encode_status_changed(event: StatusChanged, record_json: bytes | None = None) -> bytes:
     """Like :func:`encode`, but ``previousStatus`` is always present (null for the first).
 
-    Serialised in one pass by pydantic-core; the null is spliced in before the top-level
-    ``status`` (the first ``,"status":`` in the document: the record comes last)."""
-    raw: bytes = event.__pydantic_serializer__.to_json(event, by_alias=True, exclude_none=True)
+    The record, the field that comes last, is spliced in as ``record_json`` when the caller
+    has it already (the engine encodes it once for the status change and the changelog)."""
+    head: bytes = event.__pydantic_serializer__.to_json(
+        event, by_alias=True, exclude_none=True, exclude=_RECORD_FIELD
+    )
     if event.previous_status is None:
-        raw = raw.replace(b',"status":', b',"previousStatus":null,"status":', 1)
-    return raw
+        head = head.replace(b',"status":', b',"previousStatus":null,"status":', 1)
+    if record_json is None:
+        record_json = encode_record(event.record)
+    return b"".join((head[:-1], b',"record":', record_json, b"}"))
 
 
 def encode_record(record: TrackingRecord) -> bytes:

@@ -102,6 +102,25 @@ Change = tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]
 """(record before the batch, record after it, the JSON of the latter)."""
 
 
+def _pause_gc() -> bool:
+    """Pause the cyclic GC for a batch's synchronous work; returns whether it was on.
+
+    A batch allocates millions of short-lived objects without reference cycles (refcounting
+    frees them). With the collector on, every 50,000 allocations it scanned whatever was alive
+    at that moment (the batch's records, outputs), promoting it to older generations to be
+    scanned again: ~20 % of the engine's time at 200,000 events. Paused, the next collection
+    after the batch sees only what survived it. Nothing the collector has to free is lost,
+    only collected a batch later. Not around awaits: other tasks run there."""
+    enabled = gc.isenabled()
+    gc.disable()
+    return enabled
+
+
+def _resume_gc(enabled: bool) -> None:
+    if enabled:
+        gc.enable()
+
+
 @dataclass(slots=True)
 class EngineStats:
     events: int = 0
@@ -528,6 +547,7 @@ class FoldEngine:
         linked: dict[int, dict[str, CorrelationChange]] = {}
         markers: dict[int, dict[str, MarkerChange]] = defaultdict(dict)
         correlation_topics = self._correlation_decoders
+        gc_paused = _pause_gc()
         for partition, records in by_partition.items():
             rank = self._rank
             records.sort(key=lambda r: (r.timestamp, rank[r.topic], r.offset))
@@ -545,20 +565,36 @@ class FoldEngine:
                 position.offsets[record.topic] = max(
                     position.offsets.get(record.topic, 0), record.offset + 1
                 )
+        _resume_gc(gc_paused)
         self.stats.batches += 1
         await self._publish(outputs)
         changelog = await self._publish_changelog(pending, linked, markers)
-        for partition, changes in pending.items():
-            position = self._positions[partition]
-            position.changelog_next = changelog.get(partition, position.changelog_next)
-            self._stores[partition].write(
-                changes, position, linked.get(partition), markers.get(partition)
-            )
+        gc_paused = _pause_gc()
+        try:
+            for partition, changes in pending.items():
+                self._write(partition, changes, changelog, linked, markers)
+        finally:
+            _resume_gc(gc_paused)
         return {
             TopicPartition(topic, partition): offset
             for partition in pending
             for topic, offset in self._positions[partition].offsets.items()
         }
+
+    def _write(
+        self,
+        partition: int,
+        changes: dict[str, Change],
+        changelog: dict[int, int],
+        linked: dict[int, dict[str, CorrelationChange]],
+        markers: dict[int, dict[str, MarkerChange]],
+    ) -> None:
+        """Step 5: the partition's records, derived data and position in one WriteBatch."""
+        position = self._positions[partition]
+        position.changelog_next = changelog.get(partition, position.changelog_next)
+        self._stores[partition].write(
+            changes, position, linked.get(partition), markers.get(partition)
+        )
 
     def _fold_partition(
         self,
@@ -575,6 +611,7 @@ class FoldEngine:
         changed: set[str] = set()
         marks_before: dict[str, DeletionMarker | None] = {}
         marks: dict[str, DeletionMarker | None] = {}
+        encoded: dict[str, tuple[TrackingRecord, bytes]] = {}
         status_topic = self.topics.status_changes
         poll_topic = self.topics.poll_requests
         policy = self.policy
@@ -598,8 +635,7 @@ class FoldEngine:
             if message_id in current:
                 record = current[message_id]
             else:
-                raw = store.get_raw(message_id)
-                record = None if raw is None else decode_record(raw)
+                record = store.get(message_id)
                 before[message_id] = current[message_id] = record
             marker = None
             if record is None:  # deleted (a marker), or never seen
@@ -623,8 +659,17 @@ class FoldEngine:
                 marks[message_id] = new_marker
             for out in emitted:
                 if isinstance(out, StatusChanged):
+                    # The record's JSON is embedded in the status change, and is the changelog
+                    # value too if nothing changes the record again in this batch.
+                    record_json = encode_record(out.record)
+                    encoded[message_id] = (out.record, record_json)
                     outputs.append(
-                        _Output(status_topic, msg.key, encode_status_changed(out), msg.partition)
+                        _Output(
+                            status_topic,
+                            msg.key,
+                            encode_status_changed(out, record_json),
+                            msg.partition,
+                        )
                     )
                     self.stats.status_changes += 1
                 elif isinstance(out, PollRequested):
@@ -648,11 +693,12 @@ class FoldEngine:
         result: dict[str, Change] = {}
         for message_id in changed:
             new = current[message_id]
-            result[message_id] = (
-                before[message_id],
-                new,
-                None if new is None else encode_record(new),
-            )
+            if new is None:
+                raw = None
+            else:
+                last = encoded.get(message_id)
+                raw = last[1] if last is not None and last[0] is new else encode_record(new)
+            result[message_id] = (before[message_id], new, raw)
         if markers is not None:
             for message_id, mark in marks.items():
                 if mark is not marks_before[message_id]:
@@ -868,7 +914,8 @@ class FoldEngine:
             for partition in sorted(partitions):
                 if partition not in self._stores:
                     self._stores[partition] = PartitionStore(
-                        self._state_dir / f"partition-{partition}.db"
+                        self._state_dir / f"partition-{partition}.db",
+                        cache_size=self.settings.record_cache_size // self.partition_count,
                     )
                 await self._catch_up(partition)
             for tp in assigned:

@@ -104,13 +104,22 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
 
 
 class PartitionStore:
-    def __init__(self, path: Path) -> None:
+    """``cache_size``: how many records to keep decoded in memory. The cache is written
+    through by :meth:`write`, the only way records change, after RocksDB took the batch; records
+    are frozen and the fold never changes the ones it is given, so a cached record is always
+    the stored one. Evicted oldest-written first."""
+
+    def __init__(self, path: Path, cache_size: int = 0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         self.path = path
         self._db = Rdict(str(path), options)
         self.closed = False
+        self.cache_size = cache_size
+        self._cache: dict[str, TrackingRecord] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
             self._rebuild_derived()
 
@@ -142,6 +151,7 @@ class PartitionStore:
 
     def close(self) -> None:
         self.closed = True
+        self._cache.clear()
         self._db.close()
 
     # --- reads ------------------------------------------------------------------------------
@@ -151,8 +161,26 @@ class PartitionStore:
         return value
 
     def get(self, message_id: str) -> TrackingRecord | None:
+        cached = self._cache.get(message_id)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
         raw = self.get_raw(message_id)
-        return None if raw is None else decode_record(raw)
+        if raw is None:
+            return None
+        self.cache_misses += 1
+        record = decode_record(raw)
+        self._remember(message_id, record)
+        return record
+
+    def _remember(self, message_id: str, record: TrackingRecord | None) -> None:
+        cache = self._cache
+        cache.pop(message_id, None)
+        if record is None or not self.cache_size:
+            return
+        cache[message_id] = record
+        while len(cache) > self.cache_size:
+            del cache[next(iter(cache))]
 
     def iter_raw(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items(from_key=RECORD):
@@ -298,6 +326,8 @@ class PartitionStore:
         self._derived(batch, {mid: (old, new) for mid, (old, new, _) in changes.items()})
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
+        for message_id, (_, new, _) in changes.items():
+            self._remember(message_id, new)
 
     def _derived(
         self,

@@ -16,10 +16,12 @@ from deliverytrack.models.events import (
     PurgeRecord,
     RecordExpiryDue,
     SendRecorded,
+    StatusChanged,
     StopTracking,
     UpdateStatus,
 )
 from deliverytrack.tables.fold import fold
+from tests.factories import T0
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "events"
 DECODERS = {
@@ -104,6 +106,25 @@ def test_record_and_status_change_round_trip() -> None:
     assert body["eventId"] == "order-1234-sms:1"
     assert body["record"]["messageId"] == "order-1234-sms"
     assert codec.StatusChangedAdapter.validate_json(codec.encode_status_changed(change)) == change
+
+
+def test_status_change_with_the_record_spliced_in_is_pydantic_s_encoding() -> None:
+    """The engine passes the record's JSON it encoded already; the bytes must be the same as
+    pydantic's own encoding of the whole event (previousStatus null included)."""
+    event = codec.decode_send_result((FIXTURES / "SendRecorded.v1.json").read_bytes())
+    record, (first, _link) = fold(None, event)
+    assert record is not None and isinstance(first, StatusChanged)
+    update = UpdateStatus(
+        event_id="u-1", message_id=record.message_id, status=TrackingStatus.DELIVERED, at=T0
+    )
+    _, (second,) = fold(record, update)
+    assert isinstance(second, StatusChanged)
+    for change in (first, second):
+        whole = change.__pydantic_serializer__.to_json(change, by_alias=True, exclude_none=True)
+        if change.previous_status is None:
+            whole = whole.replace(b',"status":', b',"previousStatus":null,"status":', 1)
+        spliced = codec.encode_status_changed(change, codec.encode_record(change.record))
+        assert spliced == codec.encode_status_changed(change) == whole
 
 
 def test_a_time_before_1970_is_refused_at_decode() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from deliverytrack.models.codec import encode_record
+from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
@@ -92,3 +92,31 @@ def test_checks_in_flight_do_not_hide_the_records_behind_them(tmp_path: Path) ->
     # The pass-over is bounded: with a budget of 1 the scan stops at the second in-flight one.
     assert store.due(now, 3, lambda ms, mid: (ms, mid) in in_flight, 1) == []
     store.close()
+
+
+def test_the_record_cache_is_written_through_and_bounded(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0.db", cache_size=5)
+    fill(store, 10)
+    # Only the 5 written last are kept; the others are decoded from RocksDB when read.
+    kept = store.get("m-0009")
+    assert kept is not None and store.cache_hits == 1 and store.cache_misses == 0
+    first = store.get("m-0000")
+    assert first is not None and store.cache_misses == 1
+    assert store.get("m-0000") is first and store.cache_hits == 2
+    # A write replaces the cached record; a delete removes it (the cache never answers for a
+    # record RocksDB does not have).
+    new, _ = fold(first, update_status_factory(TrackingStatus.DELIVERED, "m-0000"))
+    assert new is not None
+    store.write({"m-0000": (first, new, encode_record(new))}, Position())
+    assert store.get("m-0000") is new
+    store.write({"m-0000": (new, None, None)}, Position())
+    assert store.get("m-0000") is None
+    assert len(store._cache) <= 5
+    # Whatever the cache holds equals what RocksDB holds.
+    for message_id, record in store._cache.items():
+        raw = store.get_raw(message_id)
+        assert raw is not None and decode_record(raw) == record
+    store.close()
+    reopened = PartitionStore(tmp_path / "p0.db", cache_size=5)
+    assert reopened.get("m-0000") is None and reopened.get("m-0009") == kept
+    reopened.close()
