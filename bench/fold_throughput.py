@@ -78,6 +78,7 @@ from deliverytrack.models.events import EventRejected, SendRecorded, UpdateStatu
 from deliverytrack.models.records import TrackingRecord  # noqa: E402
 from deliverytrack.models.settings import Settings  # noqa: E402
 from deliverytrack.streams.engine import FoldEngine  # noqa: E402
+from deliverytrack.streams.store import PartitionStore  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 from deliverytrack.tables.fold import fold  # noqa: E402
 
@@ -495,6 +496,7 @@ class TimedEngine(FoldEngine):
         # links for the webhook correlator), which must not close a window early.
         self.workload_topics = {self.topics.send_results, self.topics.commands}
         self.workload_events = 0
+        self.stores_seen: dict[int, PartitionStore] = {}
 
     async def _process(self, batch: Any) -> dict[TopicPartition, int]:
         self.windows.batch_arrived()
@@ -525,6 +527,8 @@ class TimedEngine(FoldEngine):
             self.phase["_correlate_partition (provider-id links)"] += time.perf_counter() - started
 
     def _write(self, *args: Any) -> None:
+        partition = args[0]
+        self.stores_seen[partition] = self._stores[partition]
         started = time.perf_counter()
         try:
             super()._write(*args)
@@ -624,7 +628,12 @@ async def run_engine(
             "settings": (
                 f"fold_batch_max_records={settings.fold_batch_max_records} "
                 f"fold_batch_timeout_ms={settings.fold_batch_timeout_ms} "
-                f"producer_linger_ms={settings.producer_linger_ms}"
+                f"producer_linger_ms={settings.producer_linger_ms} "
+                f"record_cache_size={settings.record_cache_size}"
+            ),
+            "record_cache_hits/misses": (
+                sum(engine.stores_seen[p].cache_hits for p in engine.stores_seen),
+                sum(engine.stores_seen[p].cache_misses for p in engine.stores_seen),
             ),
             "loading": feed.load_log,
         }

@@ -88,6 +88,18 @@ def contribution(record: TrackingRecord) -> Contribution:
     return Contribution(dims, epoch_ms(record.requested_at), counter)
 
 
+def _counted_alike(old: TrackingRecord, new: TrackingRecord) -> bool:
+    """Whether both contribute the same rows and counters (what :func:`contribution` reads)."""
+    return (
+        old.status is new.status
+        and old.requested_at == new.requested_at
+        and old.sent_at == new.sent_at
+        and old.delivered_at == new.delivered_at
+        and old.provider_id == new.provider_id
+        and old.type is new.type
+    )
+
+
 def encode_dims(dims: Dims) -> bytes:
     return _SEP.join(part.encode() for part in dims)
 
@@ -130,6 +142,8 @@ def aggregate_delta(
     None: created, deleted). Rows whose change nets to zero are left out."""
     delta: dict[bytes, Counter] = {}
     for old, new in changes.values():
+        if old is not None and new is not None and _counted_alike(old, new):
+            continue  # e.g. a polling lease or a same-status update: no counter moves
         for record, sign in ((old, -1), (new, 1)):
             if record is None:
                 continue

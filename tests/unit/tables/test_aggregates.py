@@ -8,14 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deliverytrack.models.enums import TrackingStatus
+from deliverytrack.models.events import MessageEvent
+from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.aggregates import (
     DAY_MS,
     GRANULARITIES,
     MINUTE_MS,
     TOTAL,
     Counter,
+    _rows,
     aggregate_delta,
     bucket_prefix,
+    contribution,
     cover,
     parse_row_key,
     parse_time_key,
@@ -25,6 +29,7 @@ from deliverytrack.tables.aggregates import (
 )
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, sent_record_factory, update_status_factory
+from tests.unit.tables.test_fold_properties import message_events
 
 S = TrackingStatus
 
@@ -122,3 +127,27 @@ def test_dims_round_trip_whatever_the_provider_id() -> None:
     for provider_id in ("solapi", "a\x1fb", "", "한국"):
         dims = (provider_id, "SMS", "SENT")
         assert decode_dims(encode_dims(dims)) == dims
+
+
+def _naive_delta(old: TrackingRecord | None, new: TrackingRecord | None) -> dict[bytes, Counter]:
+    """Every row of ``old`` subtracted, every row of ``new`` added, zeros dropped."""
+    delta: dict[bytes, Counter] = {}
+    for record, sign in ((old, -1), (new, 1)):
+        if record is not None:
+            item = contribution(record)
+            for key in _rows(item):
+                delta.setdefault(key, Counter()).add(item.counter, sign)
+    return {key: row for key, row in delta.items() if not row.is_zero()}
+
+
+@settings(max_examples=200)
+@given(st.lists(message_events(), max_size=30))
+def test_the_delta_skips_only_changes_that_move_no_counter(events: list[MessageEvent]) -> None:
+    """``aggregate_delta`` passes over record changes that keep every counted field; whatever
+    the fold does, that must equal subtracting the old rows and adding the new ones."""
+    table: dict[str, TrackingRecord | None] = {}
+    for event in events:
+        old = table.get(event.message_id)
+        new, _ = fold(old, event)
+        table[event.message_id] = new
+        assert aggregate_delta({event.message_id: (old, new)}) == _naive_delta(old, new)
