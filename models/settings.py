@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     fold_batch_timeout_ms: int = Field(default=50, ge=0)
     producer_linger_ms: int = Field(default=20, ge=0)
     record_cache_size: int = Field(
-        default=20_000,
+        default=50_000,
         ge=0,
         description="Records the fold keeps decoded in memory, per worker (split evenly over "
         "the partitions; most recently written first kept). A hit saves decoding the record "
