@@ -137,12 +137,18 @@ def decode_command(raw: bytes | None) -> CommandEvent:
 
 
 def decode_provider_report(raw: bytes | None) -> ProviderReportReceived:
+    fast = _fast(ProviderReportAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(
         ProviderReportAdapter, upcast(parse_json_object(raw), "ProviderReportReceived")
     )
 
 
 def decode_link_or_expiry(raw: bytes | None) -> ProviderIdLinked | HoldExpiryDue:
+    fast = _fast(LinkOrExpiryAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(LinkOrExpiryAdapter, upcast(parse_json_object(raw)))
 
 
@@ -164,6 +170,9 @@ def decode_due_check(raw: bytes | None) -> TimerEvent:
 
 
 def decode_poll_request(raw: bytes | None) -> PollRequested:
+    fast = _fast(PollRequestAdapter, raw)
+    if fast is not None:
+        return fast
     return _validate(PollRequestAdapter, upcast(parse_json_object(raw), "PollRequested"))
 
 

@@ -822,8 +822,11 @@ class FoldEngine:
             return
         grouped: dict[tuple[str, int], list[_Output]] = defaultdict(list)
         inputs = len(await self._partitions(self.topics.send_results))
+        for topic in {out.topic for out in outputs}:
+            await self._partitions(topic)
+        partitions_of = self._partitions_of
         for out in outputs:
-            partitions = await self._partitions(out.topic)
+            partitions = partitions_of[out.topic]
             if out.key is None:
                 partition = partitions[0]
             elif out.partition is not None and len(partitions) == inputs:
