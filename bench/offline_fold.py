@@ -24,8 +24,7 @@ from aiokafka.structs import ConsumerRecord  # noqa: E402
 from fold_throughput import generate  # noqa: E402
 
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams import engine as engine_module  # noqa: E402
-from deliverytrack.streams.engine import FoldEngine  # noqa: E402
+from deliverytrack.streams.engine import FoldEngine, gc_paused  # noqa: E402
 from deliverytrack.streams.store import PartitionStore, Position  # noqa: E402
 
 
@@ -57,13 +56,11 @@ def main() -> None:
         started = time.perf_counter()
         for batch in batches:
             t0 = time.perf_counter()
-            paused = engine_module._pause_gc()
-            changes = engine._fold_partition(0, batch, [], {})
-            engine_module._resume_gc(paused)
+            with gc_paused():
+                changes = engine._fold_partition(0, batch, [], {})
             t1 = time.perf_counter()
-            paused = engine_module._pause_gc()
-            store.write(changes, Position())
-            engine_module._resume_gc(paused)
+            with gc_paused():
+                store.write(changes, Position())
             fold_s += t1 - t0
             write_s += time.perf_counter() - t1
         total = time.perf_counter() - started

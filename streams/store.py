@@ -20,6 +20,7 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -117,7 +118,7 @@ class PartitionStore:
         self._db = Rdict(str(path), options)
         self.closed = False
         self.cache_size = cache_size
-        self._cache: dict[str, TrackingRecord] = {}
+        self._cache: OrderedDict[str, TrackingRecord] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
@@ -180,7 +181,7 @@ class PartitionStore:
             return
         cache[message_id] = record
         while len(cache) > self.cache_size:
-            del cache[next(iter(cache))]
+            cache.popitem(last=False)
 
     def iter_raw(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items(from_key=RECORD):

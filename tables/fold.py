@@ -210,8 +210,9 @@ def _record_send(
         emitted = (*emitted, outcome)
     if provider_message_id:
         # Re-keyed by provider id for the correlator: reports only know the provider's id.
-        link = trusted(
-            ProviderIdLinked,
+        # Validated (not trusted): the derived eventId and the ids must fit the link's schema,
+        # or the send is refused here instead of leaving a record its reports cannot reach.
+        link = ProviderIdLinked(
             event_id=f"{event.message_id}:link",
             provider_id=event.provider_id,
             provider_message_id=provider_message_id,

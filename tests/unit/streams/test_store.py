@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.engine import FoldEngine, gc_paused
 from deliverytrack.streams.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
@@ -120,3 +123,11 @@ def test_the_record_cache_is_written_through_and_bounded(tmp_path: Path) -> None
     reopened = PartitionStore(tmp_path / "p0.db", cache_size=5)
     assert reopened.get("m-0000") is None and reopened.get("m-0009") == kept
     reopened.close()
+
+
+def test_the_gc_is_turned_back_on_when_a_batch_raises() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("a poison batch")
+    assert gc.isenabled()

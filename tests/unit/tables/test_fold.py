@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from deliverytrack.models.enums import StatusSource, TrackingStatus
 from deliverytrack.models.events import EventRejected, ProviderIdLinked, StatusChanged
@@ -77,6 +78,14 @@ def test_missing_provider_message_id_is_unknown(provider_message_id: str | None)
 def test_provider_message_id_is_trimmed() -> None:
     record, _ = fold(None, send_recorded_factory(provider_message_id="  pm-9 \n"))
     assert record is not None and record.provider_message_id == "pm-9"
+
+
+def test_a_send_whose_link_would_not_fit_its_schema_is_refused() -> None:
+    """The provider-id link's eventId is ``<messageId>:link``: a 510-character messageId is a
+    valid send, but its link would be refused by the correlator, and the record could never be
+    reached by a report. The fold refuses the send (the engine dead-letters it, fold-error)."""
+    with pytest.raises(ValidationError, match="event_id"):
+        fold(None, send_recorded_factory("m" * 510, provider_message_id="pm-1"))
 
 
 def test_recorded_at_is_the_status_time_when_given() -> None:
