@@ -92,8 +92,8 @@ class Settings(BaseSettings):
         default=50_000,
         ge=0,
         description="Records the fold keeps decoded in memory, per worker (split evenly over "
-        "the partitions it owns; the most recently written are kept). A hit saves decoding the record "
-        "from RocksDB (25-70 µs); each costs ~9 KB. 0 turns the cache off",
+        "the partitions it owns; the most recently written are kept). A hit saves decoding "
+        "the record from RocksDB (25-70 µs); each costs ~9 KB. 0 turns the cache off",
     )
     ordering_margin_ms: int = Field(
         default=200,
