@@ -380,6 +380,15 @@ class FoldEngine:
         )
         return key.encode(), encode(event)
 
+    def _recent_emissions(self) -> tuple[float, dict[tuple[str, int, str], float]]:
+        """(now on the monotonic clock, what the timers emitted less than a lease ago)."""
+        clock = time.monotonic()
+        horizon = clock - self.policy.lease_ms / 1000
+        emitted = self._emitted_due
+        for marker in [marker for marker, at in emitted.items() if at < horizon]:
+            del emitted[marker]
+        return clock, emitted
+
     async def emit_due_checks(self, now: datetime) -> int:
         """Publish the due checks and hold expiries of this tick (the timer's job; it never
         writes the table).
@@ -388,11 +397,7 @@ class FoldEngine:
         fold would drop the repeat as stale, but it costs a round trip, so one emitted less
         than a lease ago (same due time, same key) is not emitted again."""
         self.stats.due_scans += 1
-        clock = time.monotonic()
-        horizon = clock - self.policy.lease_ms / 1000
-        emitted = self._emitted_due
-        for marker in [marker for marker, at in emitted.items() if at < horizon]:
-            del emitted[marker]
+        clock, emitted = self._recent_emissions()
         outputs: list[_Output] = []
         for due in self._scan_due(now):
             if ("due", *due) not in emitted:  # always true: the scan passes over in-flight ones
@@ -425,11 +430,7 @@ class FoldEngine:
         """Publish ``RecordExpiryDue`` events (on the due-checks topic, keyed by messageId)
         for this worker's expired records and markers; the fold deletes them. Like due checks,
         one emitted less than a lease ago is not emitted again."""
-        clock = time.monotonic()
-        horizon = clock - self.policy.lease_ms / 1000
-        emitted = self._emitted_due
-        for marker in [marker for marker, at in emitted.items() if at < horizon]:
-            del emitted[marker]
+        clock, emitted = self._recent_emissions()
         outputs: list[_Output] = []
         for expire_ms, message_id in self._scan_expiries(now):
             if ("expire", expire_ms, message_id) in emitted:
