@@ -72,9 +72,17 @@ from deliverytrack.models.codec import (  # noqa: E402
     decode_send_result,
     encode,
     encode_record,
+    encode_status_changed,
 )
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus  # noqa: E402
-from deliverytrack.models.events import EventRejected, SendRecorded, UpdateStatus  # noqa: E402
+from deliverytrack.models.events import (  # noqa: E402
+    EventRejected,
+    ProviderIdLinked,
+    SendRecorded,
+    StatusChanged,
+    UpdateStatus,
+    provider_key,
+)
 from deliverytrack.models.records import TrackingRecord  # noqa: E402
 from deliverytrack.models.settings import Settings  # noqa: E402
 from deliverytrack.streams.engine import FoldEngine  # noqa: E402
@@ -750,6 +758,165 @@ async def run_raw(
     return Result("raw loop", mode, counts["events"], windows.seconds, extra, ok, note)
 
 
+
+# --- contender: Kafka I/O floor --------------------------------------------------------------
+
+# Per input value: its outputs (status changes, provider-id links) and the record's JSON after it
+# (None when the fold changes nothing), all computed before the timed window.
+Precomputed = dict[bytes, tuple[list[tuple[str, bytes, bytes]], bytes | None]]
+
+
+def precompute_outputs(work: Workload) -> Precomputed:
+    """What the engine publishes for each input, byte for byte, by the same fold and codec."""
+    table: Precomputed = {}
+    state: dict[bytes, TrackingRecord | None] = {}
+    items = [*work.sends, *(item for commands in work.commands for item in commands)]
+    for key, value in items:
+        event = decode_send_result(value) if key not in state else decode_command(value)
+        record = state.get(key)
+        new, emitted = fold(record, event)
+        outs: list[tuple[str, bytes, bytes]] = []
+        raw: bytes | None = None
+        for out in emitted:
+            if isinstance(out, StatusChanged):
+                raw = encode_record(out.record)
+                outs.append(("status-changes", key, encode_status_changed(out, raw)))
+            elif isinstance(out, ProviderIdLinked):
+                link = provider_key(out.provider_id, out.provider_message_id).encode()
+                outs.append(("provider-ids", link, encode(out)))
+        if new is not record:
+            state[key] = new
+            raw = raw if raw is not None else encode_record(new)  # type: ignore[arg-type]
+        table[value] = (outs, raw)
+    return table
+
+
+async def run_io_floor(
+    feed: Feed,
+    broker: str,
+    prefix: str,
+    group: str,
+    partitions: int,
+    timeout: float,
+    outputs_of: Precomputed,
+) -> Result:
+    """The engine's Kafka traffic with none of its work: the same consumer and producer
+    settings, the same outputs byte for byte (looked up, not computed), its own provider-id
+    links read back, one changelog record per changed key (and per link) per batch plus a
+    position record, acks awaited, offsets committed. No decode, no fold, no RocksDB, no
+    watermark: an upper bound for any fold with these outputs on this broker and machine."""
+    await feed.prepare(partitions)
+    out_topics = {name: f"{prefix}{name}" for name in ("status-changes", "provider-ids")}
+    changelog = f"{prefix}records-changelog"
+    await create_topics(feed.servers, [*out_topics.values(), changelog], partitions)
+    servers = servers_of(broker)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=1_048_576,
+        max_request_size=4_194_304,
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4_194_304,
+        fetch_max_bytes=16_777_216,
+        fetch_max_wait_ms=100,
+    )
+    partitioner = DefaultPartitioner()
+    windows = Windows(feed.targets)
+    counts: Counter[str] = Counter()
+
+    async def send(topic: str, partition: int, rows: list[tuple[bytes, bytes]]) -> list[Any]:
+        futures = []
+        batch = producer.create_batch()
+        for key, value in rows:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    async def loop() -> None:
+        ids = sorted(await producer.partitions_for(changelog))
+        while not windows.done:
+            batch = await consumer.getmany(timeout_ms=50, max_records=20_000)
+            if not batch:
+                continue
+            windows.batch_arrived()
+            grouped: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+            latest: dict[int, dict[bytes, bytes]] = defaultdict(dict)
+            offsets: dict[TopicPartition, int] = {}
+            for tp, records in batch.items():
+                offsets[tp] = records[-1].offset + 1
+                if tp.topic == out_topics["provider-ids"]:
+                    # The engine folds its own links into correlation states (changelogged).
+                    counts["self_fed_links"] += len(records)
+                    for msg in records:
+                        latest[tp.partition][b"c" + msg.key] = msg.value
+                    continue
+                for msg in records:
+                    counts["events"] += 1
+                    outs, raw = outputs_of[msg.value]
+                    for name, key, value in outs:
+                        partition = (
+                            tp.partition
+                            if name == "status-changes"
+                            else partitioner(key, ids, ids)
+                        )
+                        grouped[(out_topics[name], partition)].append((key, value))
+                    if raw is not None:
+                        latest[tp.partition][msg.key] = raw
+            futures: list[Any] = []
+            for (topic, partition), rows in grouped.items():
+                futures.extend(await send(topic, partition, rows))
+                counts["outputs"] += len(rows)
+            await asyncio.gather(*futures)
+            futures = []
+            for partition, rows in latest.items():
+                futures.extend(await send(changelog, partition, list(rows.items())))
+                futures.append(
+                    await producer.send(changelog, b"{}", key=b"\x00position", partition=partition)
+                )
+                counts["changelog_writes"] += len(rows)
+            await asyncio.gather(*futures)
+            await consumer.commit(offsets)
+            windows.batch_done(counts["events"])
+
+    await producer.start()
+    consumer.subscribe([feed.send_topic, feed.commands_topic, out_topics["provider-ids"]])
+    await consumer.start()
+    task = asyncio.create_task(loop())
+    try:
+        ok, note = await drive(
+            windows,
+            feed,
+            _paused(consumer, feed.commands_topic, True),
+            _paused(consumer, feed.commands_topic, False),
+            timeout,
+            lambda: counts["events"],
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await consumer.stop()
+        await producer.stop()
+    extra: dict[str, Any] = {
+        "windows_s": [round(s, 2) for s in windows.spans],
+        "cpu_in_windows": windows.cpu_share(),
+    }
+    extra.update((k, v) for k, v in counts.items() if k != "events")
+    mode = "phased" if feed.phased else "backlog"
+    return Result("Kafka I/O floor", mode, counts["events"], windows.seconds, extra, ok, note)
+
+
 # --- contender: stock Faust agent ------------------------------------------------------------
 
 
@@ -1310,7 +1477,7 @@ def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, 
 
 async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> None:
     servers = servers_of(broker)
-    only = [name for name in ("raw", "engine", "faust") if name in args.only.split(",")]
+    only = [name for name in ("raw", "io", "engine", "faust") if name in args.only.split(",")]
     modes = ["phased", "backlog"] if args.input == "both" else [args.input]
     started = time.perf_counter()
     work = generate(args.events, args.keys)
@@ -1323,6 +1490,11 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
         f"{time.perf_counter() - started:.1f}s"
     )
     faust_work = work.subset(args.faust_events) if args.faust_events else work
+    outputs_of: Precomputed = {}
+    if "io" in only:
+        started = time.perf_counter()
+        outputs_of = precompute_outputs(work)
+        print(f"I/O floor: outputs precomputed in {time.perf_counter() - started:.1f}s")
     tag = uuid.uuid4().hex[:6]
 
     # Backlog input: loaded once, shared by every contender and run.
@@ -1365,6 +1537,10 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
                 counter.reset()
                 if name == "raw":
                     coro = run_raw(feed, broker, ident, work_dir, args.partitions, args.timeout)
+                elif name == "io":
+                    coro = run_io_floor(
+                        feed, broker, prefix, ident, args.partitions, args.timeout, outputs_of
+                    )
                 elif name == "engine":
                     use_profiler = profiler if run == 0 and mode == modes[0] else None
                     coro = run_engine(
@@ -1449,7 +1625,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--broker", help="kafka://host:port of a running broker (else one is started in a temp dir)"
     )
-    parser.add_argument("--only", default="engine,faust,raw", help="contenders, comma-separated")
+    parser.add_argument(
+        "--only",
+        default="engine,faust,raw",
+        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor)",
+    )
     parser.add_argument(
         "--input",
         choices=("phased", "backlog", "both"),

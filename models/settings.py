@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     fold_batch_max_records: int = Field(default=20_000, ge=1)
     fold_batch_timeout_ms: int = Field(default=50, ge=0)
     producer_linger_ms: int = Field(default=20, ge=0)
+    producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        default="none",
+        description="Compression of the fold's output batches (status changes, changelog); "
+        "lz4, zstd and snappy need the cramjam package",
+    )
     record_cache_size: int = Field(
         default=50_000,
         ge=0,
@@ -151,6 +156,19 @@ class Settings(BaseSettings):
     def _check_broker(cls, value: str) -> str:
         if not value.startswith("kafka://") or len(value) <= len("kafka://"):
             raise ValueError("broker must look like kafka://host:port")
+        return value
+
+    @field_validator("producer_compression")
+    @classmethod
+    def _check_compression(cls, value: str) -> str:
+        from aiokafka import codec  # imported here: the models stay light for the CLI
+
+        available = {"lz4": codec.has_lz4, "zstd": codec.has_zstd, "snappy": codec.has_snappy}
+        if value in available and not available[value]():
+            raise ValueError(
+                f"{value} compression needs the cramjam package: "
+                "pip install 'deliverytrack[compression]'"
+            )
         return value
 
     @property

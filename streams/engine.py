@@ -225,6 +225,9 @@ class FoldEngine:
             acks="all",
             enable_idempotence=True,
             linger_ms=settings.producer_linger_ms,
+            compression_type=None
+            if settings.producer_compression == "none"
+            else settings.producer_compression,
             max_batch_size=1_048_576,
             max_request_size=4_194_304,
         )
