@@ -758,7 +758,6 @@ async def run_raw(
     return Result("raw loop", mode, counts["events"], windows.seconds, extra, ok, note)
 
 
-
 # --- contender: Kafka I/O floor --------------------------------------------------------------
 
 # Per input value: its outputs (status changes, provider-id links) and the record's JSON after it
@@ -866,9 +865,7 @@ async def run_io_floor(
                     outs, raw = outputs_of[msg.value]
                     for name, key, value in outs:
                         partition = (
-                            tp.partition
-                            if name == "status-changes"
-                            else partitioner(key, ids, ids)
+                            tp.partition if name == "status-changes" else partitioner(key, ids, ids)
                         )
                         grouped[(out_topics[name], partition)].append((key, value))
                     if raw is not None:

@@ -69,7 +69,9 @@ def upcast(payload: dict[str, Any], default_event_type: str | None = None) -> di
     """Bring a payload up to the current schema version, one registered step at a time."""
     version = payload.get("schemaVersion", SCHEMA_VERSION)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise DecodeError("invalid-schema-version", f"schemaVersion must be >= 1, got {version!r}")
+        raise DecodeError(
+            "invalid-schema-version", f"schemaVersion must be an integer >= 1, got {version!r}"
+        )
     event_type = payload.get("eventType", default_event_type)
     while version < SCHEMA_VERSION:
         step = UPCASTERS.get((str(event_type), version))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from math import isfinite
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
@@ -22,7 +23,27 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """An ISO-8601 timestamp with a timezone, normalised to UTC (serialised with ``Z``)."""
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=512)]
-JsonObject = dict[str, JsonValue]
+
+
+def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or Infinity. pydantic's one-pass JSON parser accepts ``NaN``,
+    ``Infinity`` and out-of-range numbers such as ``1e400`` inside a ``JsonValue`` (and model
+    config does not reach it); such a value would be stored as ``null`` but kept as ``nan`` in
+    memory. Refused here, so both decode paths and Python callers agree."""
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        for element in item.values() if isinstance(item, dict) else item:
+            if type(element) is float:
+                if not isfinite(element):
+                    raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
+            elif isinstance(element, dict | list):
+                pending.append(element)
+    return value
+
+
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_numbers)]
+"""A JSON object (details, metadata, raw provider payloads) whose numbers are all finite."""
 
 
 class Frozen(BaseModel):

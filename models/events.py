@@ -6,9 +6,9 @@ several kinds of event discriminate on ``eventType`` (``type`` is the message ty
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, Strict, field_validator, model_validator
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import (
@@ -24,12 +24,16 @@ from deliverytrack.models.webhooks import WebhookEndpoint
 
 SCHEMA_VERSION = 1
 
+# Strict: the one-pass JSON validation must not take ``true`` or ``1.0`` for 1 (the full path
+# refuses them as invalid-schema-version).
+SchemaVersion = Annotated[int, Strict(), Field(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
+
 
 class Event(Frozen):
     """Fields every input event has."""
 
     event_id: NonEmptyStr
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
 
 
 class SendWarning(Frozen):
@@ -324,7 +328,7 @@ class FailoverRequested(Frozen):
     fallback's send result with that messageId and ``failoverOf`` = ``messageId``."""
 
     event_id: NonEmptyStr
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["FailoverRequested"] = "FailoverRequested"
     message_id: NonEmptyStr
     fallback_message_id: NonEmptyStr
@@ -349,7 +353,7 @@ class StatusChanged(Frozen):
     """One applied transition. ``eventId`` is ``<messageId>:<sequence>``, stable across replays."""
 
     event_id: NonEmptyStr
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["StatusChanged"] = "StatusChanged"
     message_id: NonEmptyStr
     sequence: int = Field(ge=1)
@@ -376,7 +380,7 @@ class RecordDeleted(Frozen):
     retries and replays."""
 
     event_id: NonEmptyStr
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["RecordDeleted"] = "RecordDeleted"
     message_id: NonEmptyStr
     reason: DeletionReason
@@ -392,7 +396,7 @@ class RecordDeleted(Frozen):
 class DeadLetter(Frozen):
     """An input that could not be processed, with the original bytes (base64) and the reason."""
 
-    schema_version: Literal[1] = 1
+    schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["DeadLetter"] = "DeadLetter"
     topic: str
     partition: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,61 @@ def test_a_time_before_1970_is_refused_at_decode() -> None:
     with pytest.raises(DecodeError) as info:
         decode_send_result(orjson.dumps(payload))
     assert "1970" in info.value.detail
+
+
+# Every fast decoder (one-pass validate_json) and its strict fallback must agree: JSON has no
+# NaN or Infinity, and schemaVersion is the integer 1 (not true, not 1.0).
+FAST_DECODERS = [
+    ("SendRecorded.v1.json", codec.decode_send_result, "metadata"),
+    ("UpdateStatus.v1.json", codec.decode_command, "details"),
+    ("ProviderReportReceived.v1.json", codec.decode_provider_report, "raw"),
+]
+
+
+@pytest.mark.parametrize(("fixture", "decode", "field"), FAST_DECODERS)
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1E+999"])
+def test_non_finite_numbers_in_json_objects_are_refused(
+    fixture: str, decode: Callable[[bytes | None], object], field: str, number: bytes
+) -> None:
+    good = json.loads((FIXTURES / fixture).read_bytes())
+    good[field] = {"nested": [1, {"n": "__N__"}]}
+    raw = json.dumps(good).encode().replace(b'"__N__"', number)
+    with pytest.raises(DecodeError) as info:
+        decode(raw)
+    assert info.value.reason == "malformed-json"
+    # The same text in a string is data, not a number.
+    assert decode(json.dumps(good).encode().replace(b"__N__", number)) is not None
+
+
+@pytest.mark.parametrize(("fixture", "decode", "field"), FAST_DECODERS)
+@pytest.mark.parametrize("version", [b"true", b"1.0", b'"1"'])
+def test_schema_version_must_be_the_integer_one(
+    fixture: str, decode: Callable[[bytes | None], object], field: str, version: bytes
+) -> None:
+    original = (FIXTURES / fixture).read_bytes()
+    raw = original.replace(b'"schemaVersion": 1', b'"schemaVersion": ' + version)
+    assert raw != original
+    with pytest.raises(DecodeError) as info:
+        decode(raw)
+    assert info.value.reason == "invalid-schema-version"
+
+
+def test_models_built_in_python_refuse_non_finite_numbers() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be finite"):
+        UpdateStatus(
+            event_id="u-1",
+            message_id="m-1",
+            status=TrackingStatus.DELIVERED,
+            at=T0,
+            source="manual",
+            details={"score": [1.0, float("nan")]},
+        )
+    send = codec.decode_send_result((FIXTURES / "SendRecorded.v1.json").read_bytes())
+    record, _ = fold(None, send)
+    assert record is not None
+    raw = codec.encode_record(record.model_copy(update={"metadata": {"x": 0.5}}))
+    assert codec.decode_record(raw).metadata == {"x": 0.5}
+    with pytest.raises(ValidationError, match="must be finite"):
+        codec.decode_record(raw.replace(b'"x":0.5', b'"x":NaN'))

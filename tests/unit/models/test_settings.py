@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka import codec
 from pydantic import ValidationError
 
+from deliverytrack.models import settings as settings_module
 from deliverytrack.models.settings import Settings
 
 
@@ -17,7 +17,7 @@ def test_compression_defaults_to_none_and_gzip_needs_nothing_extra() -> None:
 def test_a_codec_without_its_library_is_refused_with_the_fix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(codec, "has_lz4", lambda: False)
+    monkeypatch.setattr(settings_module, "_has_cramjam", lambda: False)
     with pytest.raises(ValidationError, match=r"needs the cramjam package.*\[compression\]"):
         Settings(producer_compression="lz4")
 
