@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,7 @@ async def run(args: argparse.Namespace) -> int:
             f"due {args.initial_delay_ms} ms after each; timer every {args.interval_ms} ms"
         )
         cpu_before, started = cpu_seconds(worker.pid), time.monotonic()
+        own_before = time.process_time()
         burst_task = asyncio.create_task(burst(producer, topics, args.burst, port))
         for second in range(args.seconds):
             tick = time.monotonic()
@@ -159,15 +161,24 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
         burst_rate = await burst_task
 
-        latencies = await collect(url, topics, total, args.initial_delay_ms)
+        def calls_at() -> dict[str, float]:
+            return {
+                f"pl-{i}": server.status_call_times[pmid][0].timestamp() * 1000
+                for i, pmid in enumerate(pmids)
+                if server.status_call_times.get(pmid)
+            }
+
+        latencies, hops = await collect(url, topics, total, args.initial_delay_ms, calls_at)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(worker.pid) - cpu_before
+        own = time.process_time() - own_before
         h = health(port)
         calls = sum(server.status_calls.get(p, 0) for p in pmids)
         await producer.stop()
         print(
             f"\nDELIVERED {len(latencies):,}/{total:,} in {elapsed:.1f}s "
-            f"(worker CPU {cpu:.1f}s = {100 * cpu / elapsed:.0f}% of a core)"
+            f"(worker CPU {cpu:.1f}s = {100 * cpu / elapsed:.0f}% of a core; this process, the "
+            f"provider simulator and load, {100 * own / elapsed:.0f}%)"
         )
         print(
             f"provider status calls {calls:,} for {total:,} records "
@@ -180,6 +191,13 @@ async def run(args: argparse.Namespace) -> int:
                 f"p99 {percentile(latencies, 99):,.0f}  max {max(latencies):,.0f}  "
                 f"mean {statistics.fmean(latencies):,.0f}"
             )
+            for hop, values in hops.items():
+                if values:
+                    print(
+                        f"  hop -> {hop:<13} p50 {percentile(values, 50):7,.0f}  "
+                        f"p95 {percentile(values, 95):7,.0f}  p99 {percentile(values, 99):7,.0f}"
+                        f"  ({len(values):,} records)"
+                    )
         if burst_rate is not None:
             print(
                 f"fold throughput with polling active: {burst_rate:,.0f} events/s "
@@ -258,34 +276,68 @@ async def burst(producer: AIOKafkaProducer, topics: Topics, count: int, port: in
     return (health(port).get("events", 0) - before) / (time.monotonic() - started)
 
 
-async def collect(url: str, topics: Topics, total: int, initial_delay_ms: int) -> list[float]:
+HOPS = ("due-check", "poll-request", "provider call", "observation", "DELIVERED")
+
+
+async def collect(
+    url: str,
+    topics: Topics,
+    total: int,
+    initial_delay_ms: int,
+    calls: Callable[[], dict[str, float]],
+) -> tuple[list[float], dict[str, list[float]]]:
+    """Latency per record (due time -> DELIVERED status change), and per hop: the broker
+    timestamp of each step's event minus the previous step's (due time first; ``calls``:
+    messageId -> when its first status call reached the provider, epoch ms)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=url.removeprefix("kafka://"),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+    hop_of = {
+        topics.due_checks: "due-check",
+        topics.poll_requests: "poll-request",
+        topics.observations: "observation",
+        topics.status_changes: "DELIVERED",
+    }
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topics.status_changes)
-        if not partitions:
-            await consumer._client._wait_on_metadata(topics.status_changes)
-            partitions = consumer.partitions_for_topic(topics.status_changes) or set()
-        consumer.assign([TopicPartition(topics.status_changes, p) for p in partitions])
-        latencies: dict[str, float] = {}
+        assigned = []
+        for topic in hop_of:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer._client._wait_on_metadata(topic)
+                partitions = consumer.partitions_for_topic(topic) or set()
+            assigned += [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(assigned)
+        first: dict[str, dict[str, float]] = {hop: {} for hop in HOPS}
+        due: dict[str, float] = {}
         deadline = time.monotonic() + 120
-        while len(latencies) < total and time.monotonic() < deadline:
+        while len(first["DELIVERED"]) < total and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
+            for tp, records in batch.items():
+                hop = hop_of[tp.topic]
                 for msg in records:
-                    change = orjson.loads(msg.value or b"{}")
-                    if change.get("status") != "DELIVERED" or not change["messageId"].startswith(
-                        "pl-"
-                    ):
+                    event = orjson.loads(msg.value or b"{}")
+                    mid = event.get("messageId", "")
+                    if not mid.startswith("pl-"):
                         continue
-                    requested = datetime.fromisoformat(change["record"]["requestedAt"])
-                    due_ms = requested.timestamp() * 1000 + initial_delay_ms
-                    latencies[change["messageId"]] = msg.timestamp - due_ms
-        return list(latencies.values())
+                    if hop == "DELIVERED":
+                        if event.get("status") != "DELIVERED":
+                            continue
+                        requested = datetime.fromisoformat(event["record"]["requestedAt"])
+                        due[mid] = requested.timestamp() * 1000 + initial_delay_ms
+                    first[hop].setdefault(mid, float(msg.timestamp))
+        first["provider call"] = calls()
+        latencies = [first["DELIVERED"][mid] - due[mid] for mid in first["DELIVERED"]]
+        hops: dict[str, list[float]] = {hop: [] for hop in HOPS}
+        for mid, at in due.items():
+            times = [at, *(first[hop].get(mid) for hop in HOPS)]
+            if any(t is None for t in times):
+                continue
+            for hop, before, after in zip(HOPS, times, times[1:], strict=False):
+                hops[hop].append(after - before)  # type: ignore[operator]
+        return latencies, hops
     finally:
         await consumer.stop()
 
