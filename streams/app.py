@@ -11,10 +11,10 @@ from faust.web import Request, Response, View
 from mode import Service
 from multidict import CIMultiDict
 
-from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.poll_loop import PollLoop
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
@@ -26,11 +26,13 @@ log = logging.getLogger(__name__)
 
 
 class FoldService(Service):
-    """Runs the fold engine for as long as the Faust worker runs."""
+    """Runs the fold engine, the poll loop and the webhook dispatcher for as long as the Faust
+    worker runs."""
 
     def __init__(
         self,
         engine: FoldEngine,
+        poll_loop: PollLoop,
         providers: Mapping[str, StatusProvider],
         dispatcher: WebhookDispatcher,
         queries: QueryService,
@@ -38,17 +40,20 @@ class FoldService(Service):
     ) -> None:
         super().__init__(**kwargs)
         self.engine = engine
+        self.poll_loop = poll_loop
         self.providers = providers
         self.dispatcher = dispatcher
         self.queries = queries
 
     async def on_start(self) -> None:
         await self.engine.start()
+        await self.poll_loop.start(self.engine.producer)
         await self.dispatcher.start()
 
     async def on_stop(self) -> None:
         await self.dispatcher.stop()
         await self.queries.close()
+        await self.poll_loop.stop()  # before the engine: its producer carries the observations
         await self.engine.stop()
         await close_registry(self.providers)
 
@@ -59,6 +64,7 @@ class DeliveryTrackApp(faust.App):
     settings: Settings
     engine: FoldEngine
     poller: Poller
+    poll_loop: PollLoop
     webhooks: WebhookIngress
     dispatcher: WebhookDispatcher
     queries: QueryService
@@ -91,10 +97,13 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.poller = Poller(
         providers, timeout_s=settings.polling.provider_timeout_ms / 1000, pii=settings.pii
     )
+    app.poll_loop = PollLoop(settings, app.poller, app.engine.topics)
     app.dispatcher = WebhookDispatcher(settings)
     app.queries = QueryService(app.engine)
     app.service(
-        FoldService(app.engine, providers, app.dispatcher, app.queries)  # type: ignore[arg-type]
+        FoldService(  # type: ignore[arg-type]
+            app.engine, app.poll_loop, providers, app.dispatcher, app.queries
+        )
     )
     app.webhooks = WebhookIngress(
         build_webhook_adapters(settings),
@@ -133,34 +142,14 @@ def _publisher(engine: FoldEngine) -> Any:
 
 
 def _register_polling(app: DeliveryTrackApp) -> None:
-    engine, poller, policy = app.engine, app.poller, app.settings.polling
-    topics = engine.topics
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    poll_requests = app.topic(topics.poll_requests, **raw)  # type: ignore[arg-type]
-    observations = app.topic(topics.observations, **raw)  # type: ignore[arg-type]
+    """The due-check timer; the poll requests it leads to are served by ``app.poll_loop``."""
+    engine, policy = app.engine, app.settings.polling
 
     @app.timer(interval=policy.interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def emit_due_checks() -> None:
         """Publish due checks for this worker's partitions. Never writes the table."""
         if engine.ready.is_set():
             await engine.emit_due_checks(utc_now())
-
-    @app.agent(poll_requests, concurrency=policy.concurrency)
-    async def poll_providers(stream: faust.StreamT[bytes]) -> None:
-        """Ask the provider for each leased record; the fold reconciles the answer."""
-        async for key, value in stream.items():
-            try:
-                request = decode_poll_request(value)
-            except DecodeError as exc:
-                log.error("dropping undecodable poll request %r: %s", key, exc)
-                continue
-            observed = await poller.poll(request)
-            await observations.send(key=key, value=encode(observed))
 
 
 def _register_retention(app: DeliveryTrackApp) -> None:
@@ -196,6 +185,8 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "dueChecks": stats.due_checks,
                 "pollRequests": stats.poll_requests,
                 "providerCalls": poller.calls,
+                "pollsInFlight": app.poll_loop.in_flight,
+                "pollRequestsSkippedExpired": app.poll_loop.stats.skipped_expired,
                 "webhooksAccepted": webhooks.accepted,
                 "webhooksRejected": webhooks.rejected,
                 "reports": stats.reports,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from deliverytrack.models.enums import MessageType
+from deliverytrack.models.events import PollRequested
 from tests.integration.support import Provider, polling_settings, send
 
 pytestmark = pytest.mark.integration
@@ -171,3 +173,38 @@ async def test_two_workers_share_partitions_and_poll_each_record_once_per_due_ti
     assert health_a["providerCalls"] > 0 and health_b["providerCalls"] > 0
     assert health_a["providerCalls"] + health_b["providerCalls"] == total_attempts
     assert first.stop() == 0 and second.stop() == 0
+
+
+async def test_bad_and_stale_poll_requests_are_dropped_and_polling_goes_on(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, provider: Provider
+) -> None:
+    settings = polling_settings(settings_factory, provider)
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    stale_pmid = await provider.accept(outcome="DELIVERED", delayMs=0)
+    # Straight onto the internal topic: garbage, and a request whose lease ended long ago
+    # (what a poller finds when it starts on a backlog): neither reaches the provider.
+    await io.send(io.topics.poll_requests, "p-garbage", b"{not json")
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    stale = PollRequested(
+        event_id="p-stale:due:1",
+        message_id="p-stale",
+        check_seq=1,
+        provider_id="sim",
+        provider_message_id=stale_pmid,
+        type=MessageType.SMS,
+        to="01012345678",
+        requested_at=long_ago,
+        due_at=long_ago,
+        issued_at=long_ago,
+    )
+    await io.send(io.topics.poll_requests, "p-stale", stale)
+    # A real record after them is polled as usual.
+    pmid = await provider.accept(outcome="DELIVERED", delayMs=0)
+    await io.send(io.topics.send_results, "p-after", send("p-after", pmid))
+    await worker.arecord("p-after", lambda r: r["status"] == "DELIVERED", 20)
+    _, health = await worker.aget("/health")
+    assert health["pollRequestsSkippedExpired"] == 1
+    assert await provider.calls(stale_pmid) == []
+    assert health["providerCalls"] == len(await provider.calls(pmid)) >= 1
+    assert worker.stop() == 0

@@ -1,0 +1,221 @@
+"""The poller's consumer: poll requests in, provider calls, observations out.
+
+A plain aiokafka consumer (group ``<appId>.poller``) rather than a Faust agent: measured at
+1,000 polls/s, requests waited ~1.2 s in the agent's delivery path before their provider call
+(bench/README.md). Here a request is handed to its own task as soon as it is fetched; at most
+``polling.concurrency`` provider calls are in flight, and a fetch waits for a free slot
+(backpressure), so one slow provider holds only the slots it occupies.
+
+At least once: a request's offset is committed only after its observation is acknowledged by
+Kafka, per partition up to the oldest request still in flight. A worker killed mid-call polls
+those requests again; the repeated observation has the same ``eventId``
+(``<messageId>:obs:<checkSeq>``) and the fold drops it. A request whose lease has already ended
+is skipped without a call: the fold has re-issued it, or will, under a new ``checkSeq``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+
+from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.poller import Poller, utc_now
+from deliverytrack.streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.5
+
+
+@dataclass(slots=True)
+class PollLoopStats:
+    requests: int = 0
+    observations: int = 0
+    skipped_expired: int = 0
+    undecodable: int = 0
+
+
+class _Offsets:
+    """Per partition: offsets handed out and not yet finished; what may be committed."""
+
+    def __init__(self) -> None:
+        self.next_fetched: dict[TopicPartition, int] = {}
+        self.in_flight: dict[TopicPartition, set[int]] = {}
+        self.committed: dict[TopicPartition, int] = {}
+
+    def started(self, tp: TopicPartition, offset: int) -> None:
+        self.in_flight.setdefault(tp, set()).add(offset)
+        self.next_fetched[tp] = max(self.next_fetched.get(tp, 0), offset + 1)
+
+    def finished(self, tp: TopicPartition, offset: int) -> None:
+        self.in_flight.get(tp, set()).discard(offset)
+
+    def committable(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The next offset to read per partition: below the oldest request still in flight."""
+        result: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            if tp not in self.next_fetched:
+                continue
+            pending = self.in_flight.get(tp)
+            position = min(pending) if pending else self.next_fetched[tp]
+            if position > self.committed.get(tp, -1):
+                result[tp] = position
+        return result
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self.next_fetched.pop(tp, None)
+            self.in_flight.pop(tp, None)
+            self.committed.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: PollLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.loop.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.loop.assigned |= set(assigned)
+
+
+class PollLoop:
+    def __init__(
+        self,
+        settings: Settings,
+        poller: Poller,
+        topics: Topics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.settings = settings
+        self.poller = poller
+        self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.clock = clock
+        self.lease = timedelta(milliseconds=settings.polling.lease_ms)
+        self.stats = PollLoopStats()
+        self.assigned: set[TopicPartition] = set()
+        self._slots = asyncio.Semaphore(settings.polling.concurrency)
+        self._offsets = _Offsets()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_commit = 0.0
+
+    async def start(self, producer: AIOKafkaProducer) -> None:
+        """Start consuming; observations go out through ``producer`` (the engine's)."""
+        settings = self.settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.app_id}-poller",
+            group_id=f"{settings.app_id}.poller",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=settings.consumer_session_timeout_ms,
+            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+            max_poll_interval_ms=600_000,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        )
+        self._consumer.subscribe([self.topics.poll_requests], listener=_Rebalance(self))
+        await self._consumer.start()
+        self._runner = asyncio.create_task(self._run(self._consumer, producer), name="poll-loop")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await self._drain()
+        if self._consumer is not None:
+            await self._commit(self.assigned)
+            await self._consumer.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def _run(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        while not self._stopping:
+            try:
+                batch = await consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.polling.concurrency
+                )
+            except KafkaError as exc:
+                log.warning("poller: fetch failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            for tp, records in batch.items():
+                for msg in records:
+                    await self._slots.acquire()  # backpressure: a free call slot
+                    if tp not in self.assigned:  # revoked while we waited
+                        self._slots.release()
+                        break
+                    self._offsets.started(tp, msg.offset)
+                    task = asyncio.create_task(self._handle(tp, msg, producer))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                await self._commit(self.assigned)
+
+    async def _handle(
+        self, tp: TopicPartition, msg: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer
+    ) -> None:
+        try:
+            self.stats.requests += 1
+            try:
+                request = decode_poll_request(msg.value)
+            except DecodeError as exc:
+                self.stats.undecodable += 1
+                log.error("poller: dropping undecodable poll request %r: %s", msg.key, exc)
+                return
+            if request.issued_at + self.lease < self.clock():
+                self.stats.skipped_expired += 1
+                return
+            observed = await self.poller.poll(request)
+            ack = await producer.send(self.topics.observations, value=encode(observed), key=msg.key)
+            await ack
+            self.stats.observations += 1
+        except Exception:  # never leave the offset stuck in flight; the lease retries it
+            log.exception("poller: request %s@%s:%s failed", tp.topic, tp.partition, msg.offset)
+        finally:
+            self._offsets.finished(tp, msg.offset)
+            self._slots.release()
+
+    async def _drain(self) -> None:
+        """Wait for the calls in flight (each is bounded by the provider timeout)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
+        self._last_commit = time.monotonic()
+        offsets = self._offsets.committable(partitions)
+        if not offsets or self._consumer is None:
+            return
+        try:
+            await self._consumer.commit(
+                {tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()}
+            )
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless: the requests are polled again, and their observations deduplicated.
+            log.info("poller: offset commit skipped (%s)", exc)
+            return
+        self._offsets.committed.update(offsets)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Finish the calls in flight and commit, before another worker takes the partitions."""
+        self.assigned -= revoked  # the fetch loop starts nothing more for them
+        await self._drain()
+        await self._commit(revoked)
+        self._offsets.forget(revoked)
