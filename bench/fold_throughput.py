@@ -1415,7 +1415,7 @@ def _git_describe() -> str:
     return f"commit {head}" + (" + uncommitted changes in streams/tables/models" if dirty else "")
 
 
-CONTENDERS = ("engine", "faust", "raw")
+CONTENDERS = ("engine", "faust", "raw", "io")
 
 
 def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None:
