@@ -170,8 +170,12 @@ def _register_views(app: DeliveryTrackApp) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             stats = engine.stats
+            failure = app.poll_loop.failure
+            healthy = engine.ready.is_set() and failure is None
             body = {
-                "status": "ok" if engine.ready.is_set() else "starting",
+                "status": "ok"
+                if healthy
+                else ("starting" if failure is None else "poll loop failed"),
                 "assignedPartitions": engine.assigned_partitions,
                 "readyPartitions": sorted(engine.ready_partitions),
                 "queryUrl": engine.membership.url,
@@ -198,7 +202,9 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "webhookAttemptsFailed": app.dispatcher.failed_attempts,
                 "webhooksExhausted": app.dispatcher.exhausted,
             }
-            return self.json(body, status=200 if engine.ready.is_set() else 503)
+            if failure is not None:
+                body["pollLoopError"] = repr(failure)
+            return self.json(body, status=200 if healthy else 503)
 
     @app.page("/admin/due-scan")
     class DueScan(View):

@@ -10,7 +10,9 @@ At least once: a request's offset is committed only after its observation is ack
 Kafka, per partition up to the oldest request still in flight. A worker killed mid-call polls
 those requests again; the repeated observation has the same ``eventId``
 (``<messageId>:obs:<checkSeq>``) and the fold drops it. A request whose lease has already ended
-is skipped without a call: the fold has re-issued it, or will, under a new ``checkSeq``.
+is skipped without a call: the fold has re-issued it, or will, under a new ``checkSeq``. If
+publishing an observation fails, the request is given up (logged) rather than left to block its
+partition's commits: the record's lease ends and the fold leases it again.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from deliverytrack.streams.topics import Topics
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
+# A rebalance waits for the calls in flight: allow the provider timeout plus the observation's
+# ack (and a margin) before the group gives up on this member.
+DRAIN_MARGIN_S = 15.0
 
 
 @dataclass(slots=True)
@@ -112,6 +117,8 @@ class PollLoop:
         self._runner: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_commit = 0.0
+        self._drain_timeout_s = settings.polling.provider_timeout_ms / 1000 + DRAIN_MARGIN_S
+        self.failure: BaseException | None = None
 
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Start consuming; observations go out through ``producer`` (the engine's)."""
@@ -126,11 +133,19 @@ class PollLoop:
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
             max_poll_interval_ms=600_000,
+            rebalance_timeout_ms=int(1000 * self._drain_timeout_s) + 5_000,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
         self._consumer.subscribe([self.topics.poll_requests], listener=_Rebalance(self))
         await self._consumer.start()
         self._runner = asyncio.create_task(self._run(self._consumer, producer), name="poll-loop")
+        self._runner.add_done_callback(self._runner_ended)
+
+    def _runner_ended(self, runner: asyncio.Task[None]) -> None:
+        if runner.cancelled() or self._stopping:
+            return
+        self.failure = runner.exception() or RuntimeError("the poll loop ended")
+        log.critical("poller: the poll loop died; no more provider calls", exc_info=self.failure)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -156,6 +171,10 @@ class PollLoop:
                 log.warning("poller: fetch failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
+            except Exception:
+                if self._stopping:
+                    return
+                raise  # e.g. the consumer was stopped under us: _runner_ended reports it
             for tp, records in batch.items():
                 for msg in records:
                     await self._slots.acquire()  # backpressure: a free call slot
@@ -172,6 +191,7 @@ class PollLoop:
     async def _handle(
         self, tp: TopicPartition, msg: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer
     ) -> None:
+        cancelled = False
         try:
             self.stats.requests += 1
             try:
@@ -187,16 +207,23 @@ class PollLoop:
             ack = await producer.send(self.topics.observations, value=encode(observed), key=msg.key)
             await ack
             self.stats.observations += 1
+        except asyncio.CancelledError:
+            cancelled = True  # not finished: its offset must not become committable
+            raise
         except Exception:  # never leave the offset stuck in flight; the lease retries it
             log.exception("poller: request %s@%s:%s failed", tp.topic, tp.partition, msg.offset)
         finally:
-            self._offsets.finished(tp, msg.offset)
+            if not cancelled:
+                self._offsets.finished(tp, msg.offset)
             self._slots.release()
 
     async def _drain(self) -> None:
-        """Wait for the calls in flight (each is bounded by the provider timeout)."""
+        """Wait for the calls in flight (each is bounded by the provider timeout). Not by
+        ``gather``: cancelling the waiter must not cancel the calls."""
         if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=self._drain_timeout_s)
+            if pending:
+                log.warning("poller: %d calls still running after the drain timeout", len(pending))
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
         self._last_commit = time.monotonic()

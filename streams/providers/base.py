@@ -7,10 +7,12 @@ A provider without a status API sets ``supports_status = False``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from math import isfinite
+from typing import Any, Protocol, runtime_checkable
 
 from deliverytrack.models.enums import MessageType
 from deliverytrack.models.events import PollRequested, ProviderReportReceived, ProviderStatus
@@ -41,6 +43,19 @@ NON_RETRYABLE_CODES = frozenset(
         "CRYPTO_POLICY_VIOLATION",
     }
 )
+
+
+def _finite_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if isfinite(value) else None
+
+
+def loads_provider_json(text: str | bytes) -> Any:
+    """A provider's JSON body, read the way its own platform's parser would take it: ``NaN``,
+    ``Infinity`` and numbers beyond float range become null. Our models keep only finite
+    numbers, and one odd number in a provider's answer must not turn every poll of a message
+    into an error."""
+    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
 
 
 def is_retryable(code: str, http_status: int | None = None) -> bool:

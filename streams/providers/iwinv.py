@@ -85,6 +85,7 @@ from deliverytrack.streams.providers.base import (
     StatusQuery,
     WebhookRejected,
     code_for_http_status,
+    loads_provider_json,
 )
 from deliverytrack.streams.providers.solapi import check_shared_secret, json_reports
 
@@ -351,7 +352,7 @@ class IwinvProvider:
         except aiohttp.ClientError as exc:
             raise ProviderError("NETWORK_ERROR", f"POST {url}: {exc}") from exc
         try:
-            body: Any = json.loads(text) if text else None
+            body: Any = loads_provider_json(text) if text else None
         except ValueError:
             body = None
         return status, body, text

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import signal
 import sys
@@ -39,7 +38,12 @@ from pydantic.alias_generators import to_camel
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import ProviderStatus
-from deliverytrack.streams.providers.base import ProviderError, StatusQuery, code_for_http_status
+from deliverytrack.streams.providers.base import (
+    ProviderError,
+    StatusQuery,
+    code_for_http_status,
+    loads_provider_json,
+)
 
 Outcome = Literal["DELIVERED", "FAILED", "PENDING", "ERROR_RETRYABLE", "ERROR_FATAL", "NOT_FOUND"]
 OUTCOMES: Final[tuple[str, ...]] = (
@@ -403,7 +407,7 @@ class SimulatedProvider:
         except aiohttp.ClientError as exc:
             raise ProviderError("NETWORK_ERROR", f"{method} {url}: {exc}") from exc
         try:
-            body: Any = json.loads(text) if text else None
+            body: Any = loads_provider_json(text) if text else None
         except ValueError:
             body = None
         return status, body, text

@@ -51,7 +51,6 @@ Webhook
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -69,6 +68,7 @@ from deliverytrack.streams.providers.base import (
     StatusQuery,
     WebhookRejected,
     code_for_http_status,
+    loads_provider_json,
 )
 
 SOLAPI_BASE_URL: Final = "https://api.solapi.com"
@@ -244,7 +244,7 @@ class SolapiProvider:
         except aiohttp.ClientError as exc:
             raise ProviderError("NETWORK_ERROR", f"GET {url}: {exc}") from exc
         try:
-            body: Any = json.loads(text) if text else None
+            body: Any = loads_provider_json(text) if text else None
         except ValueError:
             body = None
         return status, body, text
@@ -321,7 +321,7 @@ def check_shared_secret(provider_id: str, secret: str | None, headers: Mapping[s
 def json_reports(body: bytes, *list_keys: str) -> list[Any]:
     """The report objects of a webhook body: an array, one object, or ``{<list_key>: ...}``."""
     try:
-        payload = json.loads(body)
+        payload = loads_provider_json(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookRejected(400, f"body is not JSON: {exc}") from exc
     if isinstance(payload, dict):

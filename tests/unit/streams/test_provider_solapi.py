@@ -543,3 +543,17 @@ async def test_through_the_webhook_ingress(monkeypatch: pytest.MonkeyPatch) -> N
     assert status == 200 and answer["accepted"] == 2
     assert [key for _, key, _ in published] == [b"solapi:M4V1", b"solapi:M4V2"]
     assert json.loads(published[1][2])["status"] == "FAILED"
+
+
+async def test_non_finite_numbers_in_the_answer_become_null(
+    api: FakeSolapiApi, provider: SolapiProvider
+) -> None:
+    # Python's json (the fake's encoder, like many providers' platforms) writes NaN and
+    # Infinity; the answer is still a status, with those values null in `raw`.
+    api.set_status("M4V1", "4000")
+    api.messages["M4V1"].update(price=float("nan"), point=float("inf"), fee=-float("inf"))
+    result = await provider.get_delivery_status(query("M4V1"))
+    assert result is not None
+    assert result.status is S.DELIVERED
+    assert result.raw is not None
+    assert (result.raw["price"], result.raw["point"], result.raw["fee"]) == (None, None, None)
