@@ -465,15 +465,25 @@ class FoldEngine:
                 await asyncio.sleep(0.5)
                 continue
             async with self._lock:
-                for tp, records in fetched.items():
-                    if tp.partition in self._stores and records:
-                        self._buffer[tp].extend(records)
-                        self._last_ts[tp] = records[-1].timestamp
+                self._buffer_fetched(fetched)
+                fetched.clear()
                 batch = await self._release()
                 if not batch:
                     continue
-                offsets = await self._process(batch)
+                # The collector stays paused for the whole batch and runs after it, when the
+                # batch's inputs, events and outputs are already freed (see gc_paused).
+                with gc_paused():
+                    offsets = await self._process(batch)
+                    del batch
             await self._commit(offsets)
+
+    def _buffer_fetched(
+        self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        for tp, records in fetched.items():
+            if tp.partition in self._stores and records:
+                self._buffer[tp].extend(records)
+                self._last_ts[tp] = records[-1].timestamp
 
     async def _release(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         """The buffered records that may be folded now, in the order replay would fold them.
