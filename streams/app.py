@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -49,6 +50,24 @@ class FoldService(Service):
         await self.engine.start()
         await self.poll_loop.start(self.engine.producer)
         await self.dispatcher.start()
+
+    @Service.task
+    async def _supervise(self) -> None:
+        """A fold engine or poll loop that ended on an error crashes the worker: it exits
+        non-zero, and a restart recovers from RocksDB, the changelog and the committed offsets
+        (a worker that stayed up would answer /health while folding nothing)."""
+        waits = [
+            asyncio.ensure_future(self.engine.failed.wait()),
+            asyncio.ensure_future(self.poll_loop.failed.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        reason = self.engine.failure or self.poll_loop.failure
+        if reason is not None:
+            await self.crash(reason)
 
     async def on_stop(self) -> None:
         await self.dispatcher.stop()
@@ -170,12 +189,14 @@ def _register_views(app: DeliveryTrackApp) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             stats = engine.stats
-            failure = app.poll_loop.failure
+            failure = engine.failure or app.poll_loop.failure
             healthy = engine.ready.is_set() and failure is None
+            if failure is None:
+                state = "ok" if healthy else "starting"
+            else:
+                state = "fold engine failed" if engine.failure else "poll loop failed"
             body = {
-                "status": "ok"
-                if healthy
-                else ("starting" if failure is None else "poll loop failed"),
+                "status": state,
                 "assignedPartitions": engine.assigned_partitions,
                 "readyPartitions": sorted(engine.ready_partitions),
                 "queryUrl": engine.membership.url,
@@ -203,7 +224,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "webhooksExhausted": app.dispatcher.exhausted,
             }
             if failure is not None:
-                body["pollLoopError"] = repr(failure)
+                body["error"] = repr(failure)
             return self.json(body, status=200 if healthy else 503)
 
     @app.page("/admin/due-scan")

@@ -119,6 +119,7 @@ class PollLoop:
         self._last_commit = 0.0
         self._drain_timeout_s = settings.polling.provider_timeout_ms / 1000 + DRAIN_MARGIN_S
         self.failure: BaseException | None = None
+        self.failed = asyncio.Event()
 
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Start consuming; observations go out through ``producer`` (the engine's)."""
@@ -146,6 +147,7 @@ class PollLoop:
             return
         self.failure = runner.exception() or RuntimeError("the poll loop ended")
         log.critical("poller: the poll loop died; no more provider calls", exc_info=self.failure)
+        self.failed.set()
 
     async def stop(self) -> None:
         self._stopping = True

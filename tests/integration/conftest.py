@@ -118,9 +118,10 @@ def _in_clear(value: Any) -> Any:
 class WorkerProcess:
     """``python -m deliverytrack worker`` as a child process, as a user runs it."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(self, settings: Settings, log_path: Path, argv: list[str] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or [sys.executable, "-m", "deliverytrack", "worker"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,7 +131,7 @@ class WorkerProcess:
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deliverytrack", "worker"],
+            self.argv,
             cwd=ROOT,
             env=settings_env(self.settings),
             stdout=log,
@@ -213,11 +214,11 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+def worker_factory(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def make(settings: Settings) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
+    def make(settings: Settings, argv: list[str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", argv)
         workers.append(worker)
         return worker
 
