@@ -53,21 +53,19 @@ class FoldService(Service):
 
     @Service.task
     async def _supervise(self) -> None:
-        """A fold engine or poll loop that ended on an error crashes the worker: it exits
-        non-zero, and a restart recovers from RocksDB, the changelog and the committed offsets
-        (a worker that stayed up would answer /health while folding nothing)."""
-        waits = [
-            asyncio.ensure_future(self.engine.failed.wait()),
-            asyncio.ensure_future(self.poll_loop.failed.wait()),
-        ]
+        """A fold engine, poll loop or webhook dispatcher that stopped on an error crashes the
+        worker: it exits non-zero, and a restart recovers from RocksDB, the changelog and the
+        committed offsets (a worker that stayed up would answer /health doing nothing)."""
+        failures = [self.engine.failure, self.poll_loop.failure, self.dispatcher.failure]
+        waits = [asyncio.ensure_future(failure.event.wait()) for failure in failures]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
-        reason = self.engine.failure or self.poll_loop.failure
-        if reason is not None:
-            await self.crash(reason)
+        error = next((f.error for f in failures if f.error is not None), None)
+        if error is not None:
+            await self.crash(error)
 
     async def on_stop(self) -> None:
         await self.dispatcher.stop()
@@ -189,12 +187,19 @@ def _register_views(app: DeliveryTrackApp) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             stats = engine.stats
-            failure = engine.failure or app.poll_loop.failure
+            failure = next(
+                (
+                    f
+                    for f in (engine.failure, app.poll_loop.failure, app.dispatcher.failure)
+                    if f.error is not None
+                ),
+                None,
+            )
             healthy = engine.ready.is_set() and failure is None
             if failure is None:
                 state = "ok" if healthy else "starting"
             else:
-                state = "fold engine failed" if engine.failure else "poll loop failed"
+                state = f"{failure.component} failed"
             body = {
                 "status": state,
                 "assignedPartitions": engine.assigned_partitions,
@@ -224,7 +229,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "webhooksExhausted": app.dispatcher.exhausted,
             }
             if failure is not None:
-                body["error"] = repr(failure)
+                body["error"] = repr(failure.error)
             return self.json(body, status=200 if healthy else 503)
 
     @app.page("/admin/due-scan")

@@ -31,6 +31,7 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.models.settings import Settings
 from deliverytrack.models.webhooks import WebhookAttempted, WebhookDelivery, WebhookEndpoint
+from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import deliveries_for, next_attempt, should_retry
@@ -53,6 +54,7 @@ class WebhookDispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._limit = asyncio.Semaphore(64)
+        self.failure = TaskFailure("webhooks")
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -84,7 +86,9 @@ class WebhookDispatcher:
             )
             await consumer.start()
             self._consumers.append(consumer)
-            self._tasks.append(asyncio.create_task(loop(consumer), name=f"webhooks-{group}"))
+            task = asyncio.create_task(loop(consumer), name=f"webhooks-{group}")
+            self.failure.watch(task, lambda: self._stopping)
+            self._tasks.append(task)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -83,6 +83,7 @@ from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.membership import Membership, query_url
 from deliverytrack.streams.store import CorrelationChange, MarkerChange, PartitionStore, Position
+from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
 from deliverytrack.tables.deletion import fold_marked
@@ -214,9 +215,8 @@ class FoldEngine:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.ready = asyncio.Event()
-        # Set when the fold loop ends on an error: the worker must restart (FoldService).
-        self.failure: BaseException | None = None
-        self.failed = asyncio.Event()
+        # The fold loop's error, if it ends on one: the worker must restart (FoldService).
+        self.failure = TaskFailure("fold")
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -260,14 +260,7 @@ class FoldEngine:
         gc.freeze()
         gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 20)
         self._task = asyncio.create_task(self._run(), name="fold-engine")
-        self._task.add_done_callback(self._task_ended)
-
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        self.failure = task.exception()
-        log.critical("fold: the engine stopped on an error", exc_info=self.failure)
-        self.failed.set()
+        self.failure.watch(self._task, lambda: self._stopping)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -276,7 +269,7 @@ class FoldEngine:
                 await asyncio.wait_for(self._task, timeout=30)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-            except Exception:  # noqa: S110 - logged by _task_ended; close the stores anyway
+            except Exception:  # noqa: S110 - logged by self.failure; close the stores anyway
                 pass
         if self._consumer is not None:
             await self._consumer.stop()

@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.poller import Poller, utc_now
+from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -118,8 +119,7 @@ class PollLoop:
         self._stopping = False
         self._last_commit = 0.0
         self._drain_timeout_s = settings.polling.provider_timeout_ms / 1000 + DRAIN_MARGIN_S
-        self.failure: BaseException | None = None
-        self.failed = asyncio.Event()
+        self.failure = TaskFailure("poller")
 
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Start consuming; observations go out through ``producer`` (the engine's)."""
@@ -140,14 +140,7 @@ class PollLoop:
         self._consumer.subscribe([self.topics.poll_requests], listener=_Rebalance(self))
         await self._consumer.start()
         self._runner = asyncio.create_task(self._run(self._consumer, producer), name="poll-loop")
-        self._runner.add_done_callback(self._runner_ended)
-
-    def _runner_ended(self, runner: asyncio.Task[None]) -> None:
-        if runner.cancelled() or self._stopping:
-            return
-        self.failure = runner.exception() or RuntimeError("the poll loop ended")
-        log.critical("poller: the poll loop died; no more provider calls", exc_info=self.failure)
-        self.failed.set()
+        self.failure.watch(self._runner, lambda: self._stopping)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -176,7 +169,7 @@ class PollLoop:
             except Exception:
                 if self._stopping:
                     return
-                raise  # e.g. the consumer was stopped under us: _runner_ended reports it
+                raise  # e.g. the consumer was stopped under us: self.failure reports it
             for tp, records in batch.items():
                 for msg in records:
                     await self._slots.acquire()  # backpressure: a free call slot

@@ -37,7 +37,7 @@ async def test_a_failed_rocksdb_write_exits_the_worker_and_a_restart_recovers(
         await asyncio.sleep(0.2)
     assert faulty.proc.returncode not in (None, 0), faulty.log_tail()
     log = faulty.log_path.read_text(errors="replace")
-    assert "fold: the engine stopped on an error" in log
+    assert "fold: fold-engine stopped on an error" in log
     assert "No space left on device (injected)" in log
 
     healthy = await worker_factory(settings).astart()
