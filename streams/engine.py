@@ -104,8 +104,12 @@ Change = tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]
 """(record before the batch, record after it, the JSON of the latter)."""
 
 
+GC_PAUSE_LIMIT_S = 5.0
+"""The longest a batch keeps the cyclic GC paused (see gc_paused)."""
+
+
 @contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused(limit_s: float | None = None) -> Iterator[None]:
     """Pause the cyclic GC for a batch's synchronous work (turned back on even if it raises).
 
     A batch allocates millions of short-lived objects without reference cycles (refcounting
@@ -113,14 +117,20 @@ def gc_paused() -> Iterator[None]:
     at that moment (the batch's records, outputs), promoting it to older generations to be
     scanned again: 7-9 % of the engine's time at 200,000 events. Paused, the next collection
     after the batch sees only what survived it. Nothing the collector has to free is lost,
-    only collected a batch later. The engine holds it over a whole batch, awaits included:
-    other tasks (poller, web) then leave their cyclic garbage to the end of the batch, which
-    the producer's request timeout bounds even when the broker is away."""
+    only collected a batch later. The engine holds it over a whole batch, awaits included
+    (other tasks, poller and web, leave their cyclic garbage to the end of the batch), with
+    ``limit_s``: a batch that waits longer (a broker away: the idempotent producer retries
+    without end) turns the collector back on at that point."""
     enabled = gc.isenabled()
     gc.disable()
+    timer = None
+    if enabled and limit_s is not None:
+        timer = asyncio.get_running_loop().call_later(limit_s, gc.enable)
     try:
         yield
     finally:
+        if timer is not None:
+            timer.cancel()
         if enabled:
             gc.enable()
 
@@ -480,7 +490,7 @@ class FoldEngine:
                     continue
                 # The collector stays paused for the whole batch and runs after it, when the
                 # batch's inputs, events and outputs are already freed (see gc_paused).
-                with gc_paused():
+                with gc_paused(limit_s=GC_PAUSE_LIMIT_S):
                     offsets = await self._process(batch)
                     del batch
             await self._commit(offsets)

@@ -22,6 +22,13 @@ class TaskFailure:
 
         def ended(task: asyncio.Task[None]) -> None:
             if stopping():
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "%s: %s ended with an error while stopping",
+                        self.component,
+                        task.get_name(),
+                        exc_info=task.exception(),
+                    )
                 return
             if task.cancelled():
                 error: BaseException = RuntimeError(f"{task.get_name()} was cancelled")

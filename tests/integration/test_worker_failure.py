@@ -44,7 +44,10 @@ async def test_a_failed_rocksdb_write_exits_the_worker_and_a_restart_recovers(
     for message_id in ["f-0", *ids]:
         record = await healthy.arecord(message_id)
         assert record["status"] == "SENT"
-    changes = await io.read_json(io.topics.status_changes, lambda es: len(es) >= 30)
     # At least once: the failed batch's transitions may be published twice, same eventIds.
-    assert {e["eventId"] for e in changes} == {f"{m}:1" for m in ["f-0", *ids]}
+    expected = {f"{m}:1" for m in ["f-0", *ids]}
+    changes = await io.read_json(
+        io.topics.status_changes, lambda es: {e["eventId"] for e in es} >= expected
+    )
+    assert {e["eventId"] for e in changes} == expected
     assert healthy.stop() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from datetime import timedelta
 from pathlib import Path
@@ -130,4 +131,16 @@ def test_the_gc_is_turned_back_on_when_a_batch_raises() -> None:
     with pytest.raises(RuntimeError), gc_paused():
         assert not gc.isenabled()
         raise RuntimeError("a poison batch")
+    assert gc.isenabled()
+
+
+async def test_a_batch_waiting_past_the_limit_turns_the_gc_back_on() -> None:
+    assert gc.isenabled()
+    with gc_paused(limit_s=0.05):
+        assert not gc.isenabled()
+        await asyncio.sleep(0.2)  # a publish waiting on a broker that is away
+        assert gc.isenabled()
+        with gc_paused():  # the fold's synchronous work still pauses it
+            assert not gc.isenabled()
+        assert gc.isenabled()
     assert gc.isenabled()

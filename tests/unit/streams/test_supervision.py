@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from deliverytrack.streams.supervision import TaskFailure
 
 
@@ -56,3 +58,12 @@ async def test_ending_while_stopping_is_not_a_failure() -> None:
     failure.watch(task, lambda: True)
     await _settle(task)
     assert not failure.event.is_set() and failure.error is None
+
+
+async def test_an_error_while_stopping_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    failure = TaskFailure("fold")
+    task = asyncio.create_task(_raise(), name="fold-engine")
+    failure.watch(task, lambda: True)
+    await _settle(task)
+    assert "fold: fold-engine ended with an error while stopping" in caplog.text
+    assert "disk full" in caplog.text
