@@ -12,15 +12,17 @@ in sync. The protocol name stays ``range``, so it interoperates with a plain ran
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import orjson
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
+from aiokafka.structs import TopicPartition
 
 from deliverytrack.models.settings import Settings
 
@@ -92,3 +94,20 @@ class Membership:
                 membership.generation += 1
 
         return AdvertisingRangeAssignor
+
+
+PartitionsCallback = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A consumer's rebalance listener: hands the partitions, as sets, to two coroutines."""
+
+    def __init__(self, revoked: PartitionsCallback, assigned: PartitionsCallback) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._assigned(set(assigned))

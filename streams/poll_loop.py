@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.membership import Rebalance
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
@@ -85,17 +85,6 @@ class _Offsets:
             self.committed.pop(tp, None)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, loop: PollLoop) -> None:
-        self.loop = loop
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.loop.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.loop.assigned |= set(assigned)
-
-
 class PollLoop:
     def __init__(
         self,
@@ -137,7 +126,9 @@ class PollLoop:
             rebalance_timeout_ms=int(1000 * self._drain_timeout_s) + 5_000,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
         )
-        self._consumer.subscribe([self.topics.poll_requests], listener=_Rebalance(self))
+        self._consumer.subscribe(
+            [self.topics.poll_requests], listener=Rebalance(self.on_revoked, self._on_assigned)
+        )
         await self._consumer.start()
         self._runner = asyncio.create_task(self._run(self._consumer, producer), name="poll-loop")
         self.failure.watch(self._runner, lambda: self._stopping)
@@ -234,6 +225,9 @@ class PollLoop:
             log.info("poller: offset commit skipped (%s)", exc)
             return
         self._offsets.committed.update(offsets)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned |= assigned
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Finish the calls in flight and commit, before another worker takes the partitions."""
