@@ -12,7 +12,9 @@ Command line::
     python -m deliverytrack.streams.kafka_broker [--port 9092] [--dir PATH] [--fetch-only]
 
 prints ``DELIVERYTRACK_BROKER=kafka://127.0.0.1:<port>`` once the broker is ready and runs in
-the foreground until Ctrl-C / SIGTERM.
+the foreground until Ctrl-C / SIGTERM. If ``--port`` (or ``--controller-port``) is already in use
+it says which port and exits with status 1 before touching ``--dir``. It never deletes data it did
+not create in the same run: an existing ``--dir`` keeps its data whatever happens.
 
 Environment:
 
@@ -28,6 +30,7 @@ import argparse
 import atexit
 import base64
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -50,6 +53,7 @@ __all__ = [
     "KAFKA_VERSION",
     "BrokerInfo",
     "KafkaBroker",
+    "PortInUseError",
     "ensure_kafka_classpath",
     "main",
 ]
@@ -274,6 +278,21 @@ def _free_port() -> int:
         return port
 
 
+def _bind_error(port: int) -> OSError | None:
+    """Why 127.0.0.1:``port`` cannot be bound now (None: it can).
+
+    SO_REUSEADDR as the JVM's server sockets use it: a port in TIME_WAIT after a broker's restart
+    is not reported, a port another process listens on (on 127.0.0.1 or 0.0.0.0) is.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def _random_cluster_id() -> str:
     """A Kafka ``Uuid`` string: 16 random bytes, base64url, no padding (as StorageTool makes)."""
     while True:
@@ -396,6 +415,8 @@ class KafkaBroker:
     ``workdir`` holds ``server.properties``, ``log4j.properties``, ``broker.log`` (the JVM's
     stdout/stderr), ``format.log``, ``cluster.id`` and the log dir ``data/``. Reusing a workdir
     restarts the same cluster with its data. Ports not given are picked free on 127.0.0.1.
+    A given port that is taken raises :class:`PortInUseError` (no retry); a ``data/`` that
+    existed before :meth:`start` is never deleted.
     """
 
     def __init__(
@@ -554,12 +575,20 @@ class KafkaBroker:
         """Fetch jars if needed, format storage, start the broker and wait until it serves.
 
         Raises ``RuntimeError`` (with the last lines of ``broker.log``) if the broker exits or is
-        not ready within ``timeout`` seconds (Maven fetch time not included).
+        not ready within ``timeout`` seconds (Maven fetch time not included), and
+        :class:`PortInUseError` if a port given to the constructor is in use (checked before the
+        workdir is touched; no retry). Ports picked automatically are retried with new ones; only
+        a ``data/`` dir this call created is cleared for the retry.
         """
         with self._lock:
             if self.is_running:
                 return
+            # A given port that is taken fails here, before the workdir is touched.
+            self._check_fixed_ports()
             classpath = ensure_kafka_classpath(self.version)
+            data_dir = self.workdir / "data"
+            # Only a data dir this call creates may be deleted by it (never a user's data).
+            created_data_dir = not os.path.lexists(data_dir)
             auto_ports = self._fixed_port is None or self._fixed_controller_port is None
             attempts = 3 if auto_ports else 1
             for attempt in range(1, attempts + 1):
@@ -572,12 +601,60 @@ class KafkaBroker:
                 try:
                     self._start_once(classpath, timeout)
                     return
-                except _PortInUseError:
+                except PortInUseError as exc:
+                    fixed_taken = [(role, port) for role, port, fixed in self._taken() if fixed]
+                    if fixed_taken:
+                        role, port = fixed_taken[0]
+                        what = "was taken by another process while the broker started"
+                        note = f"no data in {self.workdir} was deleted"
+                        raise PortInUseError(
+                            self._port_message(role, port, what, note), port
+                        ) from exc
                     if attempt == attempts:
                         raise
                     # A free port picked by bind(0) was taken before the JVM bound it: retry
-                    # from a clean data dir so no stale listener registration survives.
-                    shutil.rmtree(self.workdir / "data", ignore_errors=True)
+                    # with new ports. A data dir this call created starts over clean (no stale
+                    # listener registration); an existing one is kept as it is.
+                    if created_data_dir:
+                        shutil.rmtree(data_dir, ignore_errors=True)
+
+    def _ports(self) -> list[tuple[str, int, bool]]:
+        """(role, port, given by the caller) for the client and controller listeners."""
+        return [
+            ("client", self.port, self._fixed_port is not None),
+            ("controller", self.controller_port, self._fixed_controller_port is not None),
+        ]
+
+    def _taken(self) -> list[tuple[str, int, bool]]:
+        """The listeners whose port another process holds now."""
+        return [
+            (role, port, fixed)
+            for role, port, fixed in self._ports()
+            if port and (err := _bind_error(port)) is not None and err.errno == errno.EADDRINUSE
+        ]
+
+    @staticmethod
+    def _port_message(role: str, port: int, what: str, note: str) -> str:
+        return (
+            f"cannot start the Kafka broker: {role} port {port} (127.0.0.1:{port}) {what}; "
+            f"stop the process listening on it or choose another port ({note})"
+        )
+
+    def _check_fixed_ports(self) -> None:
+        for role, port, fixed in self._ports():
+            if not fixed:
+                continue
+            err = _bind_error(port)
+            if err is None:
+                continue
+            if err.errno == errno.EADDRINUSE:
+                what = "is already in use by another process"
+                note = f"nothing in {self.workdir} was changed"
+                raise PortInUseError(self._port_message(role, port, what, note), port)
+            raise RuntimeError(
+                f"cannot start the Kafka broker: {role} port {port} on 127.0.0.1 cannot be "
+                f"bound: {err.strerror or err}"
+            )
 
     def _start_once(self, classpath: str, timeout: float) -> None:
         self._write_files()
@@ -610,7 +687,13 @@ class KafkaBroker:
             code = proc.poll()
             if code is not None:
                 if any(s in self._run_log() for s in ("Address already in use", "BindException")):
-                    raise _PortInUseError(self._failure("exited: a port is already in use", code))
+                    raise PortInUseError(
+                        self._failure(
+                            f"exited: a port is already in use (client {self.port}, "
+                            f"controller {self.controller_port})",
+                            code,
+                        )
+                    )
                 raise RuntimeError(self._failure("exited during start-up", code))
             try:
                 cluster_id, brokers = _metadata_probe("127.0.0.1", self.port, timeout=2.0)
@@ -698,8 +781,12 @@ class KafkaBroker:
         self.stop()
 
 
-class _PortInUseError(RuntimeError):
-    pass
+class PortInUseError(RuntimeError):
+    """A port the broker has to listen on is in use by another process (``port``, if known)."""
+
+    def __init__(self, message: str, port: int | None = None) -> None:
+        super().__init__(message)
+        self.port = port
 
 
 # --------------------------------------------------------------------------- CLI

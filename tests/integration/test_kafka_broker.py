@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from deliverytrack.streams.kafka_broker import BrokerInfo
+from deliverytrack.streams import kafka_broker
+from deliverytrack.streams.kafka_broker import BrokerInfo, KafkaBroker, PortInUseError
 
 pytestmark = pytest.mark.integration
 
@@ -81,3 +87,108 @@ async def test_produce_and_consume_roundtrip(kafka_broker: BrokerInfo) -> None:
 
     assert set(received) == sent
     assert set(received.values()) == set(range(N_PARTITIONS))
+
+
+# --------------------------------------------------------------------------- the launcher CLI
+
+
+def _listening_socket() -> socket.socket:
+    """A socket listening on a free 127.0.0.1 port: "another process" holding the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _existing_workdir(root: Path) -> dict[Path, bytes]:
+    """A launcher --dir holding data (formatted as an earlier run leaves it); what it holds.
+
+    The data is a plain file Kafka itself ignores, so only a deletion by the launcher loses it.
+    """
+    cluster = "q1Sh-9_ISia_zwGINzRvyQ"
+    files = {
+        root / "data" / "keep-me.bin": os.urandom(64 * 1024),
+        root / "data" / "meta.properties": f"version=1\nnode.id=1\ncluster.id={cluster}\n".encode(),
+        root / "cluster.id": f"{cluster}\n".encode(),
+    }
+    for path, content in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return files
+
+
+def test_cli_taken_port_keeps_existing_data(tmp_path: Path) -> None:
+    """`--port P --dir D` with P taken: a clear error naming P, non-zero exit, D untouched."""
+    workdir = tmp_path / "broker"
+    files = _existing_workdir(workdir)
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "deliverytrack.streams.kafka_broker"]
+            + ["--port", str(port), "--dir", str(workdir), "--timeout", "60"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "DELIVERYTRACK_BROKER=" not in proc.stdout
+    assert f"port {port}" in proc.stderr and "already in use" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for path, content in files.items():
+        assert path.is_file() and path.read_bytes() == content, f"{path} changed or deleted"
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_port_taken_while_starting_keeps_existing_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JVM itself finds the given port taken (lost race after the check): no retry, no
+    deletion, an error naming the port."""
+    workdir = tmp_path / "broker"
+    files = _existing_workdir(workdir)
+    with _listening_socket() as taken:
+        port = taken.getsockname()[1]
+        broker = KafkaBroker(workdir, port=port)
+        monkeypatch.setattr(broker, "_check_fixed_ports", lambda: None)  # lose the race
+        with pytest.raises(PortInUseError) as info:
+            broker.start(timeout=60)
+    assert info.value.port == port
+    assert f"client port {port}" in str(info.value) and "taken" in str(info.value)
+    assert broker.log_path.read_text().count("===== deliverytrack: starting") == 1  # no retry
+    # The broker ran (and rewrote meta.properties, adding a directory.id): the data is there.
+    keep = workdir / "data" / "keep-me.bin"
+    assert keep.is_file() and keep.read_bytes() == files[keep]
+    assert "cluster.id=q1Sh-9_ISia_zwGINzRvyQ" in (workdir / "data" / "meta.properties").read_text()
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_retry_on_picked_port_deletes_only_data_it_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool
+) -> None:
+    """Auto-picked ports are retried; the retry clears the data dir only if this start created
+    it (no JVM: the first attempt fails as a lost bind(0) race would)."""
+    workdir = tmp_path / "broker"
+    files = _existing_workdir(workdir) if existing else {}
+    monkeypatch.setattr(kafka_broker, "ensure_kafka_classpath", lambda version: "")
+    attempts: list[set[Path]] = []
+
+    def start_once(classpath: str, timeout: float) -> None:
+        data = workdir / "data"
+        attempts.append({p.relative_to(data) for p in data.rglob("*")} if data.exists() else set())
+        if len(attempts) == 1:
+            (data / "created-by-attempt-1").mkdir(parents=True)
+            raise PortInUseError("exited: a port is already in use")
+
+    broker = KafkaBroker(workdir)
+    monkeypatch.setattr(broker, "_start_once", start_once)
+    broker.start()
+    assert len(attempts) == 2
+    if existing:
+        assert Path("created-by-attempt-1") in attempts[1]
+        for path, content in files.items():
+            assert path.is_file() and path.read_bytes() == content, f"{path} changed or deleted"
+    else:
+        assert attempts[1] == set()
