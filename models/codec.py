@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from deliverytrack.models.correlation import CorrelationState
+from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.events import (
     SCHEMA_VERSION,
     CommandEvent,
@@ -28,6 +28,10 @@ from deliverytrack.models.events import (
     TimerEvent,
 )
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.retention import DeletionMarker
+
+Marker = DeletionMarker | CommandHold
+"""What a messageId without a record may have: a deletion marker or held commands."""
 
 CommandAdapter: TypeAdapter[CommandEvent] = TypeAdapter(
     Annotated[CommandEvent, Field(discriminator="event_type")]
@@ -47,6 +51,7 @@ LinkOrExpiryAdapter: TypeAdapter[ProviderIdLinked | HoldExpiryDue] = TypeAdapter
 )
 ReportCorrelatedAdapter: TypeAdapter[ReportCorrelated] = TypeAdapter(ReportCorrelated)
 CorrelationStateAdapter: TypeAdapter[CorrelationState] = TypeAdapter(CorrelationState)
+MarkerAdapter: TypeAdapter[Marker] = TypeAdapter(Marker)
 
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -109,7 +114,7 @@ def _fast(adapter: TypeAdapter[T], raw: bytes | None) -> T | None:
         return None
     try:
         return adapter.validate_json(raw)
-    except ValidationError:
+    except Exception:  # noqa: BLE001 - the full path explains (or refuses) every failure
         return None
 
 
@@ -124,65 +129,38 @@ def _validate(adapter: TypeAdapter[T], payload: dict[str, Any]) -> T:
         raise DecodeError("schema-invalid", errors) from exc
 
 
-def decode_send_result(raw: bytes | None) -> SendRecorded:
-    fast = _fast(SendRecordedAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(SendRecordedAdapter, upcast(parse_json_object(raw), "SendRecorded"))
+def _decoder(
+    adapter: TypeAdapter[T], default_event_type: str | None = None
+) -> Callable[[bytes | None], T]:
+    """A decoder for one topic: the one-pass path, else parse -> upcast -> validate. Whatever
+    goes wrong with the bytes (a validator's own error included) is a :class:`DecodeError`."""
+
+    def decode(raw: bytes | None) -> T:
+        fast = _fast(adapter, raw)
+        if fast is not None:
+            return fast
+        try:
+            payload = parse_json_object(raw)
+            if default_event_type is not None:
+                payload.setdefault("eventType", default_event_type)
+            return _validate(adapter, upcast(payload))
+        except DecodeError:
+            raise
+        except (RecursionError, ValueError, TypeError, OverflowError) as exc:
+            raise DecodeError("schema-invalid", f"{type(exc).__name__}: {exc}") from exc
+
+    return decode
 
 
-def decode_command(raw: bytes | None) -> CommandEvent:
-    fast = _fast(CommandAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(CommandAdapter, upcast(parse_json_object(raw)))
-
-
-def decode_provider_report(raw: bytes | None) -> ProviderReportReceived:
-    fast = _fast(ProviderReportAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(
-        ProviderReportAdapter, upcast(parse_json_object(raw), "ProviderReportReceived")
-    )
-
-
-def decode_link_or_expiry(raw: bytes | None) -> ProviderIdLinked | HoldExpiryDue:
-    fast = _fast(LinkOrExpiryAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(LinkOrExpiryAdapter, upcast(parse_json_object(raw)))
-
-
-def decode_correlated_report(raw: bytes | None) -> ReportCorrelated:
-    fast = _fast(ReportCorrelatedAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(ReportCorrelatedAdapter, upcast(parse_json_object(raw), "ReportCorrelated"))
-
-
-def decode_due_check(raw: bytes | None) -> TimerEvent:
-    """A due check or a record expiry (both timers publish on the due-checks topic)."""
-    fast = _fast(DueCheckAdapter, raw)
-    if fast is not None:
-        return fast
-    payload = parse_json_object(raw)
-    payload.setdefault("eventType", "DueCheckIssued")
-    return _validate(DueCheckAdapter, upcast(payload))
-
-
-def decode_poll_request(raw: bytes | None) -> PollRequested:
-    fast = _fast(PollRequestAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(PollRequestAdapter, upcast(parse_json_object(raw), "PollRequested"))
-
-
-def decode_observation(raw: bytes | None) -> StatusObserved:
-    fast = _fast(ObservationAdapter, raw)
-    if fast is not None:
-        return fast
-    return _validate(ObservationAdapter, upcast(parse_json_object(raw), "StatusObserved"))
+decode_send_result = _decoder(SendRecordedAdapter, "SendRecorded")
+decode_command = _decoder(CommandAdapter)
+decode_provider_report = _decoder(ProviderReportAdapter, "ProviderReportReceived")
+decode_link_or_expiry = _decoder(LinkOrExpiryAdapter)
+decode_correlated_report = _decoder(ReportCorrelatedAdapter, "ReportCorrelated")
+decode_due_check = _decoder(DueCheckAdapter, "DueCheckIssued")
+"""A due check or a record expiry (both timers publish on the due-checks topic)."""
+decode_poll_request = _decoder(PollRequestAdapter, "PollRequested")
+decode_observation = _decoder(ObservationAdapter, "StatusObserved")
 
 
 def encode(model: BaseModel) -> bytes:
@@ -218,3 +196,7 @@ def decode_record(raw: bytes) -> TrackingRecord:
 
 def decode_correlation_state(raw: bytes) -> CorrelationState:
     return CorrelationStateAdapter.validate_json(raw)
+
+
+def decode_marker(raw: bytes) -> Marker:
+    return MarkerAdapter.validate_json(raw)

@@ -10,13 +10,27 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Timestamps must be before this: the fold adds durations (backoff, retention days, hold and
+lease times) to them, and a date near year 9999 would overflow there."""
+
+MAX_JSON_DEPTH = 32
+"""How deep a free-form JSON object (metadata, details, raw) may nest. A record embeds such
+objects a few levels down and pydantic reads JSON back only up to ~250 levels: this bound keeps
+everything the engine accepts readable again (and is far more than any provider nests)."""
 
 
 def _to_utc(value: datetime) -> datetime:
-    if value < _EPOCH:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-01:00 is past datetime.max in UTC
+        raise ValueError("is out of range once converted to UTC") from exc
+    if utc < _EPOCH:
         # Index keys are unsigned epoch milliseconds; no message was sent before 1970.
         raise ValueError("must not be before 1970-01-01T00:00:00Z")
-    return value.astimezone(UTC)
+    if utc >= LATEST:
+        raise ValueError("must be before 9000-01-01T00:00:00Z")
+    return utc
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
@@ -29,16 +43,19 @@ def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or Infinity. pydantic's one-pass JSON parser accepts ``NaN``,
     ``Infinity`` and out-of-range numbers such as ``1e400`` inside a ``JsonValue`` (and model
     config does not reach it); such a value would be stored as ``null`` but kept as ``nan`` in
-    memory. Refused here, so both decode paths and Python callers agree."""
-    pending: list[Any] = [value]
+    memory. Refused here, so both decode paths and Python callers agree. Nesting deeper than
+    ``MAX_JSON_DEPTH`` is refused too (see there)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
     while pending:
-        item = pending.pop()
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
         for element in item.values() if isinstance(item, dict) else item:
             if type(element) is float:
                 if not isfinite(element):
                     raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
             elif isinstance(element, dict | list):
-                pending.append(element)
+                pending.append((element, depth + 1))
     return value
 
 
@@ -59,7 +76,15 @@ class Frozen(BaseModel):
     )
 
 
-class ErrorInfo(Frozen):
+class Tolerant(Frozen):
+    """A model read from an input topic: unknown fields are ignored (a tolerant reader), so a
+    producer can add a field before every worker is upgraded. Our own state (records,
+    correlation states, markers) stays strict: what the engine writes, it reads back exactly."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorInfo(Tolerant):
     """A tracking problem, k-msg's ``lastError``."""
 
     code: NonEmptyStr

@@ -10,7 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, Strict, field_validator, model_validator
 
-from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
+from deliverytrack.models.common import (
+    ErrorInfo,
+    Frozen,
+    JsonObject,
+    NonEmptyStr,
+    Tolerant,
+    UtcDatetime,
+)
 from deliverytrack.models.enums import (
     POLLABLE_STATUSES,
     FallbackChannel,
@@ -29,14 +36,14 @@ SCHEMA_VERSION = 1
 SchemaVersion = Annotated[int, Strict(), Field(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)]
 
 
-class Event(Frozen):
+class Event(Tolerant):
     """Fields every input event has."""
 
     event_id: NonEmptyStr
     schema_version: SchemaVersion = SCHEMA_VERSION
 
 
-class SendWarning(Frozen):
+class SendWarning(Tolerant):
     """k-msg ``SendWarning``: e.g. FAILOVER_PARTIAL_PROVIDER."""
 
     code: NonEmptyStr
@@ -44,7 +51,7 @@ class SendWarning(Frozen):
     details: JsonObject | None = None
 
 
-class FailoverRequest(Frozen):
+class FailoverRequest(Tolerant):
     """k-msg AlimTalk ``failover`` options as given on the send."""
 
     enabled: bool | None = None
@@ -63,7 +70,7 @@ class SendRecorded(Event):
     message_id: NonEmptyStr
     provider_id: NonEmptyStr
     # Missing or blank means the provider gave no id: the record starts UNKNOWN.
-    provider_message_id: str | None = None
+    provider_message_id: str | None = Field(default=None, max_length=512)
     type: MessageType
     to: NonEmptyStr
     from_: str | None = Field(default=None, alias="from")
@@ -256,7 +263,7 @@ TimerEvent = DueCheckIssued | RecordExpiryDue
 """What the timers publish on the due-checks topic (keyed by messageId)."""
 
 
-class ProviderStatus(Frozen):
+class ProviderStatus(Tolerant):
     """k-msg ``DeliveryStatusResult``: what a provider's status API said."""
 
     status: TrackingStatus
@@ -290,7 +297,7 @@ class PollRequested(Event):
 ObservationOutcome = Literal["result", "not_yet", "error", "provider_not_found", "unsupported"]
 
 
-class ProviderErrorInfo(Frozen):
+class ProviderErrorInfo(Tolerant):
     code: NonEmptyStr
     message: str = ""
     retryable: bool
@@ -404,7 +411,16 @@ class DeadLetter(Frozen):
     key_base64: str | None
     value_base64: str | None
     value_text: str | None = Field(
-        default=None, description="The original value as UTF-8 when it decodes, for humans"
+        default=None, description="The kept value as UTF-8 when it decodes, for humans"
+    )
+    value_size: int | None = Field(default=None, description="Size of the original value")
+    value_sha256: str | None = Field(default=None, description="SHA-256 of the original value")
+    value_truncated: bool | None = Field(
+        default=None,
+        description="true when only the first DELIVERYTRACK_DEAD_LETTER_VALUE_BYTES are kept",
+    )
+    key_truncated: bool | None = Field(
+        default=None, description="true when only the first 1,024 bytes of the key are kept"
     )
     reason: str
     error: str

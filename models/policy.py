@@ -123,6 +123,9 @@ class PollingPolicy(BaseModel):
     provider_timeout_ms: int = Field(default=10_000, ge=1)
     # How long a poll may stay unanswered before the record is due again (a lost request).
     lease_ms: int = Field(default=60_000, ge=1)
+    # Set from Settings.command_hold_ms by the worker: how long a command for an unknown
+    # messageId is held for its send result.
+    command_hold_ms: int = Field(default=3_600_000, ge=0)
     # Set from Settings.api_failover by the worker (the fold reads one policy object).
     api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
     # Set from Settings.pii by the worker: the fold protects personal data with it.

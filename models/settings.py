@@ -146,6 +146,36 @@ class Settings(BaseSettings):
         description="How long a provider report waits for its send result before it is "
         "dead-lettered as unmatched-report",
     )
+    command_hold_ms: int = Field(
+        default=3_600_000,
+        ge=0,
+        le=30 * 86_400_000,
+        description="How long a command for a messageId with no record yet waits for its send "
+        "result (producers that pipeline sends and commands) before it is dead-lettered as "
+        "unknown-message; 0 dead-letters it at once",
+    )
+    max_input_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=8_388_608,
+        description="An input value (any topic the worker reads) larger than this is "
+        "dead-lettered as too-large without being decoded",
+    )
+    max_record_bytes: int = Field(
+        default=1_048_576,
+        ge=16_384,
+        le=8_388_608,
+        description="The largest record (or correlation state) the fold writes: an input whose "
+        "result would be larger is dead-lettered as record-too-large and changes nothing. "
+        "Topics the worker creates get max.message.bytes = 2 x this + 64 KiB",
+    )
+    dead_letter_value_bytes: int = Field(
+        default=65_536,
+        ge=0,
+        le=1_048_576,
+        description="How much of an input's value a dead letter keeps (the rest is cut; its "
+        "size and SHA-256 are kept)",
+    )
     webhook_replay_window_ms: int = Field(
         default=300_000,
         ge=1,
@@ -179,8 +209,19 @@ class Settings(BaseSettings):
         """What the fold is configured with: polling rules, API failover, personal data and
         retention."""
         return self.polling.model_copy(
-            update={"api_failover": self.api_failover, "pii": self.pii, "retention": self.retention}
+            update={
+                "api_failover": self.api_failover,
+                "pii": self.pii,
+                "retention": self.retention,
+                "command_hold_ms": self.command_hold_ms,
+            }
         )
+
+    @property
+    def max_message_bytes(self) -> int:
+        """``max.message.bytes`` of the topics the worker creates: room for the largest output
+        (a status change carries a whole record) in a producer batch."""
+        return 2 * self.max_record_bytes + 65_536
 
     @property
     def bootstrap_servers(self) -> list[str]:

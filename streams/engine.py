@@ -28,14 +28,13 @@ import base64
 import gc
 import logging
 import time
-import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -44,12 +43,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.codec import (
-    DecodeError,
+    Marker,
     decode_command,
     decode_correlated_report,
     decode_correlation_state,
     decode_due_check,
     decode_link_or_expiry,
+    decode_marker,
     decode_observation,
     decode_provider_report,
     decode_record,
@@ -78,11 +78,17 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
+from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
 from deliverytrack.streams.membership import Membership, Rebalance, query_url
-from deliverytrack.streams.store import CorrelationChange, MarkerChange, PartitionStore, Position
+from deliverytrack.streams.store import (
+    CorrelationChange,
+    MarkerChange,
+    PartitionStore,
+    Position,
+    StoreError,
+)
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
@@ -164,6 +170,105 @@ class _Output:
     partition: int | None = None
 
 
+def _source_ref(msg: ConsumerRecord[bytes, bytes]) -> SourceRef:
+    """Where a held input came from, with its bytes (for its dead letter if it expires)."""
+    return SourceRef(
+        topic=msg.topic,
+        partition=msg.partition,
+        offset=msg.offset,
+        value_base64=None if msg.value is None else base64.b64encode(msg.value).decode(),
+    )
+
+
+S = TypeVar("S")
+
+
+def _read_state(decode: Callable[[bytes], S], raw: bytes) -> S:
+    """Decode state read back from the store; a value that does not decode (written by an
+    older version, or damaged) refuses the input that needs it, not the worker."""
+    try:
+        return decode(raw)
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this key's problem
+        raise Refused("unreadable-state", f"stored state does not decode: {exc}") from exc
+
+
+@dataclass(slots=True)
+class _FoldStep:
+    """What one input did, not yet kept (see FoldEngine._fold_one)."""
+
+    message_id: str
+    record: TrackingRecord | None
+    new: TrackingRecord | None
+    marker: Marker | None
+    new_marker: Marker | None
+    outputs: list[_Output] = field(default_factory=list)
+    encoded: tuple[TrackingRecord, bytes] | None = None
+    marker_json: bytes | None = None
+    status_changes: int = 0
+    poll_requests: int = 0
+    deletions: int = 0
+
+
+class _FoldBatch:
+    """One partition's records and markers as a batch has changed them so far."""
+
+    __slots__ = (
+        "store",
+        "before",
+        "current",
+        "changed",
+        "marks_before",
+        "marks",
+        "marks_json",
+        "encoded",
+    )
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.before: dict[str, TrackingRecord | None] = {}
+        self.current: dict[str, TrackingRecord | None] = {}
+        self.changed: set[str] = set()
+        self.marks_before: dict[str, Marker | None] = {}
+        self.marks: dict[str, Marker | None] = {}
+        self.marks_json: dict[str, bytes | None] = {}
+        self.encoded: dict[str, tuple[TrackingRecord, bytes]] = {}
+
+    def record(self, message_id: str) -> TrackingRecord | None:
+        if message_id in self.current:
+            return self.current[message_id]
+        try:
+            record = self.store.get(message_id)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise Refused("unreadable-state", f"stored record does not decode: {exc}") from exc
+        self.before[message_id] = self.current[message_id] = record
+        return record
+
+    def marker(self, message_id: str) -> Marker | None:
+        if message_id not in self.marks:
+            try:
+                mark = self.store.get_marker(message_id)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise Refused("unreadable-state", f"stored marker does not decode: {exc}") from exc
+            self.marks_before[message_id] = self.marks[message_id] = mark
+        return self.marks[message_id]
+
+    def keep(self, step: _FoldStep) -> None:
+        message_id = step.message_id
+        if step.new is not step.record:
+            self.current[message_id] = step.new
+            self.changed.add(message_id)
+        if step.encoded is not None:
+            self.encoded[message_id] = step.encoded
+        if step.new_marker is not step.marker:
+            self.marks_before.setdefault(message_id, step.marker)  # a record had no marker
+            self.marks[message_id] = step.new_marker
+            self.marks_json[message_id] = step.marker_json
+
+
 class FoldEngine:
     """Consumes the fold inputs, owns the RocksDB stores of its assigned partitions."""
 
@@ -216,6 +321,9 @@ class FoldEngine:
         self.ready = asyncio.Event()
         # The fold loop's error, if it ends on one: the worker must restart (FoldService).
         self.failure = TaskFailure("fold")
+        # A partition restore that failed (in the rebalance listener, whose errors aiokafka
+        # swallows): the loop raises it, the worker restarts.
+        self._restore_error: Exception | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -464,6 +572,8 @@ class FoldEngine:
         timeout_ms = self.settings.fold_batch_timeout_ms
         max_records = self.settings.fold_batch_max_records
         while not self._stopping:
+            if self._restore_error is not None:
+                raise self._restore_error
             try:
                 fetched = await self.consumer.getmany(
                     timeout_ms=timeout_ms, max_records=max_records
@@ -623,110 +733,114 @@ class FoldEngine:
         markers: dict[str, MarkerChange] | None = None,
     ) -> dict[str, Change]:
         """Fold one partition's records; returns {messageId: (before batch, after, JSON)}
-        and puts the deletion markers' changes into ``markers``."""
+        and puts the deletion markers' changes into ``markers``.
+
+        The per-input boundary: each input's whole work (size check, decode, key check, read
+        of its record, fold, encoding and size check of what it produced) is done by
+        :meth:`_fold_one` before anything of it is kept; if it raises, the input becomes a
+        dead letter and the batch goes on. Only a store failure (:class:`StoreError`) escapes."""
         store = self._stores[partition]
-        before: dict[str, TrackingRecord | None] = {}
-        current: dict[str, TrackingRecord | None] = {}
-        changed: set[str] = set()
-        marks_before: dict[str, DeletionMarker | None] = {}
-        marks: dict[str, DeletionMarker | None] = {}
-        encoded: dict[str, tuple[TrackingRecord, bytes]] = {}
-        status_topic = self.topics.status_changes
-        poll_topic = self.topics.poll_requests
-        policy = self.policy
+        batch = _FoldBatch(store)
         for msg in records:
             self.stats.events += 1
             try:
-                event = self._decoders[msg.topic](msg.value)
-            except DecodeError as exc:
-                outputs.append(self._dead_letter(msg, exc.reason, exc.detail))
+                step = self._fold_one(msg, batch)
+            except StoreError:
+                raise
+            except Exception as exc:  # one input's failure: park it, keep going
+                outputs.append(self._refused(msg, exc))
                 continue
-            message_id = event.message_id
-            if msg.key is None or msg.key != message_id.encode() or message_id.startswith("\x00"):
-                outputs.append(
-                    self._dead_letter(
-                        msg,
-                        "wrong-key",
-                        f"the Kafka key must be the messageId {message_id!r}, got {msg.key!r}",
-                    )
-                )
-                continue
-            if message_id in current:
-                record = current[message_id]
-            else:
-                record = store.get(message_id)
-                before[message_id] = current[message_id] = record
-            marker = None
-            if record is None:  # deleted (a marker), or never seen
-                if message_id not in marks:
-                    marks_before[message_id] = marks[message_id] = store.get_marker(message_id)
-                marker = marks[message_id]
-            try:
-                new, new_marker, emitted = fold_marked(record, marker, event, policy)
-            except Exception as exc:  # a bug or a poison event: park it, keep going
-                log.exception("fold failed on %s@%s:%s", msg.topic, msg.partition, msg.offset)
-                outputs.append(
-                    self._dead_letter(msg, "fold-error", "".join(traceback.format_exception(exc)))
-                )
-                continue
-            if new is not record:
-                current[message_id] = new
-                changed.add(message_id)
-                self.stats.applied += 1
-            if new_marker is not marker:
-                marks_before.setdefault(message_id, marker)  # a record had no marker
-                marks[message_id] = new_marker
-            for out in emitted:
-                if isinstance(out, StatusChanged):
-                    # The record's JSON is embedded in the status change, and is the changelog
-                    # value too if nothing changes the record again in this batch.
-                    record_json = encode_record(out.record)
-                    encoded[message_id] = (out.record, record_json)
-                    outputs.append(
-                        _Output(
-                            status_topic,
-                            msg.key,
-                            encode_status_changed(out, record_json),
-                            msg.partition,
-                        )
-                    )
-                    self.stats.status_changes += 1
-                elif isinstance(out, PollRequested):
-                    outputs.append(_Output(poll_topic, msg.key, encode(out), msg.partition))
-                    self.stats.poll_requests += 1
-                elif isinstance(out, FailoverRequested):
-                    outputs.append(_Output(self.topics.failover_requests, msg.key, encode(out)))
-                elif isinstance(out, RecordFailoverOutcome) and self.reroute_commands:
-                    # Re-keyed to the original message, which may live on another partition.
-                    original = out.message_id.encode()
-                    outputs.append(_Output(self.topics.commands, original, encode(out)))
-                elif isinstance(out, ProviderIdLinked):
-                    key = provider_key(out.provider_id, out.provider_message_id).encode()
-                    outputs.append(_Output(self.topics.provider_ids, key, encode(out)))
-                elif isinstance(out, RecordDeleted):
-                    deletions = self.topics.record_deletions
-                    outputs.append(_Output(deletions, msg.key, encode(out), msg.partition))
-                    self.stats.deletions += 1
-                elif isinstance(out, EventRejected):
-                    outputs.append(self._dead_letter(msg, out.reason, out.detail))
+            batch.keep(step)
+            outputs.extend(step.outputs)
+            stats = self.stats
+            stats.applied += step.new is not step.record
+            stats.status_changes += step.status_changes
+            stats.poll_requests += step.poll_requests
+            stats.deletions += step.deletions
         result: dict[str, Change] = {}
-        for message_id in changed:
-            new = current[message_id]
+        for message_id in batch.changed:
+            new = batch.current[message_id]
             if new is None:
                 raw = None
             else:
-                last = encoded.get(message_id)
+                last = batch.encoded.get(message_id)
                 raw = last[1] if last is not None and last[0] is new else encode_record(new)
-            result[message_id] = (before[message_id], new, raw)
+            result[message_id] = (batch.before[message_id], new, raw)
         if markers is not None:
-            for message_id, mark in marks.items():
-                if mark is not marks_before[message_id]:
+            for message_id, mark in batch.marks.items():
+                if mark is not batch.marks_before[message_id]:
                     markers[message_id] = (
-                        marks_before[message_id],
+                        batch.marks_before[message_id],
                         mark,
-                        None if mark is None else encode(mark),
+                        batch.marks_json.get(message_id),
                     )
         return result
+
+    def _fold_one(self, msg: ConsumerRecord[bytes, bytes], batch: _FoldBatch) -> _FoldStep:
+        """Everything one input does, computed without changing ``batch``: raises if the
+        input cannot be processed (the caller dead-letters it)."""
+        check_size(msg.value, self.settings.max_input_bytes, "too-large", "the value")
+        event = self._decoders[msg.topic](msg.value)
+        message_id = event.message_id
+        if msg.key is None or msg.key != message_id.encode() or message_id.startswith("\x00"):
+            raise Refused(
+                "wrong-key", f"the Kafka key must be the messageId {message_id!r}, got {msg.key!r}"
+            )
+        record = batch.record(message_id)
+        marker = batch.marker(message_id) if record is None else None
+        new, new_marker, emitted = fold_marked(
+            record, marker, event, self.policy, source=lambda: _source_ref(msg)
+        )
+        step = _FoldStep(message_id, record, new, marker, new_marker)
+        limit = self.settings.max_record_bytes
+        outputs = step.outputs
+        for out in emitted:
+            if isinstance(out, StatusChanged):
+                # The record's JSON is embedded in the status change, and is the changelog
+                # value too if nothing changes the record again in this batch.
+                record_json = encode_record(out.record)
+                check_size(record_json, limit, "record-too-large", "the record")
+                step.encoded = (out.record, record_json)
+                outputs.append(
+                    _Output(
+                        self.topics.status_changes,
+                        msg.key,
+                        encode_status_changed(out, record_json),
+                        msg.partition,
+                    )
+                )
+                step.status_changes += 1
+            elif isinstance(out, PollRequested):
+                outputs.append(
+                    _Output(self.topics.poll_requests, msg.key, encode(out), msg.partition)
+                )
+                step.poll_requests += 1
+            elif isinstance(out, FailoverRequested):
+                outputs.append(_Output(self.topics.failover_requests, msg.key, encode(out)))
+            elif isinstance(out, RecordFailoverOutcome) and self.reroute_commands:
+                # Re-keyed to the original message, which may live on another partition.
+                original = out.message_id.encode()
+                outputs.append(_Output(self.topics.commands, original, encode(out)))
+            elif isinstance(out, ProviderIdLinked):
+                key = provider_key(out.provider_id, out.provider_message_id).encode()
+                outputs.append(_Output(self.topics.provider_ids, key, encode(out)))
+            elif isinstance(out, RecordDeleted):
+                deletions = self.topics.record_deletions
+                outputs.append(_Output(deletions, msg.key, encode(out), msg.partition))
+                step.deletions += 1
+            elif isinstance(out, DeadLetter):  # a held command that expired unmatched
+                outputs.append(self._letter_of(out))
+            elif isinstance(out, EventRejected):
+                outputs.append(self._dead_letter(msg, out.reason, out.detail))
+        if new is not None and new is not record:
+            if step.encoded is None or step.encoded[0] is not new:
+                record_json = encode_record(new)
+                check_size(record_json, limit, "record-too-large", "the record")
+                step.encoded = (new, record_json)
+        if new_marker is not None and new_marker is not marker:
+            step.marker_json = encode(new_marker)
+            check_size(step.marker_json, limit, "state-too-large", "the held state")
+        return step
 
     def _correlate_partition(
         self,
@@ -734,99 +848,112 @@ class FoldEngine:
         records: list[ConsumerRecord[bytes, bytes]],
         outputs: list[_Output],
     ) -> dict[str, CorrelationChange]:
-        """Correlate one partition's reports and links; returns {providerKey: change}."""
+        """Correlate one partition's reports and links; returns {providerKey: change}. Each
+        input goes through the per-input boundary, as in :meth:`_fold_partition`."""
         store = self._stores[partition]
         before: dict[str, CorrelationState | None] = {}
         current: dict[str, CorrelationState | None] = {}
-        changed: set[str] = set()
-        hold_ms = self.settings.webhook_hold_ms
+        encoded: dict[str, bytes | None] = {}
         for msg in records:
             self.stats.events += 1
             try:
-                event = self._correlation_decoders[msg.topic](msg.value)
-            except DecodeError as exc:
-                outputs.append(self._dead_letter(msg, exc.reason, exc.detail))
+                key, state, new, raw, emitted = self._correlate_one(msg, store, current)
+            except StoreError:
+                raise
+            except Exception as exc:  # one input's failure: park it, keep going
+                outputs.append(self._refused(msg, exc))
                 continue
-            key = provider_key(event.provider_id, event.provider_message_id)
-            if msg.key is None or msg.key != key.encode():
-                outputs.append(
-                    self._dead_letter(
-                        msg,
-                        "wrong-key",
-                        f"the Kafka key must be providerId:providerMessageId {key!r}, "
-                        f"got {msg.key!r}",
-                    )
-                )
-                continue
-            if key in current:
-                state = current[key]
-            else:
-                raw = store.get_correlation_raw(key)
-                state = None if raw is None else decode_correlation_state(raw)
-                before[key] = current[key] = state
-            source = SourceRef(
-                topic=msg.topic,
-                partition=msg.partition,
-                offset=msg.offset,
-                value_base64=None if msg.value is None else base64.b64encode(msg.value).decode(),
-            )
-            try:
-                new, emitted = correlate(state, event, source=source, hold_ms=hold_ms)
-            except Exception as exc:  # a bug or a poison event: park it, keep going
-                log.exception("correlate failed on %s@%s:%s", msg.topic, msg.partition, msg.offset)
-                outputs.append(
-                    self._dead_letter(msg, "fold-error", "".join(traceback.format_exception(exc)))
-                )
-                continue
-            if isinstance(event, HoldExpiryDue):
-                self.stats.hold_expiries += 1
-            elif not isinstance(event, ProviderIdLinked):
-                self.stats.reports += 1
+            before.setdefault(key, state)
+            current[key] = new
             if new is not state:
-                current[key] = new
-                changed.add(key)
-            for out in emitted:
-                if isinstance(out, ReportCorrelated):
-                    outputs.append(
-                        _Output(
-                            self.topics.correlated_reports, out.message_id.encode(), encode(out)
-                        )
-                    )
-                    self.stats.reports_correlated += 1
-                elif isinstance(out, DeadLetter):
-                    self.stats.dead_letters += 1
-                    log.info("dead letter: %s: %s", out.reason, out.error)
-                    outputs.append(_Output(self.topics.dead_letters, key.encode(), encode(out)))
-                else:
-                    outputs.append(self._dead_letter(msg, out.reason, out.detail))
-        result: dict[str, CorrelationChange] = {}
-        for key in changed:
-            after = current[key]
-            result[key] = (before[key], after, None if after is None else encode(after))
-        return result
+                encoded[key] = raw
+            outputs.extend(emitted)
+        return {
+            key: (before[key], current[key], raw)
+            for key, raw in encoded.items()
+            if current[key] is not before[key]
+        }
+
+    def _correlate_one(
+        self,
+        msg: ConsumerRecord[bytes, bytes],
+        store: PartitionStore,
+        current: dict[str, CorrelationState | None],
+    ) -> tuple[str, CorrelationState | None, CorrelationState | None, bytes | None, list[_Output]]:
+        """(provider key, state before, state after, its JSON, outputs) of one input; raises if
+        the input cannot be processed (the caller dead-letters it)."""
+        check_size(msg.value, self.settings.max_input_bytes, "too-large", "the value")
+        event = self._correlation_decoders[msg.topic](msg.value)
+        key = provider_key(event.provider_id, event.provider_message_id)
+        if msg.key is None or msg.key != key.encode():
+            raise Refused(
+                "wrong-key",
+                f"the Kafka key must be providerId:providerMessageId {key!r}, got {msg.key!r}",
+            )
+        if key in current:
+            state = current[key]
+        else:
+            raw_state = store.get_correlation_raw(key)
+            state = None if raw_state is None else _read_state(decode_correlation_state, raw_state)
+        new, emitted = correlate(
+            state, event, source=_source_ref(msg), hold_ms=self.settings.webhook_hold_ms
+        )
+        raw = None
+        if new is not state and new is not None:
+            raw = encode(new)
+            check_size(raw, self.settings.max_record_bytes, "state-too-large", "the held state")
+        outputs: list[_Output] = []
+        for out in emitted:
+            if isinstance(out, ReportCorrelated):
+                outputs.append(
+                    _Output(self.topics.correlated_reports, out.message_id.encode(), encode(out))
+                )
+            elif isinstance(out, DeadLetter):
+                outputs.append(self._letter_of(out, key.encode()))
+            else:
+                outputs.append(self._dead_letter(msg, out.reason, out.detail))
+        if isinstance(event, HoldExpiryDue):
+            self.stats.hold_expiries += 1
+        elif not isinstance(event, ProviderIdLinked):
+            self.stats.reports += 1
+        self.stats.reports_correlated += sum(isinstance(o, ReportCorrelated) for o in emitted)
+        return key, state, new, raw, outputs
+
+    def _refused(self, msg: ConsumerRecord[bytes, bytes], exc: Exception) -> _Output:
+        reason, detail = refusal(exc)
+        if reason == "processing-error":
+            log.error(
+                "processing failed on %s@%s:%s", msg.topic, msg.partition, msg.offset, exc_info=exc
+            )
+        return self._dead_letter(msg, reason, detail)
 
     def _dead_letter(self, msg: ConsumerRecord[bytes, bytes], reason: str, detail: str) -> _Output:
+        source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        return self._letter(source, reason, detail)
+
+    def _letter(self, source: Source, reason: str, detail: str) -> _Output:
         self.stats.dead_letters += 1
         log.warning(
-            "dead letter %s@%s:%s: %s: %s", msg.topic, msg.partition, msg.offset, reason, detail
+            "dead letter %s@%s:%s: %s: %s",
+            source.topic,
+            source.partition,
+            source.offset,
+            reason,
+            detail[:500],
         )
-        value_text: str | None
-        try:
-            value_text = None if msg.value is None else msg.value.decode()
-        except UnicodeDecodeError:
-            value_text = None
-        letter = DeadLetter(
-            topic=msg.topic,
-            partition=msg.partition,
-            offset=msg.offset,
-            key_base64=None if msg.key is None else base64.b64encode(msg.key).decode(),
-            value_base64=None if msg.value is None else base64.b64encode(msg.value).decode(),
-            value_text=value_text,
-            reason=reason,
-            error=detail[:4000],
-            failed_at=datetime.now(UTC),
+        key, value = dead_letter(
+            source, reason, detail, datetime.now(UTC), self.settings.dead_letter_value_bytes
         )
-        return _Output(self.topics.dead_letters, msg.key, encode(letter))
+        return _Output(self.topics.dead_letters, key, value)
+
+    def _letter_of(self, letter: DeadLetter, key: bytes | None = None) -> _Output:
+        """A dead letter the pure core built for a held input (its source kept in the state),
+        bounded like every other."""
+        value = None if letter.value_base64 is None else base64.b64decode(letter.value_base64)
+        if key is None and letter.key_base64 is not None:
+            key = base64.b64decode(letter.key_base64)
+        source = Source(letter.topic, letter.partition, letter.offset, key, value)
+        return self._letter(source, letter.reason, letter.error)
 
     # --- publishing -------------------------------------------------------------------------
 
@@ -924,41 +1051,60 @@ class FoldEngine:
         log.info("fold: revoked %s", sorted(tp.partition for tp in revoked))
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Open and restore the stores of the assigned partitions, then seek to what they
+        reflect. A partition joins ``_stores`` (is folded) and ``ready_partitions`` (is
+        answered for) only once its restore has finished: a restore that fails (the broker,
+        RocksDB) fails the engine, and the worker restarts, rather than folding a partition
+        against a store that is not caught up."""
         partitions = {tp.partition for tp in assigned}
-        async with self._lock:
-            self.ready_partitions &= partitions
-            # Buffered records are re-fetched from the stored offsets below.
-            self._buffer.clear()
-            self._last_ts.clear()
-            for partition in sorted(set(self._stores) - partitions):
-                self._stores.pop(partition).close()
-                self._positions.pop(partition, None)
-            # The record cache is per worker: split over the partitions it owns now.
-            total = self.settings.record_cache_size
-            share = max(1, total // len(partitions)) if total and partitions else 0
-            for store in self._stores.values():
-                store.cache_size = share
-            for partition in sorted(partitions):
-                if partition not in self._stores:
-                    self._stores[partition] = PartitionStore(
+        try:
+            async with self._lock:
+                self.ready_partitions &= partitions
+                # Buffered records are re-fetched from the stored offsets below.
+                self._buffer.clear()
+                self._last_ts.clear()
+                for partition in sorted(set(self._stores) - partitions):
+                    self._stores.pop(partition).close()
+                    self._positions.pop(partition, None)
+                # The record cache is per worker: split over the partitions it owns now.
+                total = self.settings.record_cache_size
+                share = max(1, total // len(partitions)) if total and partitions else 0
+                for store in self._stores.values():
+                    store.cache_size = share
+                for partition in sorted(partitions - set(self._stores)):
+                    store = PartitionStore(
                         self._state_dir / f"partition-{partition}.db", cache_size=share
                     )
-                await self._catch_up(partition)
-            for tp in assigned:
-                offset = self._positions[tp.partition].offsets.get(tp.topic)
-                if offset is None:
-                    offset = await self.consumer.committed(tp)
-                if offset is not None:
-                    self.consumer.seek(tp, offset)
-                else:
-                    await self.consumer.seek_to_beginning(tp)
-            self.ready_partitions = set(partitions)
+                    try:
+                        self._positions[partition] = await self._catch_up(partition, store)
+                    except BaseException:
+                        store.close()
+                        raise
+                    self._stores[partition] = store
+                for tp in assigned:
+                    offset = self._positions[tp.partition].offsets.get(tp.topic)
+                    if offset is None:
+                        offset = await self.consumer.committed(tp)
+                    if offset is not None:
+                        self.consumer.seek(tp, offset)
+                    else:
+                        await self.consumer.seek_to_beginning(tp)
+                self.ready_partitions = set(partitions)
+        except Exception as exc:
+            # aiokafka logs and swallows a listener's error; the loop raises it instead.
+            log.error("fold: restoring partitions %s failed: %r", sorted(partitions), exc)
+            self._restore_error = exc
+            raise
         log.info("fold: assigned partitions %s", sorted(partitions))
         self.ready.set()
 
-    async def _catch_up(self, partition: int) -> None:
-        """Apply changelog records newer than the local store (all of them when it is new)."""
-        store = self._stores[partition]
+    async def _catch_up(self, partition: int, store: PartitionStore) -> Position:
+        """Apply changelog records newer than the local store (all of them when it is new);
+        returns the position the store then reflects.
+
+        Restore goes through the per-input boundary too: a changelog value that does not
+        decode (written by an older version, or by something else) is dead-lettered with its
+        bytes and passed over; the key keeps what the store had."""
         position = store.position() or Position()
         tp = TopicPartition(self.topics.records_changelog, partition)
         restorer = AIOKafkaConsumer(
@@ -975,8 +1121,7 @@ class FoldEngine:
             restorer.assign([tp])
             end = (await restorer.end_offsets([tp]))[tp]
             if position.changelog_next >= end:
-                self._positions[partition] = position
-                return
+                return position
             started = time.monotonic()
             restored = 0
             restorer.seek(tp, position.changelog_next)
@@ -985,42 +1130,16 @@ class FoldEngine:
                 changes: dict[str, Change] = {}
                 states: dict[str, CorrelationChange] = {}
                 marks: dict[str, MarkerChange] = {}
+                letters: list[_Output] = []
                 for msg in fetched.get(tp, []):
                     position.changelog_next = msg.offset + 1
-                    if msg.key == POSITION_KEY:
-                        if msg.value is not None:
-                            position.offsets.update(orjson.loads(msg.value)["offsets"])
-                        continue
-                    if msg.key is None:
-                        continue
-                    if msg.key.startswith(CORRELATION_PREFIX):
-                        key = msg.key[len(CORRELATION_PREFIX) :].decode()
-                        old_state = states[key][0] if key in states else store.get_correlation(key)
-                        new_state = (
-                            None if msg.value is None else decode_correlation_state(msg.value)
-                        )
-                        states[key] = (old_state, new_state, msg.value)
-                        restored += 1
-                        continue
-                    if msg.key.startswith(MARKER_PREFIX):
-                        mid = msg.key[len(MARKER_PREFIX) :].decode()
-                        old_mark = marks[mid][0] if mid in marks else store.get_marker(mid)
-                        new_mark = (
-                            None
-                            if msg.value is None
-                            else DeletionMarker.model_validate_json(msg.value)
-                        )
-                        marks[mid] = (old_mark, new_mark, msg.value)
-                        restored += 1
-                        continue
-                    mid = msg.key.decode()
-                    if mid in changes:
-                        old = changes[mid][0]
-                    else:
-                        old = store.get(mid)
-                    new = None if msg.value is None else decode_record(msg.value)
-                    changes[mid] = (old, new, msg.value)
-                    restored += 1
+                    try:
+                        restored += self._restore_one(msg, store, position, changes, states, marks)
+                    except StoreError:
+                        raise
+                    except Exception as exc:  # this value's problem, not the partition's
+                        letters.append(self._refused(msg, exc))
+                await self._publish(letters)
                 store.write(changes, position, states, marks)
             self.stats.restored += restored
             log.info(
@@ -1029,6 +1148,47 @@ class FoldEngine:
                 restored,
                 time.monotonic() - started,
             )
-            self._positions[partition] = position
+            return position
         finally:
             await restorer.stop()
+
+    @staticmethod
+    def _restore_one(
+        msg: ConsumerRecord[bytes, bytes],
+        store: PartitionStore,
+        position: Position,
+        changes: dict[str, Change],
+        states: dict[str, CorrelationChange],
+        marks: dict[str, MarkerChange],
+    ) -> int:
+        """Stage one changelog value; returns 1 if it is state, 0 for a position record."""
+        key, value = msg.key, msg.value
+        if key == POSITION_KEY:
+            if value is not None:
+                offsets = orjson.loads(value)["offsets"]
+                if not isinstance(offsets, dict) or not all(
+                    isinstance(t, str) and type(o) is int for t, o in offsets.items()
+                ):
+                    raise Refused(
+                        "changelog-invalid", "a position record must map topics to offsets"
+                    )
+                position.offsets.update(offsets)
+            return 0
+        if key is None:
+            return 0
+        if key.startswith(CORRELATION_PREFIX):
+            name = key[len(CORRELATION_PREFIX) :].decode()
+            state = None if value is None else decode_correlation_state(value)
+            old_state = states[name][0] if name in states else store.get_correlation(name)
+            states[name] = (old_state, state, value)
+        elif key.startswith(MARKER_PREFIX):
+            mid = key[len(MARKER_PREFIX) :].decode()
+            mark = None if value is None else decode_marker(value)
+            old_mark = marks[mid][0] if mid in marks else store.get_marker(mid)
+            marks[mid] = (old_mark, mark, value)
+        else:
+            mid = key.decode()
+            new = None if value is None else decode_record(value)
+            old = changes[mid][0] if mid in changes else store.get(mid)
+            changes[mid] = (old, new, value)
+        return 1

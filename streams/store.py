@@ -11,7 +11,8 @@ mode. Key space, by one-byte prefix:
 - ``a`` + aggregate row key (granularity, bucket, dims) -> counters; see ``tables.aggregates``
 - ``q`` / ``u`` + big-endian requestedAt / statusUpdatedAt ms + messageId -> empty
 - ``e`` + expiry key (big-endian expiry ms + messageId) -> empty; see ``tables.retention``
-- ``z`` + messageId -> DeletionMarker JSON of a deleted record; see ``tables.deletion``
+- ``z`` + messageId -> DeletionMarker JSON of a deleted record, or CommandHold JSON of commands
+  waiting for their send result; see ``tables.deletion``
 - ``y`` + marker key (big-endian forget ms + messageId) -> empty
 
 Every batch is one atomic WriteBatch: records, due-index, aggregate and index changes and
@@ -30,10 +31,14 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
-from deliverytrack.models.codec import decode_correlation_state, decode_record
-from deliverytrack.models.correlation import CorrelationState
+from deliverytrack.models.codec import (
+    Marker,
+    decode_correlation_state,
+    decode_marker,
+    decode_record,
+)
+from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.tables.aggregates import (
     TOTAL,
     Counter,
@@ -54,7 +59,7 @@ from deliverytrack.tables.retention import expiry_index_change, marker_index_cha
 EXPIRY = b"e"
 MARKER = b"z"
 MARKER_EXPIRY = b"y"
-MarkerChange = tuple[DeletionMarker | None, DeletionMarker | None, bytes | None]
+MarkerChange = tuple[Marker | None, Marker | None, bytes | None]
 
 RECORD = b"r"
 DUE = b"d"
@@ -71,6 +76,10 @@ _META_DERIVED = META + b"derived"
 DERIVED_VERSION = b"1"
 """Version of the derived data (aggregates, secondary indexes); a store without it, or with
 another version, rebuilds them from its records when opened."""
+
+
+class StoreError(RuntimeError):
+    """RocksDB itself failed (an infrastructure failure: the worker stops)."""
 
 
 @dataclass(slots=True)
@@ -157,9 +166,15 @@ class PartitionStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def get_raw(self, message_id: str) -> bytes | None:
-        value: bytes | None = self._db.get(RECORD + message_id.encode())
+    def _get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._db.get(key)
+        except Exception as exc:
+            raise StoreError(f"RocksDB read failed in {self.path}: {exc}") from exc
         return value
+
+    def get_raw(self, message_id: str) -> bytes | None:
+        return self._get(RECORD + message_id.encode())
 
     def get(self, message_id: str) -> TrackingRecord | None:
         cached = self._cache.get(message_id)
@@ -213,9 +228,21 @@ class PartitionStore:
         """Up to ``limit`` (forget ms, messageId) pairs of deletion markers past their time."""
         return self._scan_index(MARKER_EXPIRY, now, limit)
 
-    def get_marker(self, message_id: str) -> DeletionMarker | None:
-        raw = self._db.get(MARKER + message_id.encode())
-        return None if raw is None else DeletionMarker.model_validate_json(raw)
+    def get_marker(self, message_id: str) -> Marker | None:
+        raw = self._get(MARKER + message_id.encode())
+        return None if raw is None else decode_marker(raw)
+
+    def held_commands(self, limit: int = 10_000) -> int:
+        """Commands held for their send result in this partition (counted up to ``limit``
+        markers; /health shows it). O(markers), which the hold time keeps few."""
+        count = 0
+        for n, (key, value) in enumerate(self._db.items(from_key=MARKER)):
+            if n >= limit or not isinstance(key, bytes) or not key.startswith(MARKER):
+                break
+            if b'"commands":[' in value:
+                marker = decode_marker(value)
+                count += len(marker.commands) if isinstance(marker, CommandHold) else 0
+        return count
 
     def _scan_index(
         self,
@@ -245,8 +272,7 @@ class PartitionStore:
         return found
 
     def get_correlation_raw(self, key: str) -> bytes | None:
-        value: bytes | None = self._db.get(CORRELATION + key.encode())
-        return value
+        return self._get(CORRELATION + key.encode())
 
     def get_correlation(self, key: str) -> CorrelationState | None:
         raw = self.get_correlation_raw(key)

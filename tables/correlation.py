@@ -145,24 +145,37 @@ def _expire(state: CorrelationState | None, now: datetime, hold_ms: int) -> Corr
 def _dead_letter(held: HeldReport, now: datetime, hold_ms: int) -> DeadLetter:
     report = held.report
     key = provider_key(report.provider_id, report.provider_message_id)
+    return held_dead_letter(
+        held.source,
+        key.encode(),
+        "unmatched-report",
+        f"no send result with providerId {report.provider_id!r} and providerMessageId "
+        f"{report.provider_message_id!r} arrived within {hold_ms} ms of the report "
+        f"(received {report.received_at.isoformat()})",
+        now,
+    )
+
+
+def held_dead_letter(
+    source: SourceRef, key: bytes, reason: str, error: str, at: datetime
+) -> DeadLetter:
+    """The dead letter of an input that was held in state (its bytes kept in ``source``)."""
     value_text: str | None = None
-    if held.source.value_base64 is not None:
+    if source.value_base64 is not None:
         try:
-            value_text = base64.b64decode(held.source.value_base64).decode()
+            value_text = base64.b64decode(source.value_base64).decode()
         except UnicodeDecodeError:
             value_text = None
     return DeadLetter(
-        topic=held.source.topic,
-        partition=held.source.partition,
-        offset=held.source.offset,
-        key_base64=base64.b64encode(key.encode()).decode(),
-        value_base64=held.source.value_base64,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        key_base64=base64.b64encode(key).decode(),
+        value_base64=source.value_base64,
         value_text=value_text,
-        reason="unmatched-report",
-        error=f"no send result with providerId {report.provider_id!r} and providerMessageId "
-        f"{report.provider_message_id!r} arrived within {hold_ms} ms of the report "
-        f"(received {report.received_at.isoformat()})",
-        failed_at=now,
+        reason=reason,
+        error=error,
+        failed_at=at,
     )
 
 

@@ -20,27 +20,66 @@ record (in RocksDB and on the changelog), and it is forgotten through the same e
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from deliverytrack.models.events import MessageEvent, RecordDeleted, RecordExpiryDue, SendRecorded
+from deliverytrack.models.codec import Marker
+from deliverytrack.models.correlation import CommandHold, HeldCommand, SourceRef
+from deliverytrack.models.events import (
+    CancelMessage,
+    DeadLetter,
+    EventRejected,
+    MessageEvent,
+    PurgeRecord,
+    RecordDeleted,
+    RecordExpiryDue,
+    RecordFailoverOutcome,
+    SendRecorded,
+    StopTracking,
+    UpdateStatus,
+)
 from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.retention import DeletionMarker
+from deliverytrack.tables.correlation import held_dead_letter
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.fold import Emitted, fold
 
-MarkedResult = tuple[TrackingRecord | None, DeletionMarker | None, tuple[Emitted, ...]]
+MarkedResult = tuple[TrackingRecord | None, Marker | None, tuple[Emitted | DeadLetter, ...]]
+COMMANDS = (UpdateStatus, CancelMessage, StopTracking, RecordFailoverOutcome, PurgeRecord)
+MAX_HELD_COMMANDS = 100
+"""Commands held per messageId at most; more are dead-lettered at once (hold-full)."""
 
 
 def fold_marked(
     record: TrackingRecord | None,
-    marker: DeletionMarker | None,
+    marker: Marker | None,
     event: MessageEvent,
     policy: PollingPolicy = DEFAULT_POLICY,
+    *,
+    source: Callable[[], SourceRef] | None = None,
 ) -> MarkedResult:
-    """``fold`` for a messageId that has a record, a deletion marker, or neither (never both).
-    Returns the new record, the new marker and what the fold emitted."""
-    if record is None and marker is not None:
+    """``fold`` for a messageId that has a record, a marker (a deletion marker or held
+    commands), or neither (never both). Returns the new record, the new marker and what the
+    fold emitted. ``source`` gives the input's coordinates and bytes, kept with a held command
+    for its dead letter (without it, commands for unknown messages are refused at once)."""
+    if record is None and isinstance(marker, CommandHold):
+        return _with_held(marker, event, policy, source)
+    if (
+        record is None
+        and marker is None
+        and isinstance(event, COMMANDS)
+        and source is not None
+        and policy.command_hold_ms > 0
+    ):
+        held = HeldCommand(command=event, source=source())
+        forget_at = event.at + timedelta(milliseconds=policy.command_hold_ms)
+        return (
+            None,
+            CommandHold(message_id=event.message_id, forget_at=forget_at, commands=(held,)),
+            (),
+        )
+    if record is None and isinstance(marker, DeletionMarker):
         if isinstance(event, SendRecorded) and event.requested_at > marker.deleted_at:
             new, emitted = fold(None, event, policy)
             return new, None, emitted
@@ -66,3 +105,61 @@ def fold_marked(
         event_id=event.event_id,
     )
     return None, marker, emitted
+
+
+def _with_held(
+    hold: CommandHold,
+    event: MessageEvent,
+    policy: PollingPolicy,
+    source: Callable[[], SourceRef] | None,
+) -> MarkedResult:
+    """A messageId with held commands: the send result applies them in their order; more
+    commands join them; the expiry timer dead-letters them once ``forgetAt`` has passed."""
+    if isinstance(event, SendRecorded):
+        new, emitted = fold(None, event, policy)
+        if new is None:
+            return None, hold, emitted
+        out: list[Emitted | DeadLetter] = list(emitted)
+        current: TrackingRecord | None = new
+        mark: Marker | None = None
+        for held in hold.commands:
+            current, mark, more = fold_marked(current, mark, held.command, policy)
+            out.extend(
+                _letter(held, item.reason, item.detail, event.requested_at)
+                if isinstance(item, EventRejected)
+                else item
+                for item in more
+            )
+        return current, mark, tuple(out)
+    if isinstance(event, COMMANDS):
+        if any(held.command.event_id == event.event_id for held in hold.commands):
+            return None, hold, ()  # a duplicate
+        if len(hold.commands) >= MAX_HELD_COMMANDS or source is None:
+            rejected = EventRejected(
+                event_id=event.event_id,
+                message_id=event.message_id,
+                reason="hold-full",
+                detail=f"{MAX_HELD_COMMANDS} commands already wait for the send result of "
+                f"messageId {event.message_id!r}",
+            )
+            return None, hold, (rejected,)
+        held = HeldCommand(command=event, source=source())
+        return None, hold.model_copy(update={"commands": (*hold.commands, held)}), ()
+    if (
+        isinstance(event, RecordExpiryDue)
+        and epoch_ms(event.expire_at) == epoch_ms(hold.forget_at)
+        and event.issued_at >= hold.forget_at
+    ):
+        detail = (
+            f"no tracking record for messageId {hold.message_id!r}: no send result arrived "
+            f"within {policy.command_hold_ms} ms (held until {hold.forget_at.isoformat()})"
+        )
+        letters = tuple(
+            _letter(h, "unknown-message", detail, event.issued_at) for h in hold.commands
+        )
+        return None, None, letters
+    return None, hold, ()
+
+
+def _letter(held: HeldCommand, reason: str, detail: str, at: datetime) -> DeadLetter:
+    return held_dead_letter(held.source, held.command.message_id.encode(), reason, detail, at)

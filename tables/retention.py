@@ -20,6 +20,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from deliverytrack.models.codec import Marker
 from deliverytrack.models.enums import is_pollable
 from deliverytrack.models.events import (
     EventRejected,
@@ -29,12 +30,7 @@ from deliverytrack.models.events import (
     SendRecorded,
 )
 from deliverytrack.models.records import RetentionClass, TrackingRecord
-from deliverytrack.models.retention import (
-    PRESET_DAYS,
-    DeletionMarker,
-    DeletionReason,
-    RetentionPolicy,
-)
+from deliverytrack.models.retention import PRESET_DAYS, DeletionReason, RetentionPolicy
 from deliverytrack.tables.due_index import due_key, epoch_ms
 
 DeleteResult = tuple[TrackingRecord | None, tuple[RecordDeleted | EventRejected, ...]]
@@ -94,7 +90,7 @@ def expiry_key_of(record: TrackingRecord | None) -> bytes | None:
     return None if record is None or expiry is None else due_key(expiry[0], record.message_id)
 
 
-def marker_key_of(marker: DeletionMarker | None) -> bytes | None:
+def marker_key_of(marker: Marker | None) -> bytes | None:
     return None if marker is None else due_key(marker.forget_at, marker.message_id)
 
 
@@ -107,7 +103,7 @@ def expiry_index_change(
 
 
 def marker_index_change(
-    old: DeletionMarker | None, new: DeletionMarker | None
+    old: Marker | None, new: Marker | None
 ) -> tuple[bytes | None, bytes | None]:
     old_key, new_key = marker_key_of(old), marker_key_of(new)
     return (None, None) if old_key == new_key else (old_key, new_key)

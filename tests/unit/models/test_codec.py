@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from deliverytrack.models import codec
 from deliverytrack.models.codec import DecodeError
@@ -72,10 +73,22 @@ def test_bad_send_results_raise_decode_error(raw: bytes | None, reason: str) -> 
     assert info.value.reason == reason
 
 
-def test_unknown_fields_and_naive_times_are_rejected() -> None:
+def test_unknown_fields_are_ignored_on_inputs_and_refused_in_state() -> None:
+    """A tolerant reader on the input topics: a producer may add a field before every worker
+    is upgraded. Our own state stays strict."""
     good = json.loads((FIXTURES / "UpdateStatus.v1.json").read_bytes())
-    with pytest.raises(DecodeError, match="schema-invalid"):
-        codec.decode_command(json.dumps({**good, "colour": "red"}).encode())
+    event = codec.decode_command(json.dumps({**good, "colour": "red"}).encode())
+    assert event == codec.decode_command(json.dumps(good).encode())
+    send = json.loads((FIXTURES / "SendRecorded.v1.json").read_bytes())
+    nested = {**send, "x": 1, "failover": {"enabled": True, "y": 2}, "webhooks": []}
+    assert codec.decode_send_result(json.dumps(nested).encode()).failover is not None
+    record = codec.encode_record(fold(None, codec.decode_send_result(json.dumps(send).encode()))[0])
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        codec.decode_record(record[:-1] + b',"colour":"red"}')
+
+
+def test_naive_times_and_unknown_event_types_are_rejected() -> None:
+    good = json.loads((FIXTURES / "UpdateStatus.v1.json").read_bytes())
     with pytest.raises(DecodeError, match="schema-invalid"):
         codec.decode_command(json.dumps({**good, "at": "2026-11-23T09:00:05"}).encode())
     with pytest.raises(DecodeError, match="schema-invalid"):

@@ -1,0 +1,104 @@
+"""The per-input boundary: whatever goes wrong with ONE input becomes a dead letter.
+
+Every path that handles inputs one by one (the fold, correlation, changelog restore, the poll
+loop, the webhook dispatcher) runs each input's work through :func:`refusal` and
+:func:`dead_letter`:
+
+- the input's own work (decode, validate, fold, correlate, encode, read its record or state
+  back, size-check its outputs) happens before anything is published or written, and any
+  exception it raises is that input's fault: the input becomes a dead letter with the reason
+  and (a bounded copy of) its original bytes, and the next input is processed;
+- publishing and writing (Kafka acks, the RocksDB write batch) happen for the whole batch,
+  outside the boundary: their failures are infrastructure failures and may stop the worker.
+
+Dead letters are bounded, so no input can make one the broker refuses: the Kafka key is kept
+when it is at most ``MAX_KEY_BYTES`` (else its SHA-256 stands in), the value is kept up to
+``Settings.dead_letter_value_bytes`` (base64, plus the same bytes as text when they are UTF-8),
+with its full size and SHA-256, and the error text is cut at ``MAX_ERROR_CHARS``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+
+from deliverytrack.models.codec import DecodeError, encode
+from deliverytrack.models.events import DeadLetter
+
+MAX_KEY_BYTES = 1_024
+MAX_ERROR_CHARS = 4_000
+
+
+class Refused(Exception):  # noqa: N818 - a refusal of one input, not an error of the worker
+    """One input cannot be processed; ``reason`` is a short category (dead-letter reason)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input came from: its coordinates and its original bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def refusal(exc: BaseException) -> tuple[str, str]:
+    """(reason, detail) of an exception raised by one input's work. Known refusals keep their
+    reason; anything else is a bug or a poison input, parked with its traceback."""
+    if isinstance(exc, Refused | DecodeError):
+        return exc.reason, exc.detail
+    return "processing-error", "".join(traceback.format_exception(exc))
+
+
+def check_size(value: bytes | None, limit: int, reason: str, what: str) -> None:
+    """Refuse ``value`` if it is longer than ``limit`` bytes."""
+    if value is not None and len(value) > limit:
+        raise Refused(reason, f"{what} is {len(value):,} bytes, more than the limit {limit:,}")
+
+
+def bounded_key(key: bytes | None) -> bytes | None:
+    """The Kafka key a dead letter gets: the original one, or its digest when too long."""
+    if key is None or len(key) <= MAX_KEY_BYTES:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+
+
+def dead_letter(
+    source: Source, reason: str, detail: str, failed_at: datetime, keep_bytes: int
+) -> tuple[bytes | None, bytes]:
+    """(Kafka key, value) of the dead letter of one input: bounded whatever the input."""
+    key, value = source.key, source.value
+    kept = None if value is None else value[:keep_bytes]
+    truncated = value is not None and kept is not None and len(kept) < len(value)
+    value_text: str | None
+    try:
+        value_text = None if kept is None else kept.decode()
+    except UnicodeDecodeError:
+        value_text = None
+    kept_key = None if key is None else key[:MAX_KEY_BYTES]
+    letter = DeadLetter(
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        key_base64=None if kept_key is None else base64.b64encode(kept_key).decode(),
+        value_base64=None if kept is None else base64.b64encode(kept).decode(),
+        value_text=value_text,
+        value_size=None if value is None else len(value),
+        value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+        value_truncated=truncated or None,
+        key_truncated=(key is not None and len(key) > MAX_KEY_BYTES) or None,
+        reason=reason[:200],
+        error=detail[:MAX_ERROR_CHARS],
+        failed_at=failed_at,
+    )
+    return bounded_key(key), encode(letter)
