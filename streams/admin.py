@@ -59,12 +59,15 @@ async def _create_missing(
     partitions: int | None = None,
 ) -> None:
     existing = set(await admin.list_topics())
+    # Explicit, so that no output the worker may produce (the largest: a status change with a
+    # record of max_record_bytes) is refused by a broker whose default is smaller.
+    limit = {"max.message.bytes": str(settings.max_message_bytes)}
     missing = [
         NewTopic(
             name=name,
             num_partitions=partitions or settings.partitions,
             replication_factor=settings.replication_factor,
-            topic_configs=config,
+            topic_configs={**config, **limit},
         )
         for name, config in wanted.items()
         if name not in existing

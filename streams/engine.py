@@ -341,7 +341,7 @@ class FoldEngine:
             if settings.producer_compression == "none"
             else settings.producer_compression,
             max_batch_size=1_048_576,
-            max_request_size=4_194_304,
+            max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,
@@ -353,7 +353,7 @@ class FoldEngine:
             partition_assignment_strategy=(self.membership.assignor(),),
             session_timeout_ms=settings.consumer_session_timeout_ms,
             heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-            max_partition_fetch_bytes=4_194_304,
+            max_partition_fetch_bytes=max(4_194_304, 2 * settings.max_message_bytes),
             fetch_max_bytes=16_777_216,
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,

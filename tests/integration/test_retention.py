@@ -85,7 +85,9 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
             "enabled": True,
             "tenantOverrideDays": {"opsLogs": 0.0001},
             "intervalMs": 300,
-        }
+        },
+        # "nobody"'s command below is held for its send result, then dead-lettered.
+        command_hold_ms=1_000,
     )
     worker = await worker_factory(settings).astart()
     io = await kafka_io_factory(settings)
