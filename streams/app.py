@@ -10,7 +10,6 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 from mode import Service
-from multidict import CIMultiDict
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.dispatcher import WebhookDispatcher
@@ -20,8 +19,17 @@ from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
 from deliverytrack.streams.query import QueryService
-from deliverytrack.streams.web import register_query_views
-from deliverytrack.streams.webhooks import WebhookIngress, build_webhook_adapters
+from deliverytrack.streams.web import (
+    install_json_errors,
+    register_query_views,
+    register_webhook_view,
+)
+from deliverytrack.streams.webhooks import (
+    MAX_REPORT_BYTES,
+    WEBHOOK_ACK_TIMEOUT_S,
+    WebhookIngress,
+    build_webhook_adapters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +130,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
             app.engine, app.poll_loop, providers, app.dispatcher, app.queries
         )
     )
-    app.webhooks = WebhookIngress(
-        build_webhook_adapters(settings),
-        _publisher(app.engine),
-        app.engine.topics.provider_webhooks,
-        pii=settings.pii,
-    )
+    app.webhooks = _ingress(settings, app.engine)
     _warn_pii(settings)
     _register_polling(app)
     _register_retention(app)
@@ -149,6 +152,20 @@ def _warn_pii(settings: Settings) -> None:
             "cryptoState=degraded (hash and mask only; to/from and metadata not kept)",
             kid,
         )
+
+
+def _ingress(settings: Settings, engine: FoldEngine) -> WebhookIngress:
+    # The ack deadline and the report size limit follow the settings where they exist
+    # (``webhookAckTimeoutMs``, ``maxInputBytes``), else the ingress's defaults.
+    ack_timeout_ms = getattr(settings, "webhook_ack_timeout_ms", None)
+    return WebhookIngress(
+        build_webhook_adapters(settings),
+        _publisher(engine),
+        engine.topics.provider_webhooks,
+        pii=settings.pii,
+        ack_timeout_s=WEBHOOK_ACK_TIMEOUT_S if ack_timeout_ms is None else ack_timeout_ms / 1000,
+        max_report_bytes=getattr(settings, "max_input_bytes", MAX_REPORT_BYTES),
+    )
 
 
 def _publisher(engine: FoldEngine) -> Any:
@@ -182,6 +199,7 @@ def _register_retention(app: DeliveryTrackApp) -> None:
 
 def _register_views(app: DeliveryTrackApp) -> None:
     engine, poller, webhooks = app.engine, app.poller, app.webhooks
+    install_json_errors(app)  # every route's errors as JSON, a bad request never a 500
 
     @app.page("/health")
     class Health(View):
@@ -219,6 +237,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "pollRequestsSkippedExpired": app.poll_loop.stats.skipped_expired,
                 "webhooksAccepted": webhooks.accepted,
                 "webhooksRejected": webhooks.rejected,
+                "webhooksUnacknowledged": webhooks.unacknowledged,
                 "reports": stats.reports,
                 "reportsCorrelated": stats.reports_correlated,
                 "holdExpiries": stats.hold_expiries,
@@ -240,14 +259,4 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 return self.json({"error": "the worker is starting"}, status=503)
             return self.json({"dueChecks": await engine.emit_due_checks(utc_now())})
 
-    @app.page("/webhooks/{provider_id}")
-    class WebhookView(View):
-        async def post(self, request: Request, provider_id: str) -> Response:
-            body = await request.read()
-            headers = CIMultiDict(request.headers)
-            token = request.query.get("token")
-            if token and "X-Webhook-Token" not in headers:
-                # For provider consoles that take only a URL: /webhooks/<id>?token=<secret>.
-                headers["X-Webhook-Token"] = token
-            status, answer = await webhooks.handle(provider_id, headers, body)
-            return self.json(answer, status=status)
+    register_webhook_view(app, webhooks)

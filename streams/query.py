@@ -34,8 +34,10 @@ from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.pii import to_filter_hashes
 from deliverytrack.tables.query import (
     FAR_FUTURE_MS,
+    MAX_LIMIT,
     GroupField,
     ListOptions,
+    QueryError,
     RecordFilter,
     count_by_rows,
     dims_match,
@@ -43,6 +45,7 @@ from deliverytrack.tables.query import (
     matches,
     order_value,
     page,
+    parse_time,
     stats,
 )
 
@@ -253,6 +256,52 @@ def _add_record(out: Rows, record: TrackingRecord) -> None:
     if row is None:
         row = out[item.dims] = Counter()
     row.add(item.counter)
+
+
+# --- the body of POST /internal/query ---------------------------------------------------------
+
+QUERY_OPS = ("rows", "list", "due", "get")
+MAX_PARTITION = 1_000_000
+"""Partition numbers an internal query may name (Kafka topics have far fewer)."""
+
+
+def parse_internal_query(body: bytes) -> tuple[dict[str, Any], list[int]]:
+    """A ``POST /internal/query`` body, checked before anything runs: ``(payload for
+    run_local, partitions)``. Raises ``QueryError`` or pydantic's ``ValidationError`` (both
+    ``ValueError``) with the reason; the view answers them 400."""
+    payload = orjson.loads(body)
+    if not isinstance(payload, dict):
+        raise QueryError(f"expected a JSON object, got {type(payload).__name__}")
+    partitions = payload.pop("partitions", None)
+    if not isinstance(partitions, list) or not all(
+        type(p) is int and 0 <= p < MAX_PARTITION for p in partitions
+    ):
+        raise QueryError(f"partitions: a list of partition numbers (0 to {MAX_PARTITION - 1})")
+    op = payload.get("op")
+    if op not in QUERY_OPS:
+        raise QueryError(f"op: {op!r}; expected one of {', '.join(QUERY_OPS)}")
+    flt = payload.get("filter")
+    if flt is not None:
+        if not isinstance(flt, dict):
+            raise QueryError("filter: expected a JSON object")
+        RecordFilter.model_validate(flt)
+    if op == "list":
+        options = payload.get("options")
+        if not isinstance(options, dict):
+            raise QueryError("options: expected a JSON object")
+        ListOptions.model_validate(options)
+    elif op == "due":
+        now, limit = payload.get("now"), payload.get("limit")
+        if not isinstance(now, str):
+            raise QueryError("now: expected an ISO-8601 time with a timezone")
+        payload["now"] = parse_time("now", now).isoformat()
+        if type(limit) is not int or not 0 <= limit <= MAX_LIMIT:
+            raise QueryError(f"limit: expected an integer between 0 and {MAX_LIMIT}")
+    elif op == "get":
+        message_id = payload.get("messageId")
+        if not isinstance(message_id, str) or not message_id:
+            raise QueryError("messageId: expected a non-empty string")
+    return payload, list(dict.fromkeys(partitions))
 
 
 # --- routing and gathering --------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""HTTP query API on the worker's web server (Faust's aiohttp server). JSON, camelCase.
+"""HTTP on the worker's web server (Faust's aiohttp server): the query API and the webhook
+ingress view. JSON, camelCase.
 
 - ``GET /records/{messageId}``, ``GET /records/{messageId}/history``
 - ``GET /records`` (k-msg filters, limit, offset, orderBy, orderDirection)
@@ -6,26 +7,40 @@
 - ``GET /records/due?now=..&limit=..`` (k-msg listDue)
 - ``GET /stats`` and ``GET /stats?from=..&to=..``
 - ``POST /internal/query``: one worker's partial answer, used by the others to gather
+- ``POST /webhooks/{providerId}``: provider delivery reports in (``streams/webhooks.py``)
 
-Bad parameters get 400 with the reason; a table that is not fully served (rebalancing) 503.
+Errors are JSON ``{"error": "<what is wrong>"}``, through one mechanism, the
+:func:`json_errors` middleware of the web server:
+
+- whatever parses or validates request input runs inside :func:`request_input`, which turns
+  any error it raises (pydantic ``ValidationError``, ``DecodeError``, ``ValueError``,
+  ``OverflowError``, ``RecursionError``, a Unicode error, ...) into :class:`BadRequest`, a 4xx
+  with the reason; aiohttp's own 4xx (404 no such route, 405, 413 for a body over its size
+  limit, ...) become JSON too;
+- a table that is not fully served (rebalancing) is 503;
+- anything else raised while *answering* a valid request is a server bug: logged with its
+  traceback and answered 500 ``{"error": "internal error ..."}``, never disguised as a 4xx.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
+from multidict import CIMultiDict
 from pydantic import ValidationError
 
-from deliverytrack.streams.query import QueryService, Unavailable
+from deliverytrack.streams.query import QueryService, Unavailable, parse_internal_query
 from deliverytrack.tables.query import (
     LIST_PARAMS,
-    QueryError,
+    RecordFilter,
     parse_filter,
     parse_group_by,
     parse_list_options,
@@ -33,82 +48,186 @@ from deliverytrack.tables.query import (
     parse_time,
 )
 
+if TYPE_CHECKING:  # webhooks.py uses this module's input errors
+    from deliverytrack.streams.webhooks import WebhookIngress
+
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Mapping[str, Sequence[str]]], Awaitable[Any]]
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OverflowError, RecursionError)
+"""What parsing hostile input may raise. ``ValueError`` covers pydantic's ``ValidationError``,
+our ``DecodeError`` and ``QueryError``, orjson's ``JSONDecodeError`` and Unicode errors.
+Deliberately not ``TypeError``/``KeyError``/``AttributeError``: parsers check shapes
+themselves, so those are bugs and stay 500."""
+
+MAX_ERROR_CHARS = 1_000
+
+
+class BadRequest(Exception):  # noqa: N818 - an HTTP answer, not an error of the server
+    """A request refused for its input: ``status`` (4xx) and a message for the caller."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def describe_input_error(exc: BaseException) -> str:
+    """A short, caller-facing reason for an error raised while parsing request input."""
+    if isinstance(exc, ValidationError):
+        text = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors(include_url=False)[:5]
+        )
+    elif isinstance(exc, RecursionError):
+        text = "nested too deeply"
+    elif isinstance(exc, OverflowError):
+        text = f"a value is out of range ({exc})"
+    elif isinstance(exc, UnicodeError):
+        text = f"not valid UTF-8/Unicode ({exc.__class__.__name__})"
+    else:
+        text = str(exc) or exc.__class__.__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+@contextmanager
+def request_input(what: str = "") -> Iterator[None]:
+    """Parse or validate request input inside this block: an input error becomes a 400 with
+    the reason (prefixed by ``what``). Only parsing goes here, never the work of answering."""
+    try:
+        yield
+    except BadRequest:
+        raise
+    except INPUT_ERRORS as exc:
+        reason = describe_input_error(exc)
+        raise BadRequest(f"{what}: {reason}" if what else reason) from exc
+
+
+def _utf8(name: str, value: str) -> str:
+    """A query parameter or path segment as given, if it is valid Unicode (a percent-encoded
+    invalid UTF-8 sequence decodes to lone surrogates)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name}: not valid UTF-8") from None
+    return value
 
 
 def _params(request: Request) -> dict[str, list[str]]:
     query: Any = request.query  # a MultiDict: repeated parameters
-    return {name: list(query.getall(name)) for name in query}
+    params: dict[str, list[str]] = {}
+    for name in query:
+        _utf8("query parameter name", name)
+        params[name] = [_utf8(name, value) for value in query.getall(name)]
+    return params
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
 
-async def _answer(view: View, request: Request, handler: Handler) -> Response:
+def _error_response(status: int, message: str, headers: Any = None) -> aiohttp_web.Response:
+    return aiohttp_web.Response(
+        body=orjson.dumps({"error": message}),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+_AiohttpHandler = Callable[[aiohttp_web.Request], Awaitable[aiohttp_web.StreamResponse]]
+
+
+@aiohttp_web.middleware
+async def json_errors(
+    request: aiohttp_web.Request, handler: _AiohttpHandler
+) -> aiohttp_web.StreamResponse:
+    """Every error of every route as a JSON answer (see the module docstring)."""
     try:
-        return _json(view, await handler(_params(request)))
-    except QueryError as exc:
-        return _json(view, {"error": str(exc)}, 400)
-    except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        return _json(view, {"error": reasons}, 400)
+        return await handler(request)
+    except BadRequest as exc:
+        return _error_response(exc.status, exc.message)
     except Unavailable as exc:
-        return _json(view, {"error": str(exc)}, 503)
+        return _error_response(503, str(exc))
+    except aiohttp_web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own answer (no such route, method not allowed, body too large, ...), as
+        # JSON; headers such as Allow are kept.
+        headers = {
+            name: value
+            for name, value in exc.headers.items()
+            if name.lower() not in ("content-type", "content-length")
+        }
+        return _error_response(exc.status, exc.text or exc.reason, headers)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error_response(500, "internal error (logged by the worker)")
+
+
+def install_json_errors(app: faust.App) -> None:
+    """Put :func:`json_errors` on the app's web server (once)."""
+    middlewares: Any = app.web.web_app.middlewares  # type: ignore[attr-defined]
+    if json_errors not in middlewares:
+        middlewares.append(json_errors)
 
 
 def register_query_views(app: faust.App, queries: QueryService) -> None:
+    """The query API. Each view parses its parameters inside :func:`request_input` (a bad one
+    is a 400 with the reason), then answers."""
+    install_json_errors(app)
+
     @app.page("/records")
     class Records(View):
         async def get(self, request: Request) -> Response:
-            async def handle(params: Mapping[str, Sequence[str]]) -> Any:
+            with request_input():
+                params = _params(request)
                 flt = parse_filter(params, allowed=LIST_PARAMS)
                 options = parse_list_options(params)
-                records = await queries.list_records(flt, options)
-                return {
+            records = await queries.list_records(flt, options)
+            return _json(
+                self,
+                {
                     "records": records,
                     "limit": options.limit,
                     "offset": options.offset,
                     "orderBy": options.order_by,
                     "orderDirection": options.order_direction,
-                }
-
-            return await _answer(self, request, handle)
+                },
+            )
 
     @app.page("/records/count")
     class Count(View):
         async def get(self, request: Request) -> Response:
-            async def handle(params: Mapping[str, Sequence[str]]) -> Any:
-                return {"count": await queries.count(parse_filter(params))}
-
-            return await _answer(self, request, handle)
+            with request_input():
+                flt = parse_filter(_params(request))
+            return _json(self, {"count": await queries.count(flt)})
 
     @app.page("/records/count-by")
     class CountBy(View):
         async def get(self, request: Request) -> Response:
-            async def handle(params: Mapping[str, Sequence[str]]) -> Any:
+            with request_input():
+                params = _params(request)
                 group_by = parse_group_by(params)
                 flt = parse_filter(params, allowed=("groupBy",))
-                return {"groupBy": list(group_by), "rows": await queries.count_by(flt, group_by)}
-
-            return await _answer(self, request, handle)
+            rows = await queries.count_by(flt, group_by)
+            return _json(self, {"groupBy": list(group_by), "rows": rows})
 
     @app.page("/records/due")
     class Due(View):
         async def get(self, request: Request) -> Response:
-            async def handle(params: Mapping[str, Sequence[str]]) -> Any:
+            with request_input():
+                params = _params(request)
                 unknown = set(params) - {"now", "limit"}
                 if unknown:
-                    raise QueryError(f"unknown parameter(s) {sorted(unknown)}; known: now, limit")
-                now = parse_time("now", params["now"][0]) if "now" in params else datetime.now(UTC)
+                    raise BadRequest(f"unknown parameter(s) {sorted(unknown)}; known: now, limit")
+                now = (
+                    parse_time("now", _single("now", params["now"]))
+                    if "now" in params
+                    else datetime.now(UTC)
+                )
                 limit = parse_list_options({"limit": params.get("limit", ["100"])}).limit
-                return {"records": await queries.due(now, limit), "now": now.isoformat()}
-
-            return await _answer(self, request, handle)
+            records = await queries.due(now, limit)
+            return _json(self, {"records": records, "now": now.isoformat()})
 
     @app.page("/records/{message_id}")
     class Record(View):
@@ -133,51 +252,75 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
     @app.page("/stats")
     class Stats(View):
         async def get(self, request: Request) -> Response:
-            async def handle(params: Mapping[str, Sequence[str]]) -> Any:
+            with request_input():
+                params = _params(request)
                 dims = {k: v for k, v in params.items() if k in ("providerId", "type", "status")}
                 unknown = set(params) - set(dims) - {"from", "to"}
                 if unknown:
-                    raise QueryError(
+                    raise BadRequest(
                         f"unknown parameter(s) {sorted(unknown)}; known: from, to (requestedAt "
                         "period, inclusive), providerId, type, status"
                     )
                 period = parse_period(params)
-                base = parse_filter(dims)
-                flt = base.model_copy(
-                    update={"requested_at_from": period.start, "requested_at_to": period.end}
-                )
-                body = await queries.stats(flt)
-                if period.start is not None or period.end is not None:
-                    body["period"] = {
-                        "from": None if period.start is None else period.start.isoformat(),
-                        "to": None if period.end is None else period.end.isoformat(),
+                # Validated (not model_copy): the period's bounds pass the filter's checks here,
+                # not later while answering.
+                flt = RecordFilter.model_validate(
+                    {
+                        **dict(parse_filter(dims)),
+                        "requested_at_from": period.start,
+                        "requested_at_to": period.end,
                     }
-                return body
-
-            return await _answer(self, request, handle)
+                )
+            body = await queries.stats(flt)
+            if period.start is not None or period.end is not None:
+                body["period"] = {
+                    "from": None if period.start is None else period.start.isoformat(),
+                    "to": None if period.end is None else period.end.isoformat(),
+                }
+            return _json(self, body)
 
     @app.page("/internal/query")
     class InternalQuery(View):
         """A partial answer for some of this worker's partitions (used by the others)."""
 
         async def post(self, request: Request) -> Response:
-            try:
-                payload = orjson.loads(await request.read())
-                partitions = [int(p) for p in payload.pop("partitions")]
-                answers = await queries.run_local(payload, partitions)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                return _json(self, {"error": f"bad internal query: {exc}"}, 400)
+            body = await request.read()
+            with request_input("bad internal query"):
+                payload, partitions = parse_internal_query(body)
+            answers = await queries.run_local(payload, partitions)
             return _json(self, {"partitions": {str(p): v for p, v in answers.items()}})
+
+
+def _single(name: str, values: Sequence[str]) -> str:
+    if len(values) != 1:
+        raise BadRequest(f"{name}: give it once, got {len(values)} values")
+    return values[0]
 
 
 async def _with_record(
     view: View, queries: QueryService, message_id: str, render: Callable[[bytes], bytes]
 ) -> Response:
     """The record (rendered), 404 when unknown, 503 when its partition has no worker."""
-    try:
-        raw = await queries.get_raw(message_id)
-    except Unavailable as exc:
-        return _json(view, {"error": str(exc)}, 503)
+    _utf8("messageId", message_id)
+    raw = await queries.get_raw(message_id)
     if raw is None:
         return _json(view, {"error": f"no tracking record for messageId {message_id!r}"}, 404)
     return view.bytes(render(raw), content_type="application/json")
+
+
+def register_webhook_view(app: faust.App, ingress: WebhookIngress) -> None:
+    """``POST /webhooks/{providerId}``: the ingress answers every outcome itself (401/400/413
+    refused, 404 unknown provider, 503 Kafka did not acknowledge in time, 200 accepted)."""
+    install_json_errors(app)
+
+    @app.page("/webhooks/{provider_id}")
+    class WebhookView(View):
+        async def post(self, request: Request, provider_id: str) -> Response:
+            body = await request.read()
+            headers = CIMultiDict(request.headers)
+            token = request.query.get("token")
+            if token and "X-Webhook-Token" not in headers:
+                # For provider consoles that take only a URL: /webhooks/<id>?token=<secret>.
+                headers["X-Webhook-Token"] = token
+            status, answer = await ingress.handle(provider_id, headers, body)
+            return _json(self, answer, status)

@@ -1,10 +1,16 @@
 """Webhook ingress: ``POST /webhooks/{providerId}`` -> verified, normalised reports on Kafka.
 
 A request is verified first (401 and nothing published when unsigned, forged or stale), then
-parsed (400 with the reason when malformed), then every report in it is published to
-``provider-webhooks`` keyed ``providerId:providerMessageId``; the answer is 200 only after Kafka
-acknowledged all of them, so a provider that retries on anything else never loses a report.
-Duplicates (a provider's retry) are dropped downstream by their deterministic ``eventId``.
+parsed (400 with the reason when malformed; 413 when a report would be larger than an input the
+worker accepts), then every report in it is published to ``provider-webhooks`` keyed
+``providerId:providerMessageId``; the answer is 200 only after Kafka acknowledged all of them,
+so a provider that retries on anything else never loses a report. If Kafka does not acknowledge
+within ``ack_timeout_s`` (or refuses), the answer is 503 and the provider retries: nothing
+waits longer than that deadline. Duplicates (a provider's retry, or the part of a timed-out
+request that did reach Kafka) are dropped downstream by their deterministic ``eventId``.
+
+Every error raised while verifying or parsing a request (whatever the adapter) is the
+request's fault and answered 4xx with the reason, never 500: see :meth:`WebhookIngress.accept`.
 
 The generic format (any provider, no code): see ``GenericWebhookAdapter`` and the README.
 """
@@ -28,14 +34,25 @@ from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, provider_key
 from deliverytrack.models.policy import PiiPolicy
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.providers.base import WebhookAdapter, WebhookRejected
+from deliverytrack.streams.providers.base import (
+    MAX_EVENT_ID_CHARS,
+    MAX_REPORTS_PER_REQUEST,
+    WebhookAdapter,
+    WebhookRejected,
+)
+from deliverytrack.streams.web import INPUT_ERRORS, describe_input_error
 from deliverytrack.tables.pii import redact_raw
 
 log = logging.getLogger(__name__)
 
 TIMESTAMP_HEADER = "X-DeliveryTrack-Timestamp"
 SIGNATURE_HEADER = "X-DeliveryTrack-Signature"
-MAX_REPORTS_PER_REQUEST = 1_000
+WEBHOOK_ACK_TIMEOUT_S = 10.0
+"""How long the ingress waits for Kafka to acknowledge a request's reports before it answers
+503 (``Settings.webhook_ack_timeout_ms`` where that setting exists)."""
+MAX_REPORT_BYTES = 1_048_576
+"""The largest encoded report the ingress publishes (``Settings.max_input_bytes`` where that
+setting exists): a larger one would be refused by the worker as an input, so it is 413 here."""
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -83,17 +100,24 @@ class GenericWebhookAdapter:
             raise WebhookRejected(
                 401, f"unsigned: {TIMESTAMP_HEADER} and {SIGNATURE_HEADER} needed"
             )
-        try:
-            timestamp = int(stamp)
-        except ValueError:
-            raise WebhookRejected(401, f"{TIMESTAMP_HEADER} must be unix seconds") from None
-        if abs(now.timestamp() - timestamp) > self._window_s:
+        stamp = stamp.strip()
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+            raise WebhookRejected(401, f"{TIMESTAMP_HEADER} must be unix seconds")
+        timestamp = int(stamp)
+        # Integer arithmetic: no header value can overflow a float here.
+        if abs(int(now.timestamp()) - timestamp) > self._window_s:
             raise WebhookRejected(
                 401, f"stale: timestamp {timestamp} is outside the {self._window_s:g}s window"
             )
-        offered = [part.strip() for part in given.split(",") if part.strip()]
+        # Compared as bytes: a header may hold any (undecodable) octets, and compare_digest
+        # refuses non-ASCII str.
+        offered = [
+            part.strip().encode("utf-8", "surrogateescape")
+            for part in given.split(",")
+            if part.strip()
+        ]
         for secret in self._secrets:
-            expected = sign(secret, timestamp, body)
+            expected = sign(secret, timestamp, body).encode()
             if any(hmac.compare_digest(expected, candidate) for candidate in offered):
                 return
         raise WebhookRejected(401, "forged: the signature does not match")
@@ -118,17 +142,25 @@ class GenericWebhookAdapter:
                 raise WebhookRejected(400, f"reports[{index}]: expected a JSON object")
             try:
                 report = GenericReport.model_validate(item)
+                reports.append(self._normalise(report, item, received_at))
             except ValidationError as exc:
                 raise WebhookRejected(400, f"reports[{index}]: {_errors(exc)}") from None
-            reports.append(self._normalise(report, item, received_at))
         return reports
 
     def _normalise(
         self, report: GenericReport, item: dict[str, Any], received_at: datetime
     ) -> ProviderReportReceived:
-        event_id = report.event_id or _derived_event_id(self.provider_id, item)
+        if report.event_id is not None:
+            event_id = f"{self.provider_id}:{report.event_id}"
+            if len(event_id) > MAX_EVENT_ID_CHARS:
+                room = MAX_EVENT_ID_CHARS - len(self.provider_id) - 1
+                raise WebhookRejected(
+                    400, f"eventId: at most {room} characters, got {len(report.event_id)}"
+                )
+        else:
+            event_id = _derived_event_id(self.provider_id, item)
         return ProviderReportReceived(
-            event_id=f"{self.provider_id}:{event_id}",
+            event_id=event_id,
             provider_id=self.provider_id,
             provider_message_id=report.provider_message_id,
             status=report.status,
@@ -143,9 +175,12 @@ class GenericWebhookAdapter:
 
 
 def _derived_event_id(provider_id: str, item: Mapping[str, Any]) -> str:
-    """Same report, same id: a digest of its canonical JSON (sorted keys)."""
+    """Same report, same id: ``<providerId>:<providerMessageId>:<status>:<digest>``, the digest
+    of its canonical JSON (sorted keys); ``<providerId>:sha256:<digest>`` when that would be
+    longer than an eventId may be (a long providerMessageId)."""
     digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"{item.get('providerMessageId')}:{item.get('status')}:{digest[:24]}"
+    event_id = f"{provider_id}:{item.get('providerMessageId')}:{item.get('status')}:{digest[:24]}"
+    return event_id if len(event_id) <= MAX_EVENT_ID_CHARS else f"{provider_id}:sha256:{digest}"
 
 
 def _errors(exc: ValidationError) -> str:
@@ -183,13 +218,64 @@ class WebhookIngress:
         publish: Any,
         topic: str,
         pii: PiiPolicy | None = None,
+        *,
+        ack_timeout_s: float = WEBHOOK_ACK_TIMEOUT_S,
+        max_report_bytes: int = MAX_REPORT_BYTES,
     ) -> None:
         self.adapters = adapters
         self.pii = pii or PiiPolicy()
         self._publish = publish  # async (topic, key, value) -> awaitable of the ack
         self.topic = topic
+        self.ack_timeout_s = ack_timeout_s
+        self.max_report_bytes = max_report_bytes
         self.accepted = 0
         self.rejected = 0
+        self.unacknowledged = 0
+
+    def accept(
+        self, adapter: WebhookAdapter, headers: Mapping[str, str], body: bytes, now: datetime
+    ) -> list[tuple[bytes, bytes, str]]:
+        """Verify and parse one request into ``(key, value, eventId)`` of each report, or raise
+        ``WebhookRejected``. The input boundary of the ingress: whatever an adapter raises
+        while verifying (401) or parsing (400), and any report that cannot be encoded (400) or
+        is larger than the worker accepts (413), refuses the request with the reason."""
+        try:
+            adapter.verify(headers, body, now)
+        except WebhookRejected:
+            raise
+        except INPUT_ERRORS as exc:
+            raise WebhookRejected(
+                401, f"cannot verify the request: {describe_input_error(exc)}"
+            ) from exc
+        try:
+            reports = adapter.parse(headers, body, now)
+            if not reports:
+                raise WebhookRejected(400, "no reports in the request")
+            if len(reports) > MAX_REPORTS_PER_REQUEST:
+                raise WebhookRejected(400, f"at most {MAX_REPORTS_PER_REQUEST} reports per request")
+            if self.pii.protects_plain:
+                # Phone numbers under phone-ish keys of the provider's payload are masked
+                # before the report is published (the fold masks the record's numbers again).
+                reports = [
+                    r.model_copy(update={"raw": redact_raw(r.raw, self.pii)}) if r.raw else r
+                    for r in reports
+                ]
+            encoded = []
+            for index, r in enumerate(reports):
+                value = r.model_dump_json(by_alias=True, exclude_none=True).encode()
+                if len(value) > self.max_report_bytes:
+                    raise WebhookRejected(
+                        413,
+                        f"report {index} is {len(value)} bytes as an event; at most "
+                        f"{self.max_report_bytes}",
+                    )
+                key = provider_key(r.provider_id, r.provider_message_id).encode()
+                encoded.append((key, value, r.event_id))
+        except WebhookRejected:
+            raise
+        except INPUT_ERRORS as exc:
+            raise WebhookRejected(400, f"malformed request: {describe_input_error(exc)}") from exc
+        return encoded
 
     async def handle(
         self, provider_id: str, headers: Mapping[str, str], body: bytes, now: datetime | None = None
@@ -198,33 +284,32 @@ class WebhookIngress:
         if adapter is None:
             self.rejected += 1
             return 404, {"error": f"no webhook is configured for provider {provider_id!r}"}
-        now = now or datetime.now(UTC)
         try:
-            adapter.verify(headers, body, now)
-            reports = adapter.parse(headers, body, now)
+            reports = self.accept(adapter, headers, body, now or datetime.now(UTC))
         except WebhookRejected as exc:
             self.rejected += 1
             log.info("webhook %s refused (%s): %s", provider_id, exc.status, exc.reason)
             return exc.status, {"error": exc.reason}
-        if self.pii.protects_plain:
-            # Phone numbers under phone-ish keys of the provider's payload are masked before
-            # the report is published (the fold masks the record's own numbers again).
-            reports = [
-                r.model_copy(update={"raw": redact_raw(r.raw, self.pii)}) if r.raw else r
-                for r in reports
-            ]
         try:
-            acks = [
-                await self._publish(
-                    self.topic,
-                    provider_key(r.provider_id, r.provider_message_id).encode(),
-                    r.model_dump_json(by_alias=True, exclude_none=True).encode(),
-                )
-                for r in reports
-            ]
-            await asyncio.gather(*acks)
+            async with asyncio.timeout(self.ack_timeout_s):
+                # Cancelling an ack on timeout does not withdraw its report: one that reaches
+                # Kafka anyway is a duplicate of the provider's retry, dropped by its eventId.
+                acks = [await self._publish(self.topic, key, value) for key, value, _ in reports]
+                await asyncio.gather(*acks)
+        except TimeoutError:
+            self.unacknowledged += 1
+            log.warning(
+                "webhook %s: Kafka did not acknowledge %d report(s) within %gs",
+                provider_id,
+                len(reports),
+                self.ack_timeout_s,
+            )
+            return 503, {
+                "error": f"Kafka did not acknowledge the reports within {self.ack_timeout_s:g}s; "
+                "retry later"
+            }
         except (KafkaError, RuntimeError) as exc:
             log.warning("webhook %s: publishing failed: %s", provider_id, exc)
             return 503, {"error": f"could not publish to Kafka, retry later: {exc}"}
         self.accepted += len(reports)
-        return 200, {"accepted": len(reports), "eventIds": [r.event_id for r in reports]}
+        return 200, {"accepted": len(reports), "eventIds": [event_id for _, _, event_id in reports]}

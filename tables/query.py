@@ -73,7 +73,10 @@ class RecordFilter(Frozen):
         if isinstance(value, str):
             return (value,)
         if isinstance(value, list | tuple):
-            return tuple(dict.fromkeys(value))
+            try:
+                return tuple(dict.fromkeys(value))
+            except TypeError:  # an unhashable item (a JSON object or array): refused below
+                return tuple(value)
         return value
 
     @field_validator("requested_at_from", "status_updated_at_from")
@@ -130,6 +133,7 @@ _NON_DIM_FIELDS = (
     "status_updated_at_from",
     "status_updated_at_to",
 )
+_EPOCH = from_epoch_ms(0)
 FAR_FUTURE_MS = epoch_ms(datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC)) + 1
 """Exclusive end of every time range (datetime's maximum)."""
 
@@ -297,13 +301,22 @@ def parse_time(name: str, text: str) -> datetime:
         if digits.isascii() and digits.isdigit():
             if len(digits) > 16:
                 raise OverflowError(text)
-            return from_epoch_ms(int(text))
-        moment = datetime.fromisoformat(text)
-        if moment.tzinfo is not None:
-            return moment.astimezone(UTC)
+            moment = from_epoch_ms(int(text))
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                raise QueryError(
+                    f"{name}: {text!r} has no timezone; add Z or an offset like +09:00"
+                )
+            moment = moment.astimezone(UTC)
+    except QueryError:
+        raise
     except (ValueError, OverflowError):
         raise QueryError(f"{name}: {text!r} is not a time; {hint}") from None
-    raise QueryError(f"{name}: {text!r} has no timezone; add Z or an offset like +09:00")
+    if moment < _EPOCH:
+        # Index and counter keys are unsigned epoch milliseconds: nothing is before 1970.
+        raise QueryError(f"{name}: {text!r} is before 1970; {hint}")
+    return moment
 
 
 def _values(name: str, raw: Sequence[str]) -> tuple[str, ...]:

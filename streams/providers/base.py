@@ -7,6 +7,7 @@ A provider without a status API sets ``supports_status = False``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from datetime import datetime
 from math import isfinite
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import TypeAdapter, ValidationError
+
+from deliverytrack.models.common import UtcDatetime
 from deliverytrack.models.enums import MessageType
 from deliverytrack.models.events import PollRequested, ProviderReportReceived, ProviderStatus
 
@@ -45,6 +49,36 @@ NON_RETRYABLE_CODES = frozenset(
 )
 
 
+MAX_REPORTS_PER_REQUEST = 1_000
+"""A webhook request with more reports than this is refused (400), whatever its format."""
+MAX_EVENT_ID_CHARS = 512
+"""The longest ``eventId`` an event may have (the models' id length limit)."""
+
+
+def bounded_event_id(event_id: str) -> str:
+    """An eventId derived from a provider's payload, cut to ``MAX_EVENT_ID_CHARS``: a longer
+    one keeps its first part and ends with the SHA-256 of the whole, so the same report still
+    gets the same id (a provider's retry stays a duplicate)."""
+    if len(event_id) <= MAX_EVENT_ID_CHARS:
+        return event_id
+    digest = hashlib.sha256(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{event_id[: MAX_EVENT_ID_CHARS - len(digest) - 1]}~{digest}"
+
+
+_UTC_DATETIME: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
+
+
+def storable_time(moment: datetime) -> datetime | None:
+    """``moment`` in UTC if an event can hold it, else ``None``: a provider's date that is out
+    of range (before 1970, or past the models' upper bound, or overflowing once converted to
+    UTC, e.g. ``9999-12-31T23:59:59-01:00``) is treated like an unparsable one, as k-msg's
+    ``parseDate`` does, rather than refusing the whole report. The report keeps it in ``raw``."""
+    try:
+        return _UTC_DATETIME.validate_python(moment)
+    except (ValidationError, OverflowError):
+        return None
+
+
 def _finite_or_none(text: str) -> float | None:
     value = float(text)
     return value if isfinite(value) else None
@@ -54,8 +88,12 @@ def loads_provider_json(text: str | bytes) -> Any:
     """A provider's JSON body, read the way its own platform's parser would take it: ``NaN``,
     ``Infinity`` and numbers beyond float range become null. Our models keep only finite
     numbers, and one odd number in a provider's answer must not turn every poll of a message
-    into an error."""
-    return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
+    into an error. Nesting deeper than Python's recursion limit (~1,000 levels) is a
+    ``ValueError`` like any other malformed JSON."""
+    try:
+        return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def is_retryable(code: str, http_status: int | None = None) -> bool:

@@ -84,8 +84,10 @@ from deliverytrack.streams.providers.base import (
     ProviderError,
     StatusQuery,
     WebhookRejected,
+    bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    storable_time,
 )
 from deliverytrack.streams.providers.solapi import check_shared_secret, json_reports
 
@@ -118,7 +120,8 @@ def format_kst_date(value: datetime) -> str:
 
 
 def parse_kst_datetime(value: Any) -> datetime | None:
-    """``YYYY-MM-DD HH:mm:ss`` (or ISO-8601) as KST -> aware UTC; anything else ``None``."""
+    """``YYYY-MM-DD HH:mm:ss`` (or ISO-8601) as KST -> aware UTC; anything else, or a date out
+    of the range an event holds (``storable_time``), ``None``."""
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
@@ -131,7 +134,7 @@ def parse_kst_datetime(value: Any) -> datetime | None:
             return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=KST)
-    return parsed.astimezone(UTC)
+    return storable_time(parsed)
 
 
 def b64(text: str) -> str:
@@ -548,7 +551,7 @@ class IwinvWebhookAdapter:
                 raise WebhookRejected(400, f"report {index} has neither seqNo nor requestNo")
             if not message_id:
                 raise WebhookRejected(400, f"report {index} has an empty message id")
-            event_id = (
+            event_id = bounded_event_id(
                 f"{self.provider_id}:{channel}:{message_id}:"
                 f"{fields['statusCode'] or '-'}:{stamp or '-'}"
             )

@@ -64,11 +64,14 @@ from pydantic import ValidationError
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, ProviderStatus
 from deliverytrack.streams.providers.base import (
+    MAX_REPORTS_PER_REQUEST,
     ProviderError,
     StatusQuery,
     WebhookRejected,
+    bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    storable_time,
 )
 
 SOLAPI_BASE_URL: Final = "https://api.solapi.com"
@@ -100,7 +103,8 @@ def map_solapi_status_code(status_code: str | None) -> TrackingStatus:
 
 def parse_solapi_date(value: Any) -> datetime | None:
     """An ISO-8601 date as SOLAPI writes it (``2024-05-01T03:04:05.678Z``); naive means UTC.
-    Anything unparsable is ``None`` (k-msg ``parseDate``)."""
+    Anything unparsable is ``None`` (k-msg ``parseDate``), and so is a date out of the range
+    an event holds (see ``storable_time``)."""
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
@@ -112,7 +116,7 @@ def parse_solapi_date(value: Any) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return storable_time(parsed)
 
 
 def solapi_date(now: datetime) -> str:
@@ -314,16 +318,18 @@ def check_shared_secret(provider_id: str, secret: str | None, headers: Mapping[s
     token = presented_token(headers)
     if token is None:
         raise WebhookRejected(401, f"{provider_id}: missing {WEBHOOK_TOKEN_HEADER}")
-    if not hmac.compare_digest(token.encode(), secret.encode()):
+    # Bytes, as received: a header may carry octets that are not UTF-8.
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), secret.encode()):
         raise WebhookRejected(401, f"{provider_id}: bad webhook token")
 
 
 def json_reports(body: bytes, *list_keys: str) -> list[Any]:
-    """The report objects of a webhook body: an array, one object, or ``{<list_key>: ...}``."""
+    """The report objects of a webhook body: an array, one object, or ``{<list_key>: ...}``;
+    at most ``MAX_REPORTS_PER_REQUEST`` of them."""
     try:
         payload = loads_provider_json(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise WebhookRejected(400, f"body is not JSON: {exc}") from exc
+    except ValueError as exc:  # also UnicodeDecodeError and too deep nesting
+        raise WebhookRejected(400, f"body is not JSON: {exc}") from None
     if isinstance(payload, dict):
         for key in list_keys:
             inner = payload.get(key)
@@ -336,6 +342,10 @@ def json_reports(body: bytes, *list_keys: str) -> list[Any]:
     items = payload if isinstance(payload, list) else [payload]
     if not items:
         raise WebhookRejected(400, "no reports in the body")
+    if len(items) > MAX_REPORTS_PER_REQUEST:
+        raise WebhookRejected(
+            400, f"{len(items)} reports in the body; at most {MAX_REPORTS_PER_REQUEST} per request"
+        )
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise WebhookRejected(400, f"report {index} is not a JSON object")
@@ -375,7 +385,9 @@ class SolapiWebhookAdapter:
                 ),
                 "-",
             )
-            event_id = f"{self.provider_id}:{message_id}:{fields['statusCode'] or '-'}:{stamp}"
+            event_id = bounded_event_id(
+                f"{self.provider_id}:{message_id}:{fields['statusCode'] or '-'}:{stamp}"
+            )
             try:
                 reports.append(
                     ProviderReportReceived.model_validate(
