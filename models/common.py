@@ -37,6 +37,9 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """An ISO-8601 timestamp with a timezone, normalised to UTC (serialised with ``Z``)."""
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=512)]
+DerivedId = Annotated[str, Field(min_length=1, max_length=2048)]
+"""An id the worker derives from up to three producer ids (each at most 512 characters) and a
+label, e.g. ``<messageId>:deleted:<eventId>``: longer than any producer id may be."""
 
 
 def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, Strict, field_validator, model_validator
 
 from deliverytrack.models.common import (
+    DerivedId,
     ErrorInfo,
     Frozen,
     JsonObject,
@@ -140,6 +141,7 @@ class RecordFailoverOutcome(Event):
     ``apiAttempt`` outcome). The fold emits ``sent`` itself when the fallback's send result
     (``failoverOf``) arrives; a sender that could not send publishes ``failed``."""
 
+    event_id: DerivedId
     event_type: Literal["RecordFailoverOutcome"] = "RecordFailoverOutcome"
     message_id: NonEmptyStr
     outcome: Literal["sent", "failed"]
@@ -184,6 +186,7 @@ class PurgeRecord(Event):
 class ProviderReportReceived(Event):
     """A provider's delivery report (webhook), normalised. Knows the provider's id only."""
 
+    event_id: DerivedId
     event_type: Literal["ProviderReportReceived"] = "ProviderReportReceived"
     provider_id: NonEmptyStr
     provider_message_id: NonEmptyStr
@@ -208,6 +211,7 @@ def provider_key(provider_id: str, provider_message_id: str) -> str:
 class ProviderIdLinked(Event):
     """The fold created a record with a provider message id: index it (re-keyed by provider)."""
 
+    event_id: DerivedId
     event_type: Literal["ProviderIdLinked"] = "ProviderIdLinked"
     provider_id: NonEmptyStr
     provider_message_id: NonEmptyStr
@@ -218,6 +222,7 @@ class ProviderIdLinked(Event):
 class HoldExpiryDue(Event):
     """A timer saw held reports of this provider key past their holding time at ``issuedAt``."""
 
+    event_id: DerivedId
     event_type: Literal["HoldExpiryDue"] = "HoldExpiryDue"
     provider_id: NonEmptyStr
     provider_message_id: NonEmptyStr
@@ -231,6 +236,7 @@ CorrelationEvent = ProviderReportReceived | ProviderIdLinked | HoldExpiryDue
 class ReportCorrelated(Event):
     """A provider report matched to our messageId (``eventId`` is the report's eventId)."""
 
+    event_id: DerivedId
     event_type: Literal["ReportCorrelated"] = "ReportCorrelated"
     message_id: NonEmptyStr
     report: ProviderReportReceived
@@ -242,6 +248,7 @@ class ReportCorrelated(Event):
 class DueCheckIssued(Event):
     """A timer found the record due at ``dueAt`` while scanning at ``issuedAt`` (its clock)."""
 
+    event_id: DerivedId
     event_type: Literal["DueCheckIssued"] = "DueCheckIssued"
     message_id: NonEmptyStr
     due_at: UtcDatetime
@@ -253,6 +260,7 @@ class RecordExpiryDue(Event):
     ``expireAt`` while scanning at ``issuedAt`` (its clock). Folded like a due check: stale
     when the record's expiry moved. ``eventId`` is ``expire:<messageId>:<expireAt ms>``."""
 
+    event_id: DerivedId
     event_type: Literal["RecordExpiryDue"] = "RecordExpiryDue"
     message_id: NonEmptyStr
     expire_at: UtcDatetime
@@ -278,6 +286,7 @@ class ProviderStatus(Tolerant):
 class PollRequested(Event):
     """The fold leased a due record to the poller: ask the provider, answer with ``checkSeq``."""
 
+    event_id: DerivedId
     event_type: Literal["PollRequested"] = "PollRequested"
     message_id: NonEmptyStr
     check_seq: int = Field(ge=1)
@@ -307,6 +316,7 @@ class ProviderErrorInfo(Tolerant):
 class StatusObserved(Event):
     """What the poller saw for one poll request (its ``checkSeq``), at ``observedAt``."""
 
+    event_id: DerivedId
     event_type: Literal["StatusObserved"] = "StatusObserved"
     message_id: NonEmptyStr
     check_seq: int = Field(ge=1)
@@ -334,11 +344,11 @@ class FailoverRequested(Frozen):
     ``eventId`` is ``<messageId>:api-fallback`` and so is ``fallbackMessageId``: publish the
     fallback's send result with that messageId and ``failoverOf`` = ``messageId``."""
 
-    event_id: NonEmptyStr
+    event_id: DerivedId
     schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["FailoverRequested"] = "FailoverRequested"
     message_id: NonEmptyStr
-    fallback_message_id: NonEmptyStr
+    fallback_message_id: DerivedId
     fallback_type: MessageType
     # The record's to/from: masked when personal data is on without storePlain; the sender
     # decrypts ``toEncrypted``/``fromEncrypted`` (tables.pii.decrypt_field) to send.
@@ -359,7 +369,7 @@ class FailoverRequested(Frozen):
 class StatusChanged(Frozen):
     """One applied transition. ``eventId`` is ``<messageId>:<sequence>``, stable across replays."""
 
-    event_id: NonEmptyStr
+    event_id: DerivedId
     schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["StatusChanged"] = "StatusChanged"
     message_id: NonEmptyStr
@@ -386,7 +396,7 @@ class RecordDeleted(Frozen):
     published). ``eventId`` is ``<messageId>:deleted:<eventId of the cause>``, stable across
     retries and replays."""
 
-    event_id: NonEmptyStr
+    event_id: DerivedId
     schema_version: SchemaVersion = SCHEMA_VERSION
     event_type: Literal["RecordDeleted"] = "RecordDeleted"
     message_id: NonEmptyStr

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from deliverytrack.models.common import Frozen, NonEmptyStr, UtcDatetime
+from deliverytrack.models.common import DerivedId, Frozen, NonEmptyStr, UtcDatetime
 from deliverytrack.models.records import RetentionClass
 
 RetentionPreset = Literal["kr-b2b-baseline"]
@@ -63,4 +63,4 @@ class DeletionMarker(Frozen):
     deleted_at: UtcDatetime
     forget_at: UtcDatetime
     reason: DeletionReason
-    event_id: NonEmptyStr
+    event_id: DerivedId

@@ -1,13 +1,31 @@
 """Outbound webhooks (k-msg's @k-msg/webhook, done the event-sourced way): endpoints, the
-payload a receiver gets, and the delivery events on Kafka."""
+payload a receiver gets, and the delivery events on Kafka.
+
+An endpoint arrives from settings and inside send results (``webhooks``), i.e. from any
+producer: everything the dispatcher will do with it is checked here, where it is decoded, so a
+bad endpoint refuses its send result (a dead letter) instead of failing the dispatcher later.
+The URL must parse as aiohttp parses it, with a host that encodes to IDNA; header names are
+HTTP tokens and values visible ASCII (no CR, LF, NUL or other control character), a bounded
+number of them; delays are bounded so the next attempt's time is always representable.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import ipaddress
+import re
+from math import isfinite
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+import yarl
+from pydantic import AfterValidator, Field, JsonValue, field_validator
 
-from deliverytrack.models.common import Frozen, JsonObject, NonEmptyStr, UtcDatetime
+from deliverytrack.models.common import (
+    MAX_JSON_DEPTH,
+    Frozen,
+    NonEmptyStr,
+    Tolerant,
+    UtcDatetime,
+)
 
 MESSAGE_EVENT_TYPES: tuple[str, ...] = (
     "message.queued",
@@ -21,41 +39,165 @@ MESSAGE_EVENT_TYPES: tuple[str, ...] = (
     "message.unknown",
 )
 
+MAX_RETRY_DELAY_MS = 86_400_000
+"""The longest wait before a retry (1 day): both ``retryDelayMs`` and every computed delay
+(``retryDelayMs * backoffMultiplier^n``) are capped here."""
+MAX_URL_CHARS = 2_048
+MAX_HEADERS = 32
+MAX_HEADER_NAME_CHARS = 256
+MAX_HEADER_VALUE_CHARS = 4_096
+MAX_EVENTS = 32
+MAX_ATTEMPT = 100
+MAX_PAYLOAD_DEPTH = MAX_JSON_DEPTH + 16
+"""A payload wraps a status change, which wraps a record, which holds free-form JSON (metadata,
+details) up to ``MAX_JSON_DEPTH`` deep a few levels down."""
 
-class WebhookEndpoint(Frozen):
+# RFC 9110 5.6.2: token = 1*tchar
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Visible ASCII, space and tab: no CR, LF, NUL or any other control character (RFC 9110 5.5,
+# without obs-text).
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_HOSTNAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+# Headers that frame or route the request, or that the dispatcher sets and signs itself.
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+)
+_OWN_HEADER_PREFIX = "x-deliverytrack-"
+
+
+def _check_url(url: str) -> str:
+    if _URL_FORBIDDEN.search(url):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parsed = yarl.URL(url)
+    except (ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.absolute:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    host = parsed.raw_host
+    if not host:
+        raise ValueError("must have a host")
+    try:
+        parsed.host  # noqa: B018 - decodes the punycode labels (aiohttp reads it)
+    except ValueError as exc:
+        raise ValueError(f"host {host!r} is not valid IDNA ({exc})") from None
+    if not _is_ip_address(host):
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except (UnicodeError, ValueError) as exc:
+            raise ValueError(f"host {host!r} cannot be encoded as IDNA ({exc})") from None
+        if len(ascii_host) > 253 or not _HOSTNAME.fullmatch(ascii_host):
+            raise ValueError(f"host {host!r} is not a valid host name")
+    return url
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"at most {MAX_HEADERS} headers")
+    for name, value in headers.items():
+        if len(name) > MAX_HEADER_NAME_CHARS or not _TOKEN.fullmatch(name):
+            raise ValueError(f"header name {name[:80]!r} is not an HTTP token")
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith(_OWN_HEADER_PREFIX):
+            raise ValueError(f"header {name!r} is set by the dispatcher, not by an endpoint")
+        if len(value) > MAX_HEADER_VALUE_CHARS:
+            raise ValueError(f"header {name!r}: at most {MAX_HEADER_VALUE_CHARS} characters")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(
+                f"header {name!r}: only visible ASCII, space and tab (no CR, LF, NUL or other "
+                "control characters)"
+            )
+    return headers
+
+
+def _check_payload(value: dict[str, Any]) -> dict[str, Any]:
+    """Finite numbers only, nesting bounded (see ``MAX_PAYLOAD_DEPTH``)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_PAYLOAD_DEPTH:
+            raise ValueError(f"JSON nests deeper than {MAX_PAYLOAD_DEPTH} levels")
+        for element in item.values() if isinstance(item, dict) else item:
+            if type(element) is float:
+                if not isfinite(element):
+                    raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
+            elif isinstance(element, dict | list):
+                pending.append((element, depth + 1))
+    return value
+
+
+Payload = Annotated[dict[str, JsonValue], AfterValidator(_check_payload)]
+EndpointId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class WebhookEndpoint(Tolerant):
     """Where to POST status changes. ``secretRef`` names a secret in
     ``DELIVERYTRACK_WEBHOOK_SECRETS``: secrets never travel on topics or in records."""
 
-    id: NonEmptyStr
-    url: NonEmptyStr = Field(pattern=r"^https?://")
-    events: tuple[str, ...] = Field(
-        default=("*",), description="event types (message.delivered, ...) or '*' for all"
+    id: EndpointId
+    url: Annotated[str, AfterValidator(_check_url)] = Field(
+        min_length=1, max_length=MAX_URL_CHARS, pattern=r"^https?://"
     )
-    headers: dict[str, str] = Field(default_factory=dict)
-    secret_ref: str | None = None
+    events: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] = Field(
+        default=("*",),
+        max_length=MAX_EVENTS,
+        description="event types (message.delivered, ...) or '*' for all",
+    )
+    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
+        default_factory=dict,
+        description=f"extra request headers (at most {MAX_HEADERS}; names are HTTP tokens, "
+        "values visible ASCII; not Host, Content-Length, Transfer-Encoding, Connection or "
+        "X-DeliveryTrack-*)",
+    )
+    secret_ref: str | None = Field(default=None, max_length=256)
     timeout_ms: int = Field(default=5_000, ge=1, le=60_000)
     max_retries: int = Field(default=3, ge=0, le=10)
-    retry_delay_ms: int = Field(default=1_000, ge=1)
-    backoff_multiplier: float = Field(default=2.0, ge=1, le=5)
+    retry_delay_ms: int = Field(default=1_000, ge=1, le=MAX_RETRY_DELAY_MS)
+    backoff_multiplier: float = Field(default=2.0, ge=1, le=5, allow_inf_nan=False)
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _bounded_before_check(cls, value: Any) -> Any:
+        # Refuse a huge mapping before pydantic validates every entry of it.
+        if isinstance(value, dict) and len(value) > MAX_HEADERS:
+            raise ValueError(f"at most {MAX_HEADERS} headers")
+        return value
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.events or event_type in self.events
 
     def delay_ms(self, retry: int) -> int:
-        """k-msg: the delay before retry n (n >= 1) is base * multiplier^n."""
-        return int(self.retry_delay_ms * self.backoff_multiplier**retry)
+        """k-msg: the delay before retry n (n >= 1) is base * multiplier^n, here capped at
+        ``MAX_RETRY_DELAY_MS``."""
+        if retry < 0:
+            raise ValueError("retry must be >= 0")
+        delay = float(self.retry_delay_ms)
+        for _ in range(retry):  # stops growing once capped: no float overflow, whatever n
+            delay *= self.backoff_multiplier
+            if delay >= MAX_RETRY_DELAY_MS:
+                return MAX_RETRY_DELAY_MS
+        return min(int(delay), MAX_RETRY_DELAY_MS)
 
 
 class WebhookDelivery(Frozen):
     """One endpoint's delivery of one event, and the attempt it is at (retry topic value)."""
 
-    delivery_id: NonEmptyStr
+    delivery_id: Annotated[str, Field(min_length=1, max_length=1_024)]
     endpoint: WebhookEndpoint
     event_id: NonEmptyStr
     event_type: NonEmptyStr
     message_id: NonEmptyStr
-    payload: JsonObject
-    attempt: int = Field(ge=1)
+    payload: Payload
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     not_before: UtcDatetime
 
 
@@ -64,7 +206,7 @@ class WebhookAttempted(Frozen):
 
     schema_version: Literal[1] = 1
     event_type: Literal["WebhookAttempted"] = "WebhookAttempted"
-    delivery_id: NonEmptyStr
+    delivery_id: Annotated[str, Field(min_length=1, max_length=1_024)]
     endpoint_id: NonEmptyStr
     event_id: NonEmptyStr
     message_id: NonEmptyStr

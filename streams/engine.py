@@ -1178,17 +1178,17 @@ class FoldEngine:
             return 0
         if key.startswith(CORRELATION_PREFIX):
             name = key[len(CORRELATION_PREFIX) :].decode()
-            state = None if value is None else decode_correlation_state(value)
+            state = None if value is None else _read_state(decode_correlation_state, value)
             old_state = states[name][0] if name in states else store.get_correlation(name)
             states[name] = (old_state, state, value)
         elif key.startswith(MARKER_PREFIX):
             mid = key[len(MARKER_PREFIX) :].decode()
-            mark = None if value is None else decode_marker(value)
+            mark = None if value is None else _read_state(decode_marker, value)
             old_mark = marks[mid][0] if mid in marks else store.get_marker(mid)
             marks[mid] = (old_mark, mark, value)
         else:
             mid = key.decode()
-            new = None if value is None else decode_record(value)
+            new = None if value is None else _read_state(decode_record, value)
             old = changes[mid][0] if mid in changes else store.get(mid)
             changes[mid] = (old, new, value)
         return 1

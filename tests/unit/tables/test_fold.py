@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from pydantic import ValidationError
 
+from deliverytrack.models.codec import decode_link_or_expiry, encode
 from deliverytrack.models.enums import StatusSource, TrackingStatus
 from deliverytrack.models.events import EventRejected, ProviderIdLinked, StatusChanged
 from deliverytrack.models.policy import PollingPolicy
@@ -80,12 +80,15 @@ def test_provider_message_id_is_trimmed() -> None:
     assert record is not None and record.provider_message_id == "pm-9"
 
 
-def test_a_send_whose_link_would_not_fit_its_schema_is_refused() -> None:
-    """The provider-id link's eventId is ``<messageId>:link``: a 510-character messageId is a
-    valid send, but its link would be refused by the correlator, and the record could never be
-    reached by a report. The fold refuses the send (the engine dead-letters it, fold-error)."""
-    with pytest.raises(ValidationError, match="event_id"):
-        fold(None, send_recorded_factory("m" * 510, provider_message_id="pm-1"))
+def test_ids_derived_from_long_ids_fit_their_schema() -> None:
+    """The provider-id link's eventId is ``<messageId>:link``: with a 510-character messageId
+    it is longer than a producer id may be (512). Derived ids may be up to 2,048 characters,
+    so every valid send folds and its link decodes again (it was a fold-error before)."""
+    send = send_recorded_factory("m" * 510, provider_message_id="p" * 512)
+    record, emitted = fold(None, send)
+    assert record is not None
+    link = next(out for out in emitted if isinstance(out, ProviderIdLinked))
+    assert decode_link_or_expiry(encode(link)) == link
 
 
 def test_recorded_at_is_the_status_time_when_given() -> None:
