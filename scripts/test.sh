@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: venv, packages, Kafka jars (Maven), lint, types, tests.
 # Extra arguments go to pytest, e.g. `scripts/test.sh tests/unit -q`.
+# The suite includes tests/integration/test_wheel.py: it builds the wheel, installs it into a
+# fresh venv outside the checkout (dependencies cached in ~/.cache/deliverytrack/wheelhouse)
+# and runs the installed CLI and worker against the test broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
