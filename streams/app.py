@@ -108,6 +108,10 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,
+        # No Faust tables here (the fold engine keeps its own stores): Faust's /router and
+        # /table views would serve nothing, and answered 500 for a table name they do not know.
+        web_router_enabled=False,
+        web_tables_enabled=False,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         producer_linger=settings.producer_linger_ms / 1000,

@@ -24,6 +24,7 @@ Errors are JSON ``{"error": "<what is wrong>"}``, through one mechanism, the
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 import orjson
 from aiohttp import web as aiohttp_web
+from aiohttp.http_exceptions import BadHttpMessage
 from faust.web import Request, Response, View
 from multidict import CIMultiDict
 from pydantic import ValidationError
@@ -121,13 +123,22 @@ def _params(request: Request) -> dict[str, list[str]]:
     return params
 
 
+def _dumps(body: Any) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # A str that is not valid Unicode (lone surrogates: a header's undecodable bytes, as
+        # aiohttp decodes them) in an error message: written escaped.
+        return json.dumps(body, ensure_ascii=True).encode()
+
+
 def _json(view: View, body: Any, status: int = 200) -> Response:
-    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+    return view.bytes(_dumps(body), content_type="application/json", status=status)
 
 
 def _error_response(status: int, message: str, headers: Any = None) -> aiohttp_web.Response:
     return aiohttp_web.Response(
-        body=orjson.dumps({"error": message}),
+        body=_dumps({"error": message}),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -148,6 +159,9 @@ async def json_errors(
         return _error_response(exc.status, exc.message)
     except Unavailable as exc:
         return _error_response(503, str(exc))
+    except (aiohttp_web.RequestPayloadError, BadHttpMessage) as exc:
+        # The body could not be read as sent (e.g. a corrupt gzip Content-Encoding).
+        return _error_response(400, f"the request body cannot be read: {exc}")
     except aiohttp_web.HTTPException as exc:
         if exc.status < 400:
             raise

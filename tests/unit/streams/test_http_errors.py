@@ -769,6 +769,10 @@ async def raw_status(api: Api, request: bytes) -> tuple[int, bytes]:
         ("invalid utf-8 path", b"GET /records/\xff\xfe", b""),
         ("invalid utf-8 query", b"GET /records?status=\xff", b""),
         ("invalid utf-8 query token", b"POST /webhooks/sol?token=\xff", b""),
+        ("corrupt gzip webhook", b"POST /webhooks/sol", b"Content-Encoding: gzip\r\n"),
+        ("corrupt deflate query", b"POST /internal/query", b"Content-Encoding: deflate\r\n"),
+        ("unknown encoding", b"POST /webhooks/iw", b"Content-Encoding: br\r\n"),
+        ("bad chunking", b"POST /webhooks/sol", b"Transfer-Encoding: chunked\r\n"),
     ],
 )
 async def test_undecodable_bytes_in_a_request_are_not_a_500(
@@ -792,3 +796,9 @@ async def test_undecodable_bytes_in_a_request_are_not_a_500(
     )
     status, answer = await raw_status(api, request)
     assert 400 <= status < 500, (name, status, answer[:300])
+
+
+def test_an_error_message_that_is_not_valid_unicode_is_still_json() -> None:
+    from deliverytrack.streams.web import _dumps
+
+    assert json.loads(_dumps({"error": "token \udcff"})) == {"error": "token \udcff"}

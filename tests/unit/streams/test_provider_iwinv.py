@@ -15,6 +15,8 @@ import pytest
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.settings import ProviderConfig, Settings
 from deliverytrack.streams.providers.base import (
+    MAX_EVENT_ID_CHARS,
+    MAX_REPORTS_PER_REQUEST,
     ProviderError,
     StatusProvider,
     StatusQuery,
@@ -589,6 +591,47 @@ def test_parse_malformed_is_400(adapter: IwinvWebhookAdapter, body: bytes) -> No
     with pytest.raises(WebhookRejected) as info:
         adapter.parse({}, body, RECEIVED)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "0001-01-01 00:00:00",
+        "9999-12-31T23:59:59-01:00",
+        "1969-12-31 23:59:59",
+        "9500-01-01 00:00:00",
+    ],
+)
+def test_a_date_out_of_range_is_dropped_not_a_crash(
+    adapter: IwinvWebhookAdapter, date: str
+) -> None:
+    """``0001-01-01 00:00:00`` KST is before datetime.min in UTC (OverflowError before)."""
+    assert parse_kst_datetime(date) is None
+    [parsed] = adapter.parse({}, json.dumps({**SMS_REPORT, "sendDate": date}).encode(), RECEIVED)
+    assert (parsed.status, parsed.sent_at, parsed.failed_at) == (S.FAILED, None, None)
+    [parsed] = adapter.parse(
+        {}, json.dumps({**ALIMTALK_REPORT, "receiveDate": date}).encode(), RECEIVED
+    )
+    assert parsed.delivered_at == datetime(2024, 5, 1, 3, 0, 2, tzinfo=UTC)  # sendDate
+
+
+def test_json_nested_too_deeply_and_too_many_reports_are_400(adapter: IwinvWebhookAdapter) -> None:
+    for body in (
+        b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({"list": [ALIMTALK_REPORT] * (MAX_REPORTS_PER_REQUEST + 1)}).encode(),
+    ):
+        with pytest.raises(WebhookRejected) as info:
+            adapter.parse({}, body, RECEIVED)
+        assert info.value.status == 400
+    reports = [{**ALIMTALK_REPORT, "seqNo": i} for i in range(MAX_REPORTS_PER_REQUEST)]
+    assert len(adapter.parse({}, json.dumps(reports).encode(), RECEIVED)) == len(reports)
+
+
+def test_a_long_derived_event_id_is_bounded(adapter: IwinvWebhookAdapter) -> None:
+    body = json.dumps({**SMS_REPORT, "requestNo": "R" * 500}).encode()
+    [parsed] = adapter.parse({}, body, RECEIVED)
+    assert len(parsed.event_id) == MAX_EVENT_ID_CHARS
+    assert adapter.parse({}, body, RECEIVED)[0].event_id == parsed.event_id
 
 
 # --- settings and registry ------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import pytest
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.settings import ProviderConfig, Settings
 from deliverytrack.streams.providers.base import (
+    MAX_EVENT_ID_CHARS,
+    MAX_REPORTS_PER_REQUEST,
     ProviderError,
     StatusProvider,
     StatusQuery,
@@ -30,6 +32,7 @@ from deliverytrack.streams.providers.solapi import (
     SolapiProvider,
     SolapiWebhookAdapter,
     map_solapi_status_code,
+    parse_solapi_date,
     solapi_authorization,
 )
 from tests.fakes.solapi_api import FakeSolapiApi
@@ -464,6 +467,64 @@ def test_parse_drops_an_unparsable_date(adapter: SolapiWebhookAdapter) -> None:
     """k-msg ``parseDate``: a bad date is absent, not a rejected report."""
     body = json.dumps([report("M4V1", "4000", dateProcessed="yesterday")]).encode()
     assert adapter.parse({}, body, RECEIVED)[0].sent_at is None
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        "9999-12-31T23:59:59-01:00",  # past datetime.max once in UTC (OverflowError before)
+        "0001-01-01T00:00:00+09:00",
+        "1969-12-31T23:59:59Z",
+        "9500-01-01T00:00:00Z",
+    ],
+)
+def test_a_date_out_of_range_is_dropped_not_a_crash(
+    adapter: SolapiWebhookAdapter, date: str
+) -> None:
+    """Out of the range an event holds, a date is as good as unparsable (k-msg
+    ``parseDate``): absent, the report kept, the date still in ``raw``."""
+    assert parse_solapi_date(date) is None
+    body = json.dumps([report("M4V1", "4000", dateCompleted=date, dateProcessed=date)]).encode()
+    [parsed] = adapter.parse({}, body, RECEIVED)
+    assert (parsed.sent_at, parsed.status) == (None, S.DELIVERED)
+    assert parsed.delivered_at == datetime(2024, 5, 1, 3, 0, 7, tzinfo=UTC)  # dateReceived
+    assert parsed.raw is not None and parsed.raw["dateCompleted"] == date
+
+
+def test_json_nested_too_deeply_is_400(adapter: SolapiWebhookAdapter) -> None:
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 5_000 + b"1" + b"}" * 5_000):
+        with pytest.raises(WebhookRejected) as info:
+            adapter.parse({}, body, RECEIVED)
+        assert info.value.status == 400 and "nested too deeply" in info.value.reason
+
+
+def test_at_most_max_reports_per_request(adapter: SolapiWebhookAdapter) -> None:
+    batch = [report(f"M{i}", "4000") for i in range(MAX_REPORTS_PER_REQUEST + 1)]
+    with pytest.raises(WebhookRejected) as info:
+        adapter.parse({}, json.dumps(batch).encode(), RECEIVED)
+    assert info.value.status == 400 and f"at most {MAX_REPORTS_PER_REQUEST}" in info.value.reason
+    envelope = json.dumps({"messageList": {r["messageId"]: r for r in batch}}).encode()
+    with pytest.raises(WebhookRejected):
+        adapter.parse({}, envelope, RECEIVED)
+    assert len(adapter.parse({}, json.dumps(batch[:-1]).encode(), RECEIVED)) == len(batch) - 1
+
+
+def test_a_long_derived_event_id_is_bounded_and_stable(adapter: SolapiWebhookAdapter) -> None:
+    body = json.dumps([report("M" * 500, "4000", dateUpdated="2024-05-01T03:00:09.000Z")])
+    first = adapter.parse({}, body.encode(), RECEIVED)[0].event_id
+    assert len(first) == MAX_EVENT_ID_CHARS
+    assert first.startswith("solapi:MMM")
+    assert adapter.parse({}, body.encode(), RECEIVED)[0].event_id == first
+    other = body.replace("03:00:09", "03:00:10")
+    assert adapter.parse({}, other.encode(), RECEIVED)[0].event_id != first
+
+
+def test_a_token_with_undecodable_bytes_is_refused(adapter: SolapiWebhookAdapter) -> None:
+    # aiohttp decodes header bytes with surrogateescape: b"\xff" arrives as "\udcff".
+    for token in ("\udcff\udcfe", TOKEN + "\udcff", "é"):
+        with pytest.raises(WebhookRejected) as info:
+            adapter.verify({"X-Webhook-Token": token}, b"[]", RECEIVED)
+        assert info.value.status == 401
 
 
 # --- settings and registry ------------------------------------------------------------------------
