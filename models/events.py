@@ -418,8 +418,8 @@ class DeadLetter(Frozen):
     topic: str
     partition: int
     offset: int
-    key_base64: str | None
-    value_base64: str | None
+    key_base64: str | None = None
+    value_base64: str | None = None
     value_text: str | None = Field(
         default=None, description="The kept value as UTF-8 when it decodes, for humans"
     )
