@@ -163,7 +163,8 @@ async def run_replay(
     max_differences: int = 10,
 ) -> int:
     """Rebuild the table into fresh state; with ``verify``, compare it with the live one.
-    Returns the exit code: 0 (done, identical), 1 (differences), 3 (timed out)."""
+    Returns the exit code: 0 (done, identical), 1 (differences), 2 (the fold stopped on an
+    error: infrastructure, e.g. the broker refused an output), 3 (timed out)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     replay_app_id = replay_app_id or f"{settings.app_id}-replay-{stamp}"
     data_dir = data_dir or Path(settings.data_dir) / "replays"
@@ -206,6 +207,9 @@ async def run_replay(
             )
             if done >= total and engine.ready.is_set():
                 break
+            if engine.failure.error is not None:
+                print(f"\nreplay: the fold stopped: {engine.failure.error!r}", file=out)
+                return 2
             if elapsed > timeout_s:
                 print(f"\nreplay: timed out after {timeout_s:g}s", file=out)
                 return 3

@@ -18,6 +18,7 @@ from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
+from tests.integration.test_replay_cli import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +177,10 @@ async def test_hostile_records_are_dead_lettered_and_the_worker_folds_on(
     status, _ = worker.http_get("/records/g-1")
     assert status == 404
     assert worker.stop() == 0
+    # Replaying the same topics (hostile records included) ends, and agrees with the table.
+    code, _, err = await run_cli(settings, "replay", "--verify", "--app-id", "hostile-replay")
+    assert code == 0, err
+    assert "identical to the live table" in err
 
 
 async def test_a_changelog_value_that_does_not_decode_is_dead_lettered_on_restore(
