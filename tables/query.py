@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from deliverytrack.models.common import Frozen, UtcDatetime
 from deliverytrack.models.enums import MessageType, TrackingStatus
@@ -363,7 +363,24 @@ def parse_filter(params: Mapping[str, Sequence[str]], allowed: Iterable[str] = (
         elif name not in extra:
             known = sorted(FILTER_PARAM_NAMES | extra)
             raise QueryError(f"unknown parameter {name!r}; known: {', '.join(known)}")
-    return RecordFilter.model_validate(fields)
+    return _validated_filter(fields, _PARAM_OF_FIELD)
+
+
+_PARAM_OF_FIELD = {field: param for param, field in {**_FILTER_PARAMS, **_RANGE_PARAMS}.items()}
+
+
+def _validated_filter(fields: dict[str, Any], names: Mapping[str, str]) -> RecordFilter:
+    """``RecordFilter`` of ``fields``; a value it refuses is a ``QueryError`` naming the query
+    parameter it came from (``names``: field -> parameter)."""
+    try:
+        return RecordFilter.model_validate(fields)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{names.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else '<filter>'}"
+            f": {err['msg']}"
+            for err in exc.errors(include_url=False)[:5]
+        )
+        raise QueryError(reasons) from None
 
 
 def _int(name: str, text: str, low: int, high: int | None = None) -> int:
@@ -425,4 +442,10 @@ def parse_period(params: Mapping[str, Sequence[str]]) -> Period:
     end = parse_time("to", _single("to", params["to"])) if "to" in params else None
     if start is not None and end is not None and start > end:
         raise QueryError("from: must not be after to")
+    # The bounds become a filter's requestedAt range: refused here, under their own names, if
+    # the filter would refuse them.
+    _validated_filter(
+        {"requested_at_from": start, "requested_at_to": end},
+        {"requested_at_from": "from", "requested_at_to": "to"},
+    )
     return Period(start, end)
