@@ -213,3 +213,35 @@ async def test_a_changelog_value_that_does_not_decode_is_dead_lettered_on_restor
         (topics.records_changelog, "unreadable-state")
     ]
     assert worker.stop() == 0
+
+
+async def test_pipelined_sends_and_commands_lose_no_command(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any
+) -> None:
+    """A producer that does not await each ack (what most do) gets a command appended before
+    its send result now and then: the command is held and applied, never dead-lettered."""
+    settings = settings_factory()
+    io = await kafka_io_factory(settings)
+    topics = io.topics
+    worker = worker_factory(settings).start()
+    count = 3_000
+    futures = []
+    for n in range(count):
+        mid = f"p-{n}"
+        send = encode(send_recorded_factory(mid))
+        command = encode(update_status_factory(S.DELIVERED, mid, event_id=f"dlv-{mid}"))
+        futures.append(await io.producer.send(topics.send_results, send, key=mid.encode()))
+        futures.append(await io.producer.send(topics.commands, command, key=mid.encode()))
+    for future in futures:
+        await future
+    changes = await io.read_json(
+        topics.status_changes,
+        lambda es: sum(e["status"] == "DELIVERED" for e in es) >= count,
+        timeout=120,
+    )
+    assert {e["messageId"] for e in changes if e["status"] == "DELIVERED"} == {
+        f"p-{n}" for n in range(count)
+    }
+    _, health = worker.http_get("/health")
+    assert health["deadLetters"] == 0
+    assert worker.stop() == 0
