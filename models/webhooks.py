@@ -21,6 +21,7 @@ from pydantic import AfterValidator, Field, JsonValue, field_validator
 
 from deliverytrack.models.common import (
     MAX_JSON_DEPTH,
+    DerivedId,
     Frozen,
     NonEmptyStr,
     Tolerant,
@@ -136,6 +137,9 @@ def _check_payload(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Payload = Annotated[dict[str, JsonValue], AfterValidator(_check_payload)]
+DeliveryId = Annotated[str, Field(min_length=1, max_length=4_096)]
+"""``<eventId of the status change>:<endpoint id>``: a derived id (up to 2,048) and an endpoint
+id (up to 128)."""
 EndpointId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
@@ -191,9 +195,9 @@ class WebhookEndpoint(Tolerant):
 class WebhookDelivery(Frozen):
     """One endpoint's delivery of one event, and the attempt it is at (retry topic value)."""
 
-    delivery_id: Annotated[str, Field(min_length=1, max_length=1_024)]
+    delivery_id: DeliveryId
     endpoint: WebhookEndpoint
-    event_id: NonEmptyStr
+    event_id: DerivedId
     event_type: NonEmptyStr
     message_id: NonEmptyStr
     payload: Payload
@@ -206,9 +210,9 @@ class WebhookAttempted(Frozen):
 
     schema_version: Literal[1] = 1
     event_type: Literal["WebhookAttempted"] = "WebhookAttempted"
-    delivery_id: Annotated[str, Field(min_length=1, max_length=1_024)]
+    delivery_id: DeliveryId
     endpoint_id: NonEmptyStr
-    event_id: NonEmptyStr
+    event_id: DerivedId
     message_id: NonEmptyStr
     attempt: int
     outcome: Literal["delivered", "failed", "exhausted"]

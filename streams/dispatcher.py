@@ -3,51 +3,195 @@
 Two consumers in the worker. One reads ``status-changes`` (group ``<appId>.webhooks``) and makes
 the first attempt of every delivery; a failed attempt that may be retried is published to the
 internal retry topic with its ``notBefore`` time. The other reads the retry topic (group
-``<appId>.webhook-retries``), waits until a delivery is due and tries again. Offsets are
-committed only after an attempt's outcome (and its retry) is acknowledged by Kafka, so a worker
-killed between retries loses no delivery; a kill during an attempt may repeat it (receivers
+``<appId>.webhook-retries``) and gives every retry its own timer: a retry due in a day never
+delays one due in a second (no head-of-line blocking). At most ``MAX_PENDING_RETRIES`` retries
+(``MAX_PENDING_RETRY_BYTES`` of values) wait in memory; past that the retry partitions are paused
+until some are done.
+
+Offsets: a status change's offset is committed once its deliveries' outcomes are acknowledged
+by Kafka; a retry partition is committed only up to its oldest retry not yet done, so a worker
+killed or restarted loses no pending retry (it reads them again). The retries already done
+above that position travel in the commit's metadata, and a worker that takes the partition over
+skips them instead of repeating them. A kill during an attempt may repeat it (receivers
 deduplicate by ``X-DeliveryTrack-Delivery``). Every attempt's outcome is a ``WebhookAttempted``
 on ``webhook-deliveries``; after the last retry the delivery goes to ``dead-letters``.
+
+Per-input boundary (streams/boundary.py): whatever goes wrong with ONE status change, ONE
+delivery or ONE retry record (it does not decode, an endpoint is invalid, building or making the
+attempt raises, its outputs are refused by the producer or the broker, e.g. too large) makes a
+dead letter with the reason and (a bounded copy of) the original bytes, and the dispatcher goes
+on. A retry is delivered, dead-lettered or still pending, never dropped. Only infrastructure
+failures (Kafka unreachable past the producer's own retries) end a loop, and so the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord, TopicPartition
-from pydantic import ValidationError
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from deliverytrack.models.codec import encode
-from deliverytrack.models.events import DeadLetter
 from deliverytrack.models.settings import Settings
 from deliverytrack.models.webhooks import WebhookAttempted, WebhookDelivery, WebhookEndpoint
+from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
+from deliverytrack.streams.membership import Rebalance
+from deliverytrack.streams.poll_loop import (
+    REFUSED_RECORD_ERRORS,
+    PendingOffsets,
+    published_refusal,
+)
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from deliverytrack.tables.outbound import deliveries_for, next_attempt, should_retry
+from deliverytrack.tables.outbound import (
+    deliveries_for,
+    header_value,
+    next_attempt,
+    own_endpoints,
+    should_retry,
+)
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "deliverytrack-webhook/1"
+MAX_PENDING_RETRIES = 10_000
+MAX_PENDING_RETRY_BYTES = 64 * 1_048_576
+COMMIT_INTERVAL_S = 0.5
+MAX_SLEEP_S = 30.0
+"""A waiting retry looks at the wall clock at least this often (the clock may be set)."""
+# A rebalance or a stop waits for the attempts in flight: the longest endpoint timeout (60 s)
+# plus their outputs' acks.
+DRAIN_TIMEOUT_S = 75.0
+METADATA_PREFIX = "dt1:"
+MAX_METADATA_CHARS = 3_000
+"""The broker keeps at most ``offset.metadata.max.bytes`` (default 4,096) per commit."""
+
+Outputs = list[tuple[str, bytes | None, bytes]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode_done(position: int, done: Iterable[int]) -> str:
+    """The offsets at or above ``position`` that are done, as ``dt1:`` plus ranges relative to
+    ``position`` (``2-4,9``). Cut (the highest offsets first) to ``MAX_METADATA_CHARS``: those
+    are merely attempted again after a restart."""
+    parts: list[str] = []
+    length = len(METADATA_PREFIX)
+    start = end = None
+    for offset in sorted(o - position for o in done if o >= position):
+        if end is not None and offset == end + 1:
+            end = offset
+            continue
+        if start is not None:
+            part = str(start) if start == end else f"{start}-{end}"
+            if length + len(part) + 1 > MAX_METADATA_CHARS:
+                return METADATA_PREFIX + ",".join(parts)
+            parts.append(part)
+            length += len(part) + 1
+        start = end = offset
+    if start is not None:
+        part = str(start) if start == end else f"{start}-{end}"
+        if length + len(part) + 1 <= MAX_METADATA_CHARS:
+            parts.append(part)
+    return METADATA_PREFIX + ",".join(parts) if parts else ""
+
+
+def decode_done(position: int, metadata: str | None) -> set[int]:
+    """The absolute offsets :func:`encode_done` wrote; nothing for anything else."""
+    if not metadata or not metadata.startswith(METADATA_PREFIX):
+        return set()
+    done: set[int] = set()
+    try:
+        for part in metadata[len(METADATA_PREFIX) :].split(","):
+            low, _, high = part.partition("-")
+            first, last = int(low), int(high or low)
+            if first < 0 or last < first or last - first > 1_000_000:
+                return set()
+            done.update(range(position + first, position + last + 1))
+    except ValueError:
+        return set()
+    return done
+
+
+class RetryOffsets(PendingOffsets):
+    """Pending retries per partition, plus the retries done above the oldest pending one: the
+    commit position is that oldest one, and the done ones go into the commit's metadata."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done: dict[TopicPartition, set[int]] = {}
+        self.skip: dict[TopicPartition, set[int]] = {}
+        self.sent: dict[TopicPartition, tuple[int, str]] = {}
+
+    def finished(self, tp: TopicPartition, offset: int) -> None:
+        if offset in self.in_flight.get(tp, ()):  # not for a partition forgotten meanwhile
+            super().finished(tp, offset)
+            self.done.setdefault(tp, set()).add(offset)
+
+    def to_commit(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, Any]:
+        """``OffsetAndMetadata`` per partition whose position or done set changed."""
+        result: dict[TopicPartition, Any] = {}
+        for tp in partitions:
+            if tp not in self.next_fetched:
+                continue
+            pending = self.in_flight.get(tp)
+            position = min(pending) if pending else self.next_fetched[tp]
+            done = self.done.get(tp, set())
+            done.difference_update([o for o in done if o < position])
+            metadata = encode_done(position, done)
+            if self.sent.get(tp) != (position, metadata):
+                result[tp] = OffsetAndMetadata(position, metadata)
+        return result
+
+    def committed_now(self, offsets: dict[TopicPartition, Any]) -> None:
+        for tp, meta in offsets.items():
+            self.sent[tp] = (meta.offset, meta.metadata)
+            self.committed[tp] = meta.offset
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
+        super().forget(partitions)
+        for tp in partitions:
+            self.done.pop(tp, None)
+            self.skip.pop(tp, None)
+            self.sent.pop(tp, None)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A retry waiting for its time (cancelled on a revoke) or being attempted (waited for)."""
+
+    size: int
+    attempting: bool = False
+    task: asyncio.Task[None] | None = None
 
 
 class WebhookDispatcher:
-    def __init__(self, settings: Settings, topics: Topics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.settings = settings
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.clock = clock
         self.delivered = 0
         self.failed_attempts = 0
         self.exhausted = 0
+        self.dead_letters = 0
         self._producer: AIOKafkaProducer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._consumers: list[AIOKafkaConsumer] = []
@@ -55,6 +199,15 @@ class WebhookDispatcher:
         self._stopping = False
         self._limit = asyncio.Semaphore(64)
         self.failure = TaskFailure("webhooks")
+        # The retry consumer's state.
+        self._retry_consumer: AIOKafkaConsumer | None = None
+        self._retry_offsets = RetryOffsets()
+        self._retry_assigned: set[TopicPartition] = set()
+        self._pending: dict[TopicPartition, dict[int, _Pending]] = {}
+        self._pending_count = 0
+        self._pending_bytes = 0
+        self._retry_error: BaseException | None = None
+        self._last_commit = 0.0
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -66,24 +219,41 @@ class WebhookDispatcher:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            # A retry carries its payload (a status change, with its record): up to what the
+            # topics the worker creates accept, and refused by the producer (for that delivery
+            # only) beyond.
+            max_request_size=settings.max_message_bytes,
         )
         await self._producer.start()
         self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
-        for topic, group, loop in (
-            (self.topics.status_changes, f"{settings.app_id}.webhooks", self._first_attempts),
-            (self.topics.webhook_retries, f"{settings.app_id}.webhook-retries", self._retries),
+        fetch_bytes = settings.max_message_bytes + 65_536
+        common: dict[str, Any] = {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "client_id": f"{settings.app_id}-webhooks",
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": settings.consumer_session_timeout_ms,
+            "heartbeat_interval_ms": settings.consumer_heartbeat_interval_ms,
+            "max_poll_interval_ms": 600_000,
+            "max_partition_fetch_bytes": fetch_bytes,
+        }
+        changes_group = f"{settings.app_id}.webhooks"
+        changes = AIOKafkaConsumer(self.topics.status_changes, group_id=changes_group, **common)
+        retries_group = f"{settings.app_id}.webhook-retries"
+        retries = AIOKafkaConsumer(
+            group_id=retries_group,
+            rebalance_timeout_ms=int(1000 * DRAIN_TIMEOUT_S) + 5_000,
+            **common,
+        )
+        retries.subscribe(
+            [self.topics.webhook_retries],
+            listener=Rebalance(self._retries_revoked, self._retries_assigned),
+        )
+        self._retry_consumer = retries
+        for consumer, group, loop in (
+            (changes, changes_group, self._first_attempts),
+            (retries, retries_group, self._retries),
         ):
-            consumer = AIOKafkaConsumer(
-                topic,
-                bootstrap_servers=settings.bootstrap_servers,
-                client_id=f"{settings.app_id}-webhooks",
-                group_id=group,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                session_timeout_ms=settings.consumer_session_timeout_ms,
-                heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-                max_poll_interval_ms=600_000,
-            )
             await consumer.start()
             self._consumers.append(consumer)
             task = asyncio.create_task(loop(consumer), name=f"webhooks-{group}")
@@ -95,6 +265,9 @@ class WebhookDispatcher:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._drain_retries(set(self._pending))
+        if self._retry_consumer is not None:
+            await self._commit_retries(self._retry_consumer, self._retry_assigned)
         for consumer in self._consumers:
             await consumer.stop()
         if self._session is not None:
@@ -102,7 +275,11 @@ class WebhookDispatcher:
         if self._producer is not None:
             await self._producer.stop()
 
-    # --- loops ------------------------------------------------------------------------------
+    @property
+    def pending_retries(self) -> int:
+        return self._pending_count
+
+    # --- first attempts ---------------------------------------------------------------------
 
     async def _first_attempts(self, consumer: AIOKafkaConsumer) -> None:
         while not self._stopping:
@@ -112,15 +289,60 @@ class WebhookDispatcher:
                 log.warning("webhooks: fetch failed (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
-            work: list[tuple[ConsumerRecord[bytes, bytes], WebhookDelivery]] = []
-            for records in batch.values():
-                for msg in records:
-                    work.extend((msg, d) for d in self._deliveries(msg))
-            await asyncio.gather(*(self._attempt(msg, delivery) for msg, delivery in work))
-            await self._commit(consumer, batch)
+            await self.handle_changes([msg for records in batch.values() for msg in records])
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+            if offsets:
+                try:
+                    await consumer.commit(offsets)
+                except KafkaError as exc:
+                    log.info("webhooks: commit skipped (%s)", exc)
+
+    async def handle_changes(self, messages: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """The first attempts of the deliveries of ``messages`` (status changes), each through
+        the per-input boundary; returns when every outcome is acknowledged."""
+        work: list[tuple[Source, WebhookDelivery]] = []
+        for msg in messages:
+            source = _source(msg)
+            try:
+                deliveries, invalid = self._deliveries(msg)
+            except Exception as exc:  # this status change, not the dispatcher
+                await self._refused(source, exc)
+                continue
+            for error in invalid:
+                await self._refused(source, Refused("invalid-webhook-endpoint", error))
+            work.extend((source, delivery) for delivery in deliveries)
+        await asyncio.gather(*(self._guarded(source, delivery) for source, delivery in work))
+
+    def _deliveries(
+        self, msg: ConsumerRecord[bytes, bytes]
+    ) -> tuple[list[WebhookDelivery], list[str]]:
+        """The deliveries of the status change ``msg``, and why each of its own endpoints that
+        is invalid is. Raises :class:`Refused` for a status change that cannot be delivered."""
+        check_size(msg.value, self.settings.max_message_bytes, "too-large", "the status change")
+        try:
+            change = orjson.loads(msg.value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise Refused("malformed-json", str(exc)) from exc
+        try:
+            own, invalid = own_endpoints(change)
+            endpoints: list[WebhookEndpoint] = [*self.settings.webhooks, *own]
+            return deliveries_for(change, endpoints, self.clock()), invalid
+        except (ValueError, TypeError, RecursionError) as exc:  # ValidationError included
+            raise Refused("invalid-status-change", str(exc)) from exc
+
+    # --- retries ----------------------------------------------------------------------------
 
     async def _retries(self, consumer: AIOKafkaConsumer) -> None:
         while not self._stopping:
+            if self._retry_error is not None:
+                raise self._retry_error  # an infrastructure failure in a retry's task
+            if (
+                self._pending_count >= MAX_PENDING_RETRIES
+                or self._pending_bytes >= MAX_PENDING_RETRY_BYTES
+            ):
+                consumer.pause(*consumer.assignment())
+            elif consumer.paused():
+                consumer.resume(*consumer.paused())
             try:
                 batch = await consumer.getmany(timeout_ms=200, max_records=100)
             except KafkaError as exc:
@@ -128,49 +350,149 @@ class WebhookDispatcher:
                 await asyncio.sleep(0.5)
                 continue
             for tp, records in batch.items():
+                if tp not in self._retry_assigned:  # revoked while the fetch was in flight
+                    continue
                 for msg in records:
-                    delivery = self._retry_of(msg)
-                    if delivery is not None:
-                        wait = (delivery.not_before - datetime.now(UTC)).total_seconds()
-                        while wait > 0 and not self._stopping:
-                            await asyncio.sleep(min(wait, 0.5))
-                            wait = (delivery.not_before - datetime.now(UTC)).total_seconds()
-                        await self._attempt(msg, delivery)
-                    await self._commit(consumer, {tp: [msg]})
+                    self.schedule_retry(tp, msg)
+            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                await self._commit_retries(consumer, self._retry_assigned)
 
-    async def _commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    def schedule_retry(self, tp: TopicPartition, msg: ConsumerRecord[bytes, bytes]) -> None:
+        """Give the retry ``msg`` its own task: it waits for its ``notBefore`` and is then
+        attempted, whatever the retries before and after it do."""
+        self._retry_offsets.started(tp, msg.offset)
+        if msg.offset in self._retry_offsets.skip.get(tp, ()):
+            self._retry_offsets.finished(tp, msg.offset)  # done before a restart or a rebalance
+            return
+        pending = _Pending(size=len(msg.value or b""))
+        self._pending.setdefault(tp, {})[msg.offset] = pending
+        self._pending_count += 1
+        self._pending_bytes += pending.size
+        task = asyncio.create_task(self._retry(tp, msg, pending), name=f"webhook-retry-{tp}")
+        pending.task = task
+        task.add_done_callback(lambda done: self._retry_ended(tp, msg.offset, pending, done))
+
+    def _retry_ended(
+        self, tp: TopicPartition, offset: int, pending: _Pending, task: asyncio.Task[None]
     ) -> None:
-        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
-        if offsets:
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
-                log.info("webhooks: commit skipped (%s)", exc)
+        by_offset = self._pending.get(tp, {})
+        if by_offset.get(offset) is pending:
+            del by_offset[offset]
+            if not by_offset:
+                self._pending.pop(tp, None)
+        self._pending_count -= 1
+        self._pending_bytes -= pending.size
+        if not task.cancelled() and task.exception() is not None and self._retry_error is None:
+            self._retry_error = task.exception()
 
-    # --- deliveries -------------------------------------------------------------------------
-
-    def _deliveries(self, msg: ConsumerRecord[bytes, bytes]) -> list[WebhookDelivery]:
+    async def _retry(
+        self, tp: TopicPartition, msg: ConsumerRecord[bytes, bytes], pending: _Pending
+    ) -> None:
+        source = _source(msg)
         try:
-            change = orjson.loads(msg.value or b"")
-            own = (change.get("record") or {}).get("webhooks") or []
-            endpoints: Iterable[WebhookEndpoint] = [
-                *self.settings.webhooks,
-                *(WebhookEndpoint.model_validate(e) for e in own),
-            ]
-            return deliveries_for(change, endpoints, datetime.now(UTC))
-        except (orjson.JSONDecodeError, ValidationError, KeyError, TypeError) as exc:
-            log.warning("webhooks: skipping undecodable status change %s: %s", msg.offset, exc)
-            return []
+            # Only the bytes wait in memory, not the decoded payload.
+            not_before = self._retry_of(msg).not_before
+        except Exception as exc:  # this retry record, not the dispatcher
+            await self._refused(source, exc)
+            self._retry_offsets.finished(tp, msg.offset)
+            return
+        await self._until(not_before)
+        pending.attempting = True
+        try:
+            delivery = self._retry_of(msg)
+        except Exception as exc:
+            await self._refused(source, exc)
+        else:
+            await self._guarded(source, delivery)
+        self._retry_offsets.finished(tp, msg.offset)
 
-    def _retry_of(self, msg: ConsumerRecord[bytes, bytes]) -> WebhookDelivery | None:
+    def _retry_of(self, msg: ConsumerRecord[bytes, bytes]) -> WebhookDelivery:
+        check_size(msg.value, self.settings.max_message_bytes, "too-large", "the retry")
         try:
             return WebhookDelivery.model_validate_json(msg.value or b"")
-        except ValidationError as exc:
-            log.warning("webhooks: skipping undecodable retry %s: %s", msg.offset, exc)
-            return None
+        except (ValueError, RecursionError) as exc:  # ValidationError included
+            raise Refused("invalid-retry", str(exc)) from exc
+
+    async def _until(self, when: datetime) -> None:
+        while True:
+            wait = (when - self.clock()).total_seconds()
+            if wait <= 0:
+                return
+            await asyncio.sleep(min(wait, MAX_SLEEP_S))
+
+    async def _drain_retries(self, partitions: set[TopicPartition]) -> None:
+        """Cancel the retries of ``partitions`` that are waiting (they stay uncommitted and are
+        read again) and wait for those being attempted."""
+        attempting = []
+        for tp in partitions:
+            for pending in list(self._pending.get(tp, {}).values()):
+                if pending.task is None:
+                    continue
+                if pending.attempting:
+                    attempting.append(pending.task)
+                else:
+                    pending.task.cancel()
+        if attempting:
+            _, late = await asyncio.wait(attempting, timeout=DRAIN_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+        # Let the cancelled tasks end (and their done callbacks run).
+        tasks = [p.task for tp in partitions for p in self._pending.get(tp, {}).values() if p.task]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    async def _commit_retries(
+        self, consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+    ) -> None:
+        self._last_commit = time.monotonic()
+        offsets = self._retry_offsets.to_commit(partitions)
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # Harmless: the retries are read again (and those done, attempted again).
+            log.info("webhooks: retry offset commit skipped (%s)", exc)
+            return
+        self._retry_offsets.committed_now(offsets)
+
+    async def _retries_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._retry_assigned |= assigned
+        consumer = self._retry_consumer
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None or not assigned:
+            return
+        try:
+            # aiokafka's public committed() returns the offset only, not its metadata.
+            committed = await coordinator.fetch_committed_offsets(list(assigned))
+        except Exception as exc:  # only an optimisation: without it, done retries repeat
+            log.warning("webhooks: committed retry offsets unknown (%s)", exc)
+            return
+        for tp, meta in committed.items():
+            done = decode_done(meta.offset, meta.metadata)
+            if done:
+                self._retry_offsets.skip[tp] = done
+
+    async def _retries_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._retry_assigned -= revoked
+        await self._drain_retries(revoked)
+        if self._retry_consumer is not None:
+            await self._commit_retries(self._retry_consumer, revoked)
+        self._retry_offsets.forget(revoked)
+
+    # --- one delivery -----------------------------------------------------------------------
+
+    async def _guarded(self, source: Source, delivery: WebhookDelivery) -> None:
+        """One delivery's attempt through the per-input boundary: anything but an
+        infrastructure failure makes a dead letter of ``source`` and returns."""
+        try:
+            await self._attempt(source, delivery)
+        except asyncio.CancelledError:
+            raise
+        except KafkaError:
+            raise  # publishing failed: infrastructure (refused records are Refused)
+        except Exception as exc:
+            await self._refused(source, exc, f"delivery {delivery.delivery_id!r}: ")
 
     def _secret(self, endpoint: WebhookEndpoint) -> str | None:
         if endpoint.secret_ref is None:
@@ -187,8 +509,8 @@ class WebhookDispatcher:
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
-            "X-DeliveryTrack-Event": delivery.event_type,
-            "X-DeliveryTrack-Delivery": delivery.delivery_id,
+            "X-DeliveryTrack-Event": header_value(delivery.event_type),
+            "X-DeliveryTrack-Delivery": header_value(delivery.delivery_id),
             "X-DeliveryTrack-Attempt": str(delivery.attempt),
             TIMESTAMP_HEADER: str(timestamp),
             **endpoint.headers,
@@ -220,9 +542,11 @@ class WebhookDispatcher:
         except aiohttp.ClientError as exc:
             return None, f"connection error: {exc}", int((time.monotonic() - started) * 1000)
 
-    async def _attempt(self, msg: ConsumerRecord[bytes, bytes], delivery: WebhookDelivery) -> None:
+    async def _attempt(self, source: Source, delivery: WebhookDelivery) -> None:
+        """POST ``delivery`` and publish its outcome (and its retry or dead letter). Raises
+        :class:`Refused` (or any exception) for this delivery, ``KafkaError`` for Kafka."""
         status, error, latency = await self._post(delivery)
-        now = datetime.now(UTC)
+        now = self.clock()
         attempted: dict[str, Any] = {
             "delivery_id": delivery.delivery_id,
             "endpoint_id": delivery.endpoint.id,
@@ -233,38 +557,85 @@ class WebhookDispatcher:
             "latency_ms": latency,
             "attempted_at": now,
         }
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("the dispatcher is not started")
         key = delivery.message_id.encode()
-        acks = []
+        outputs: Outputs = []
         if error is None:
-            self.delivered += 1
             outcome = WebhookAttempted(outcome="delivered", **attempted)
         else:
             retry = next_attempt(delivery, now) if should_retry(status, error) else None
             if retry is not None:
-                self.failed_attempts += 1
                 outcome = WebhookAttempted(
                     outcome="failed", error=error, next_attempt_at=retry.not_before, **attempted
                 )
-                acks.append(
-                    await producer.send(self.topics.webhook_retries, encode(retry), key=key)
-                )
+                value = encode(retry)
+                limit = self.settings.max_message_bytes
+                check_size(value, limit, "output-too-large", "the retry")
+                outputs.append((self.topics.webhook_retries, key, value))
             else:
-                self.exhausted += 1
                 outcome = WebhookAttempted(outcome="exhausted", error=error, **attempted)
-                letter = DeadLetter(
-                    topic=msg.topic,
-                    partition=msg.partition,
-                    offset=msg.offset,
-                    key_base64=base64.b64encode(key).decode(),
-                    value_base64=base64.b64encode(encode(delivery)).decode(),
-                    value_text=encode(delivery).decode(),
-                    reason="webhook-undeliverable",
-                    error=f"{delivery.endpoint.url}: attempt {delivery.attempt}: {error}",
-                    failed_at=now,
+                # The dead letter keeps the delivery (up to dead_letter_value_bytes; whole, it
+                # can be put back on the retry topic).
+                undelivered = Source(
+                    source.topic, source.partition, source.offset, key, encode(delivery)
                 )
-                acks.append(await producer.send(self.topics.dead_letters, encode(letter), key=key))
-        acks.append(await producer.send(self.topics.webhook_deliveries, encode(outcome), key=key))
-        await asyncio.gather(*acks)
+                letter_key, letter = dead_letter(
+                    undelivered,
+                    "webhook-undeliverable",
+                    f"{delivery.endpoint.url}: attempt {delivery.attempt}: {error}",
+                    now,
+                    self.settings.dead_letter_value_bytes,
+                )
+                outputs.append((self.topics.dead_letters, letter_key, letter))
+        outputs.append((self.topics.webhook_deliveries, key, encode(outcome)))
+        await self._publish(outputs)
+        if outcome.outcome == "delivered":
+            self.delivered += 1
+        elif outcome.outcome == "failed":
+            self.failed_attempts += 1
+        else:
+            self.exhausted += 1
+            self.dead_letters += 1
+
+    async def _publish(self, outputs: Outputs) -> None:
+        """Send ``outputs`` and wait for their acks. A record the producer or the broker
+        refuses is this input's fault (:class:`Refused`); any other ``KafkaError`` is not."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("the dispatcher is not started")
+        try:
+            acks = [await producer.send(topic, value, key=key) for topic, key, value in outputs]
+            await asyncio.gather(*acks)
+        except REFUSED_RECORD_ERRORS as exc:
+            raise published_refusal(exc) from exc
+
+    async def _refused(self, source: Source, exc: BaseException, prefix: str = "") -> None:
+        """Dead-letter ``source`` for ``exc`` (its reason, or processing-error with the
+        traceback). Publishing the (bounded) dead letter can only fail for Kafka's sake: that
+        error ends the loop, with the input not committed."""
+        reason, detail = refusal(exc)
+        if reason == "processing-error":
+            log.error(
+                "webhooks: processing failed on %s@%s:%s",
+                source.topic,
+                source.partition,
+                source.offset,
+                exc_info=exc,
+            )
+        detail = prefix + detail
+        log.warning(
+            "webhooks: dead letter %s@%s:%s: %s: %s",
+            source.topic,
+            source.partition,
+            source.offset,
+            reason,
+            detail[:500],
+        )
+        key, value = dead_letter(
+            source, reason, detail, self.clock(), self.settings.dead_letter_value_bytes
+        )
+        await self._publish([(self.topics.dead_letters, key, value)])
+        self.dead_letters += 1
+
+
+def _source(msg: ConsumerRecord[bytes, bytes]) -> Source:
+    return Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)

@@ -10,9 +10,15 @@ At least once: a request's offset is committed only after its observation is ack
 Kafka, per partition up to the oldest request still in flight. A worker killed mid-call polls
 those requests again; the repeated observation has the same ``eventId``
 (``<messageId>:obs:<checkSeq>``) and the fold drops it. A request whose lease has already ended
-is skipped without a call: the fold has re-issued it, or will, under a new ``checkSeq``. If
-publishing an observation fails, the request is given up (logged) rather than left to block its
-partition's commits: the record's lease ends and the fold leases it again.
+is skipped without a call: the fold has re-issued it, or will, under a new ``checkSeq``.
+
+Per-input boundary (streams/boundary.py): whatever goes wrong with ONE request (its size, its
+decoding, the poller, encoding the observation, an observation the broker refuses, e.g. too
+large) makes that request a dead letter with the reason and (a bounded copy of) its bytes, and
+the loop goes on. An infrastructure failure while publishing (the broker unreachable past the
+producer's own retries) gives the request up, logged and counted, rather than blocking its
+partition's commits: the record's lease ends and the fold leases it again. Nothing that happens
+to one request ends the loop.
 """
 
 from __future__ import annotations
@@ -25,11 +31,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import (
+    CommitFailedError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from deliverytrack.models.codec import DecodeError, decode_poll_request, encode
+from deliverytrack.models.codec import decode_poll_request, encode
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
 from deliverytrack.streams.membership import Rebalance
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.supervision import TaskFailure
@@ -49,9 +64,27 @@ class PollLoopStats:
     observations: int = 0
     skipped_expired: int = 0
     undecodable: int = 0
+    dead_letters: int = 0
+    given_up: int = 0
 
 
-class _Offsets:
+REFUSED_RECORD_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+"""Publish errors that concern one record (the broker or the producer refuses it), not the
+broker's availability: the input that produced the record is dead-lettered."""
+
+
+def published_refusal(exc: KafkaError) -> Refused:
+    """The refusal of an input whose own output the producer or the broker refused."""
+    return Refused("output-refused", f"{type(exc).__name__}: {exc}")
+
+
+class PendingOffsets:
     """Per partition: offsets handed out and not yet finished; what may be committed."""
 
     def __init__(self) -> None:
@@ -101,7 +134,7 @@ class PollLoop:
         self.stats = PollLoopStats()
         self.assigned: set[TopicPartition] = set()
         self._slots = asyncio.Semaphore(settings.polling.concurrency)
-        self._offsets = _Offsets()
+        self._offsets = PendingOffsets()
         self._tasks: set[asyncio.Task[None]] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -180,28 +213,86 @@ class PollLoop:
         cancelled = False
         try:
             self.stats.requests += 1
-            try:
-                request = decode_poll_request(msg.value)
-            except DecodeError as exc:
-                self.stats.undecodable += 1
-                log.error("poller: dropping undecodable poll request %r: %s", msg.key, exc)
-                return
-            if request.issued_at + self.lease < self.clock():
-                self.stats.skipped_expired += 1
-                return
-            observed = await self.poller.poll(request)
-            ack = await producer.send(self.topics.observations, value=encode(observed), key=msg.key)
-            await ack
-            self.stats.observations += 1
+            await self._handle_one(msg, producer)
         except asyncio.CancelledError:
             cancelled = True  # not finished: its offset must not become committable
             raise
-        except Exception:  # never leave the offset stuck in flight; the lease retries it
-            log.exception("poller: request %s@%s:%s failed", tp.topic, tp.partition, msg.offset)
+        except Exception as exc:  # the per-input boundary: this request, not the loop
+            if isinstance(exc, Refused) and exc.reason == "publish-failed":
+                self.stats.given_up += 1
+                log.error(
+                    "poller: request %s@%s:%s given up (the fold leases it again): %s",
+                    tp.topic,
+                    tp.partition,
+                    msg.offset,
+                    exc.detail,
+                )
+            else:
+                await self._dead_letter(msg, exc, producer)
         finally:
             if not cancelled:
                 self._offsets.finished(tp, msg.offset)
             self._slots.release()
+
+    async def _handle_one(
+        self, msg: ConsumerRecord[bytes, bytes], producer: AIOKafkaProducer
+    ) -> None:
+        """One request's whole work; raises for this request (see :meth:`_handle`)."""
+        check_size(msg.value, self.settings.max_input_bytes, "too-large", "the value")
+        try:
+            request = decode_poll_request(msg.value)
+        except Exception:
+            self.stats.undecodable += 1
+            raise
+        if request.issued_at + self.lease < self.clock():
+            self.stats.skipped_expired += 1
+            return
+        observed = await self.poller.poll(request)
+        value = encode(observed)
+        check_size(value, self.settings.max_message_bytes, "output-too-large", "the observation")
+        try:
+            ack = await producer.send(self.topics.observations, value=value, key=msg.key)
+            await ack
+        except REFUSED_RECORD_ERRORS as exc:
+            raise published_refusal(exc) from exc
+        except KafkaError as exc:  # not this request's fault: see the module docstring
+            raise Refused("publish-failed", f"{type(exc).__name__}: {exc}") from exc
+        self.stats.observations += 1
+
+    async def _dead_letter(
+        self, msg: ConsumerRecord[bytes, bytes], exc: Exception, producer: AIOKafkaProducer
+    ) -> None:
+        """Park ``msg`` in dead-letters with the reason ``exc`` gives. If even that cannot be
+        published (the broker is unreachable), it is logged: the fold leases the record again."""
+        reason, detail = refusal(exc)
+        source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+        log.warning(
+            "poller: dead letter %s@%s:%s: %s: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+            detail[:500],
+        )
+        try:
+            key, value = dead_letter(
+                source, reason, detail, self.clock(), self.settings.dead_letter_value_bytes
+            )
+            ack = await producer.send(self.topics.dead_letters, value=value, key=key)
+            await ack
+            self.stats.dead_letters += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.given_up += 1
+            log.exception(
+                "poller: the dead letter of %s@%s:%s could not be published (%s: %s)",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                reason,
+                detail[:500],
+            )
 
     async def _drain(self) -> None:
         """Wait for the calls in flight (each is bounded by the provider timeout). Not by

@@ -1,9 +1,13 @@
 """Outbound webhooks on the real broker with real local HTTP receivers: signed, retried through
-Kafka, dead-lettered after the last retry, and not lost when the worker is killed."""
+Kafka, dead-lettered after the last retry, and not lost when the worker is killed; retries
+independent of each other, and hostile endpoints, status changes and retry records dead-lettered
+while the dispatcher goes on."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +15,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import TopicPartition
 
+from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import TrackingStatus as S
 from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.factories import send_recorded_factory, update_status_factory
@@ -144,4 +151,122 @@ async def test_a_worker_killed_between_retries_loses_no_delivery(
     status, headers, body = receiver.calls["later"][1]
     assert status == 200 and headers["X-DeliveryTrack-Attempt"] == "2"
     assert orjson.loads(body)["id"] == "ow-2:2"
+    assert worker.stop() == 0
+
+
+async def test_retries_are_independent_and_hostile_inputs_become_dead_letters(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, receiver: Receiver
+) -> None:
+    """A retry due in a day does not hold up one due in 300 ms behind it on the same partition;
+    bad endpoints (refused by the fold), bad status changes and bad retry records are dead
+    letters with their reasons and bytes; a restart neither loses the pending retry nor
+    repeats the retries done after it."""
+    receiver.scripts = {"far": [500], "quick": [500, 200, 500]}
+    settings = settings_factory(
+        webhooks=[
+            endpoint(receiver, "far", events=["message.sent"], retryDelayMs=86_400_000),
+            endpoint(
+                receiver, "quick", events=["message.delivered", "message.clicked"], maxRetries=3
+            ),
+        ]
+    )
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    topics = io.topics
+
+    # Send results whose own endpoints the dispatcher could not use: refused by the fold.
+    send = orjson.loads(encode(send_recorded_factory("hx")))
+    hostile_endpoints = {
+        "hx-delay": {"id": "a", "url": f"{receiver.base_url}/a", "retryDelayMs": 10**30},
+        "hx-crlf": {"id": "a", "url": f"{receiver.base_url}/a", "headers": {"X-A": "1\r\nB: 2"}},
+        "hx-idna": {"id": "a", "url": "http://a..b/hook"},
+    }
+    for message_id, hostile in hostile_endpoints.items():
+        value = {**send, "eventId": f"{message_id}-send", "messageId": message_id}
+        raw = json.dumps({**value, "webhooks": [hostile]}).encode()  # 10**30: not for orjson
+        await io.send(topics.send_results, message_id, raw)
+
+    # The first change of ow-3 fails at "far": its retry is due in a day.
+    await io.send(topics.send_results, "ow-3", send_recorded_factory("ow-3"))
+    await receiver.wait("far", 1)
+    retries = await io.read(topics.webhook_retries, lambda ms: len(ms) >= 1)
+    far = retries[0]
+    assert orjson.loads(far.value)["deliveryId"] == "ow-3:1:far"
+
+    # Hostile records straight on the dispatcher's inputs, behind that retry (same key, so the
+    # same partition of the retry topic).
+    bad_change = {
+        **orjson.loads(encode(send_recorded_factory("ow-x"))),
+        "status": "FAILED",  # no global endpoint wants it: only its own, invalid, one
+        "changedAt": "2026-11-23T09:00:00Z",
+        "record": {"webhooks": [{"id": "z", "url": "http://a..b/"}]},
+    }
+    hostile_changes = [b"{not json", orjson.dumps(bad_change)]
+    for raw in hostile_changes:
+        await io.send(topics.status_changes, "ow-3", raw)
+    garbage_retry = b'{"deliveryId": "ow-3:1:far", "attempt": "soon"}'
+    await io.send(topics.webhook_retries, "ow-3", garbage_retry)
+
+    # ow-3 delivered: "quick" fails once, and its retry (due in 300 ms) is attempted long
+    # before the one due in a day.
+    await io.send(topics.commands, "ow-3", update_status_factory(S.DELIVERED, "ow-3"))
+    await receiver.wait("quick", 2, timeout=20)
+    assert len(receiver.calls["far"]) == 1
+    _, headers, _ = receiver.calls["quick"][1]
+    assert headers["X-DeliveryTrack-Attempt"] == "2"
+
+    def reasons(letters: list[dict[str, Any]]) -> dict[str, list[tuple[str, bytes]]]:
+        by_topic: dict[str, list[tuple[str, bytes]]] = defaultdict(list)
+        for letter in letters:
+            value = base64.b64decode(letter["valueBase64"] or "")
+            by_topic[letter["topic"]].append((letter["reason"], value))
+        return by_topic
+
+    def complete(letters: list[dict[str, Any]]) -> bool:
+        seen = reasons(letters)
+        return (
+            len(seen[topics.send_results]) >= 3
+            and len(seen[topics.status_changes]) >= 2
+            and len(seen[topics.webhook_retries]) >= 1
+        )
+
+    letters = reasons(await io.read_json(topics.dead_letters, complete))
+    assert {r for r, _ in letters[topics.send_results]} == {"schema-invalid"}
+    assert sorted(letters[topics.status_changes]) == sorted(
+        [("malformed-json", hostile_changes[0]), ("invalid-webhook-endpoint", hostile_changes[1])]
+    )
+    assert letters[topics.webhook_retries] == [("invalid-retry", garbage_retry)]
+    assert not any(receiver.calls[path] for path in ("a", "z"))
+    assert worker.stop() == 0
+
+    # The retry group committed up to the pending retry, no further; what was done after it
+    # is in the commit's metadata.
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(f"{settings.app_id}.webhook-retries")
+    finally:
+        await admin.close()
+    committed = offsets[TopicPartition(far.topic, far.partition)]
+    assert committed.offset == far.offset and committed.metadata.startswith("dt1:")
+
+    # Restarted: the pending retry is still pending, and neither the garbage nor the quick
+    # retry done before the restart is handled again; new retries flow.
+    worker = await worker_factory(settings).astart()
+    await io.send(topics.commands, "ow-3", update_status_factory(S.CLICKED, "ow-3"))
+    await receiver.wait("quick", 4, timeout=30)
+    attempts = [
+        (h["X-DeliveryTrack-Delivery"], h["X-DeliveryTrack-Attempt"])
+        for _, h, _ in receiver.calls["quick"]
+    ]
+    assert attempts == [
+        ("ow-3:2:quick", "1"),
+        ("ow-3:2:quick", "2"),
+        ("ow-3:3:quick", "1"),
+        ("ow-3:3:quick", "2"),
+    ]
+    await asyncio.sleep(1)
+    assert len(receiver.calls["far"]) == 1 and len(receiver.calls["quick"]) == 4
+    letters = reasons(await io.read_json(topics.dead_letters, complete))
+    assert len(letters[topics.webhook_retries]) == 1  # the garbage was not read again
     assert worker.stop() == 0
