@@ -36,6 +36,23 @@ def _to_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 """An ISO-8601 timestamp with a timezone, normalised to UTC (serialised with ``Z``)."""
 
+
+def _bound_to_utc(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        if value.year < 9999:
+            raise ValueError("must not be before 1970-01-01T00:00:00Z") from None
+        utc = datetime.max.replace(tzinfo=UTC)  # past the end of time: matches what is before
+    if utc < _EPOCH:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
+    return utc
+
+
+UtcBound = Annotated[AwareDatetime, AfterValidator(_bound_to_utc)]
+"""A query bound: like ``UtcDatetime`` but any time after 9000 is allowed (and matches
+nothing later), so "up to 9999-12-31" keeps meaning "everything"."""
+
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=512)]
 DerivedId = Annotated[str, Field(min_length=1, max_length=2048)]
 """An id the worker derives from up to three producer ids (each at most 512 characters) and a

@@ -146,6 +146,13 @@ class Settings(BaseSettings):
         description="How long a provider report waits for its send result before it is "
         "dead-lettered as unmatched-report",
     )
+    webhook_ack_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        le=120_000,
+        description="Webhook ingress: how long to wait for Kafka to acknowledge a request's "
+        "reports before answering 503",
+    )
     command_hold_ms: int = Field(
         default=3_600_000,
         ge=0,

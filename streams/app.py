@@ -25,8 +25,6 @@ from deliverytrack.streams.web import (
     register_webhook_view,
 )
 from deliverytrack.streams.webhooks import (
-    MAX_REPORT_BYTES,
-    WEBHOOK_ACK_TIMEOUT_S,
     WebhookIngress,
     build_webhook_adapters,
 )
@@ -159,16 +157,13 @@ def _warn_pii(settings: Settings) -> None:
 
 
 def _ingress(settings: Settings, engine: FoldEngine) -> WebhookIngress:
-    # The ack deadline and the report size limit follow the settings where they exist
-    # (``webhookAckTimeoutMs``, ``maxInputBytes``), else the ingress's defaults.
-    ack_timeout_ms = getattr(settings, "webhook_ack_timeout_ms", None)
     return WebhookIngress(
         build_webhook_adapters(settings),
         _publisher(engine),
         engine.topics.provider_webhooks,
         pii=settings.pii,
-        ack_timeout_s=WEBHOOK_ACK_TIMEOUT_S if ack_timeout_ms is None else ack_timeout_ms / 1000,
-        max_report_bytes=getattr(settings, "max_input_bytes", MAX_REPORT_BYTES),
+        ack_timeout_s=settings.webhook_ack_timeout_ms / 1000,
+        max_report_bytes=settings.max_input_bytes,
     )
 
 
@@ -250,6 +245,11 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "webhooksDelivered": app.dispatcher.delivered,
                 "webhookAttemptsFailed": app.dispatcher.failed_attempts,
                 "webhooksExhausted": app.dispatcher.exhausted,
+                "webhookDeadLetters": app.dispatcher.dead_letters,
+                "webhookRetriesPending": app.dispatcher.pending_retries,
+                "pollDeadLetters": app.poll_loop.stats.dead_letters,
+                "pollRequestsGivenUp": app.poll_loop.stats.given_up,
+                "heldCommands": engine.held_commands(),
             }
             if failure is not None:
                 body["error"] = repr(failure.error)

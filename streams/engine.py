@@ -402,6 +402,10 @@ class FoldEngine:
             raise RuntimeError("the fold engine is not started")
         return self._consumer
 
+    def held_commands(self) -> int:
+        """Commands waiting for their send result on this worker's partitions."""
+        return sum(store.held_commands() for store in list(self._stores.values()))
+
     @property
     def assigned_partitions(self) -> list[int]:
         return sorted(self._stores)

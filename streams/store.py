@@ -14,6 +14,7 @@ mode. Key space, by one-byte prefix:
 - ``z`` + messageId -> DeletionMarker JSON of a deleted record, or CommandHold JSON of commands
   waiting for their send result; see ``tables.deletion``
 - ``y`` + marker key (big-endian forget ms + messageId) -> empty
+- ``h`` + messageId -> number of commands held for it (the CommandHold markers)
 
 Every batch is one atomic WriteBatch: records, due-index, aggregate and index changes and
 offsets together, so the aggregates are exactly as current as the records.
@@ -69,6 +70,7 @@ HOLD = b"x"
 AGGREGATE = b"a"
 REQUESTED = b"q"
 UPDATED = b"u"
+HELD = b"h"
 
 CorrelationChange = tuple[CorrelationState | None, CorrelationState | None, bytes | None]
 _META_POSITION = META + b"position"
@@ -232,16 +234,14 @@ class PartitionStore:
         raw = self._get(MARKER + message_id.encode())
         return None if raw is None else decode_marker(raw)
 
-    def held_commands(self, limit: int = 10_000) -> int:
-        """Commands held for their send result in this partition (counted up to ``limit``
-        markers; /health shows it). O(markers), which the hold time keeps few."""
+    def held_commands(self, limit: int = 100_000) -> int:
+        """Commands held for their send result in this partition (/health shows it), from
+        the ``h`` index: O(messageIds with held commands), which the hold time keeps few."""
         count = 0
-        for n, (key, value) in enumerate(self._db.items(from_key=MARKER)):
-            if n >= limit or not isinstance(key, bytes) or not key.startswith(MARKER):
+        for n, (key, value) in enumerate(self._db.items(from_key=HELD)):
+            if n >= limit or not isinstance(key, bytes) or not key.startswith(HELD):
                 break
-            if b'"commands":[' in value:
-                marker = decode_marker(value)
-                count += len(marker.commands) if isinstance(marker, CommandHold) else 0
+            count += int(value)
         return count
 
     def _scan_index(
@@ -391,3 +391,7 @@ class PartitionStore:
             key = MARKER + message_id.encode()
             _put_or_delete(batch, key, None if new_marker is None else raw)
             _move(batch, MARKER_EXPIRY, *marker_index_change(old_marker, new_marker))
+            held = new_marker.commands if isinstance(new_marker, CommandHold) else ()
+            if held or isinstance(old_marker, CommandHold):
+                count = str(len(held)).encode() if held else None
+                _put_or_delete(batch, HELD + message_id.encode(), count)

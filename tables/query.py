@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from deliverytrack.models.common import Frozen, UtcDatetime
+from deliverytrack.models.common import Frozen, UtcBound
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.aggregates import Counter, Dims
@@ -61,10 +61,10 @@ class RecordFilter(Frozen):
     to_hash: tuple[str, ...] | None = None
     from_: tuple[str, ...] | None = Field(default=None, alias="from")
     from_hash: tuple[str, ...] | None = None
-    requested_at_from: UtcDatetime | None = None
-    requested_at_to: UtcDatetime | None = None
-    status_updated_at_from: UtcDatetime | None = None
-    status_updated_at_to: UtcDatetime | None = None
+    requested_at_from: UtcBound | None = None
+    requested_at_to: UtcBound | None = None
+    status_updated_at_from: UtcBound | None = None
+    status_updated_at_to: UtcBound | None = None
 
     @field_validator(*_LIST_FIELDS, mode="before")
     @classmethod

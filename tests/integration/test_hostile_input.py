@@ -5,6 +5,7 @@ same data dir comes up and folds new events (no crash loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from typing import Any
@@ -246,5 +247,11 @@ async def test_pipelined_sends_and_commands_lose_no_command(
         f"p-{n}" for n in range(count)
     }
     _, health = worker.http_get("/health")
-    assert health["deadLetters"] == 0
+    assert health["deadLetters"] == 0 and health["heldCommands"] == 0
+    # A command whose send result never comes is held, and /health shows it.
+    await io.send(topics.commands, "p-never", update_status_factory(S.DELIVERED, "p-never"))
+    deadline = asyncio.get_running_loop().time() + 15
+    while worker.http_get("/health")[1]["heldCommands"] != 1:
+        assert asyncio.get_running_loop().time() < deadline, "the command was not held"
+        await asyncio.sleep(0.1)
     assert worker.stop() == 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import pytest
@@ -676,6 +677,11 @@ async def test_random_query_parameters_are_never_a_500(
     api: Api, route: str, params: list[tuple[str, str]]
 ) -> None:
     answer = await api.call("GET", route, params=params)
+    if answer.status in (400, 414) and answer.content_type == "text/plain":
+        # aiohttp's HTTP parser refuses a request line over 8,190 bytes before any route runs
+        # (plain text, see README "HTTP API"); anything shorter must reach our JSON errors.
+        assert len(urlencode(params)) + len(route) > 8_000, (route, params)
+        return
     assert_no_500(answer, (route, params))
 
 
