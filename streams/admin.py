@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from deliverytrack.models.settings import Settings
@@ -19,9 +20,11 @@ COMPACT_ONLY = {"cleanup.policy": "compact"}
 LOG_APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
-async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> None:
+async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.0) -> int | None:
     """Create missing topics. Existing ones are left as they are, but the internal topics and
-    the changelog always get the partition count of send-results (they are co-partitioned)."""
+    the changelog always get the partition count of send-results (they are co-partitioned).
+    Returns the smallest ``max.message.bytes`` of the topics the fold writes (None if the
+    broker does not say): existing topics may take less than the worker would write."""
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.app_id}-admin"
     )
@@ -48,6 +51,7 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
         internal[topics.records_changelog] = COMPACT_ONLY
         await _create_missing(admin, settings, internal, partitions)
         await _check_partitions(admin, topics, partitions)
+        return await _message_limit(admin, topics)
     finally:
         await admin.close()
 
@@ -96,3 +100,32 @@ async def _check_partitions(admin: AIOKafkaAdminClient, topics: Topics, partitio
             + ", ".join(wrong)
             + "; recreate them or repartition through a new topic prefix"
         )
+
+
+async def _message_limit(admin: AIOKafkaAdminClient, topics: Topics) -> int | None:
+    """The smallest ``max.message.bytes`` of the topics the fold engine writes."""
+    written = [
+        topics.status_changes,
+        topics.dead_letters,
+        topics.records_changelog,
+        topics.correlated_reports,
+        topics.poll_requests,
+        topics.provider_ids,
+        topics.record_deletions,
+    ]
+    wanted = {"max.message.bytes": ""}
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in written]
+        )
+    except KafkaError as exc:
+        log.info("cannot read the topics' max.message.bytes (%s)", exc)
+        return None
+    limits = [
+        int(entry[1])
+        for response in responses
+        for resource in getattr(response, "resources", ())
+        for entry in resource[4]
+        if entry[0] == "max.message.bytes" and str(entry[1]).isdigit()
+    ]
+    return min(limits) if limits else None

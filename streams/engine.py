@@ -321,6 +321,9 @@ class FoldEngine:
         self.ready = asyncio.Event()
         # The fold loop's error, if it ends on one: the worker must restart (FoldService).
         self.failure = TaskFailure("fold")
+        # The largest record (or state) the fold writes: the setting, or less when the topics
+        # it writes take less (see start).
+        self.record_limit = settings.max_record_bytes
         # A partition restore that failed (in the rebalance listener, whose errors aiokafka
         # swallows): the loop raises it, the worker restarts.
         self._restore_error: Exception | None = None
@@ -329,7 +332,21 @@ class FoldEngine:
 
     async def start(self) -> None:
         settings = self.settings
-        await ensure_topics(settings, self.topics)
+        topic_limit = await ensure_topics(settings, self.topics)
+        self.record_limit = settings.max_record_bytes
+        if topic_limit is not None and topic_limit - 65_536 < self.record_limit:
+            # Existing topics take less than the settings would write: refuse (dead-letter) the
+            # inputs whose record would not fit, instead of failing the batch on every restart.
+            self.record_limit = max(4_096, topic_limit - 65_536)
+            log.warning(
+                "fold: topics take records up to max.message.bytes=%s; records over %s bytes "
+                "are refused (record-too-large). Raise max.message.bytes on the topics to %s "
+                "for DELIVERYTRACK_MAX_RECORD_BYTES=%s",
+                topic_limit,
+                self.record_limit,
+                settings.max_message_bytes,
+                settings.max_record_bytes,
+            )
         servers = settings.bootstrap_servers
         self._producer = AIOKafkaProducer(
             bootstrap_servers=servers,
@@ -340,7 +357,7 @@ class FoldEngine:
             compression_type=None
             if settings.producer_compression == "none"
             else settings.producer_compression,
-            max_batch_size=1_048_576,
+            max_batch_size=min(1_048_576, (topic_limit or 1_048_576 + 1_024) - 1_024),
             max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
         )
         self._consumer = AIOKafkaConsumer(
@@ -796,7 +813,7 @@ class FoldEngine:
             record, marker, event, self.policy, source=lambda: _source_ref(msg)
         )
         step = _FoldStep(message_id, record, new, marker, new_marker)
-        limit = self.settings.max_record_bytes
+        limit = self.record_limit
         outputs = step.outputs
         for out in emitted:
             if isinstance(out, StatusChanged):
@@ -905,7 +922,7 @@ class FoldEngine:
         raw = None
         if new is not state and new is not None:
             raw = encode(new)
-            check_size(raw, self.settings.max_record_bytes, "state-too-large", "the held state")
+            check_size(raw, self.record_limit, "state-too-large", "the held state")
         outputs: list[_Output] = []
         for out in emitted:
             if isinstance(out, ReportCorrelated):

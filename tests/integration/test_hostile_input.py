@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from deliverytrack.models.codec import encode, encode_record
 from deliverytrack.models.enums import TrackingStatus
@@ -254,4 +255,31 @@ async def test_pipelined_sends_and_commands_lose_no_command(
     while worker.http_get("/health")[1]["heldCommands"] != 1:
         assert asyncio.get_running_loop().time() < deadline, "the command was not held"
         await asyncio.sleep(0.1)
+    assert worker.stop() == 0
+
+
+async def test_topics_that_take_less_than_a_record_make_dead_letters_not_a_crash_loop(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any
+) -> None:
+    """Topics created beforehand with a smaller max.message.bytes than the worker would write:
+    the worker refuses the inputs whose record would not fit (record-too-large) instead of
+    failing its batch, and restarting, on them."""
+    settings = settings_factory(partitions=1)
+    io = await kafka_io_factory(settings)
+    topics = io.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        small = {"max.message.bytes": "200000"}
+        await admin.create_topics([NewTopic(topics.status_changes, 1, 1, topic_configs=small)])
+    finally:
+        await admin.close()
+    worker = worker_factory(settings).start()
+    big = send_json("t-big", metadata={"blob": "x" * 300_000})
+    await io.send(topics.send_results, "t-big", big)
+    await io.send(topics.send_results, "t-small", send_recorded_factory("t-small"))
+    assert worker.record("t-small")["status"] == "SENT"
+    letters = await io.read_json(topics.dead_letters, lambda es: len(es) >= 1)
+    assert [letter["reason"] for letter in letters] == ["record-too-large"]
+    assert worker.http_get("/records/t-big")[0] == 404
     assert worker.stop() == 0
