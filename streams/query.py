@@ -47,6 +47,7 @@ from deliverytrack.tables.query import (
     page,
     parse_time,
     stats,
+    summary,
 )
 
 log = logging.getLogger(__name__)
@@ -361,6 +362,9 @@ class QueryService:
             values = getattr(flt, plain)
             if values is not None:
                 hashes = to_filter_hashes(values, policy)
+                if "" in values:
+                    # A missing sender compares as "" (k-msg): it has no hash either.
+                    hashes.add("")
                 existing = getattr(flt, hashed)
                 update[hashed] = tuple(
                     sorted(hashes if existing is None else hashes & set(existing))
@@ -392,6 +396,13 @@ class QueryService:
 
     async def stats(self, flt: RecordFilter) -> dict[str, Any]:
         return stats(await self.rows(flt))
+
+    async def summary(
+        self, flt: RecordFilter, *, by_provider_id: bool = False, by_type: bool = False
+    ) -> dict[str, Any]:
+        """k-msg analytics ``getSummary``, from the same counter rows as count-by."""
+        rows = await self.rows(flt)
+        return summary(rows, by_provider_id=by_provider_id, by_type=by_type)
 
     async def list_records(self, flt: RecordFilter, options: ListOptions) -> list[Any]:
         flt = self._protected(flt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
@@ -79,21 +79,15 @@ class RecordFilter(Frozen):
                 return tuple(value)
         return value
 
-    @field_validator("requested_at_from", "status_updated_at_from")
+    @field_validator(
+        "requested_at_from", "requested_at_to", "status_updated_at_from", "status_updated_at_to"
+    )
     @classmethod
-    def _lower_bound_to_ms(cls, value: datetime | None) -> datetime | None:
-        """Times are compared at millisecond precision (the precision of the indexes and the
-        counters): a lower bound rounds up to the next whole millisecond."""
-        if value is None:
-            return None
-        floor = from_epoch_ms(epoch_ms(value))
-        if floor == value or floor.year == 9999:
-            return floor
-        return floor + timedelta(milliseconds=1)
-
-    @field_validator("requested_at_to", "status_updated_at_to")
-    @classmethod
-    def _upper_bound_to_ms(cls, value: datetime | None) -> datetime | None:
+    def _bound_to_ms(cls, value: datetime | None) -> datetime | None:
+        """Times are compared at millisecond precision (k-msg's: JavaScript Dates; and the
+        precision of the indexes and the counters): a bound, like a record's own time, counts
+        by its millisecond (truncated), so a bound equal to a record's time always matches it,
+        whatever its sub-millisecond digits."""
         return None if value is None else from_epoch_ms(epoch_ms(value))
 
     def is_empty_match(self) -> bool:
@@ -267,6 +261,50 @@ def stats(counters: Mapping[Dims, Counter]) -> dict[str, Any]:
     }
 
 
+def _breakdown(by_status: Mapping[str, int]) -> dict[str, Any]:
+    """One k-msg ``DeliveryTrackingAnalyticsBreakdown``: total, byStatus zero-filled for every
+    status, and the three rates (each 0 when its denominator is 0)."""
+    counts = {status.value: by_status.get(status.value, 0) for status in TrackingStatus}
+    total = sum(counts.values())
+    delivered = counts[TrackingStatus.DELIVERED] + counts[TrackingStatus.CLICKED]
+    failed = counts[TrackingStatus.FAILED]
+    finalized = delivered + failed
+    return {
+        "total": total,
+        "byStatus": counts,
+        "rates": {
+            "deliveredOfTotalPct": delivered / total * 100 if total else 0,
+            "failedOfTotalPct": failed / total * 100 if total else 0,
+            "deliveredOfFinalizedPct": delivered / finalized * 100 if finalized else 0,
+        },
+    }
+
+
+def summary(
+    counters: Mapping[Dims, Counter], *, by_provider_id: bool = False, by_type: bool = False
+) -> dict[str, Any]:
+    """k-msg analytics ``getSummary`` (kmsg-behaviour.md 12) over the given rows: ``total``,
+    ``byStatus`` (every status, zero-filled), ``rates`` {deliveredOfTotalPct,
+    failedOfTotalPct, deliveredOfFinalizedPct = delivered / (delivered + FAILED)}, and on
+    request ``byProviderId`` / ``byType``, each a map to the same breakdown. As in
+    :func:`stats`, CLICKED counts as delivered. Every total is the number of records (k-msg's
+    group totals sum only its six statuses [quirk]; here every status is counted)."""
+    overall: dict[str, int] = {}
+    groups: dict[str, dict[str, dict[str, int]]] = {"byProviderId": {}, "byType": {}}
+    for (provider_id, type_, status), counter in counters.items():
+        if counter.count == 0:
+            continue
+        overall[status] = overall.get(status, 0) + counter.count
+        for name, key in (("byProviderId", provider_id), ("byType", type_)):
+            group = groups[name].setdefault(key, {})
+            group[status] = group.get(status, 0) + counter.count
+    out = _breakdown(overall)
+    for name, wanted in (("byProviderId", by_provider_id), ("byType", by_type)):
+        if wanted:
+            out[name] = {key: _breakdown(groups[name][key]) for key in sorted(groups[name])}
+    return out
+
+
 # --- parsing query parameters -----------------------------------------------------------------
 
 _FILTER_PARAMS: dict[str, str] = {
@@ -319,11 +357,20 @@ def parse_time(name: str, text: str) -> datetime:
     return moment
 
 
+_BLANK_MATCHES_MISSING = frozenset({"from", "toHash", "fromHash"})
+"""Filters where an empty value is a value: k-msg compares a missing ``from``, ``toHash`` or
+``fromHash`` as "", so ``from=`` matches the records without a sender."""
+
+
 def _values(name: str, raw: Sequence[str]) -> tuple[str, ...]:
-    values = tuple(part.strip() for item in raw for part in item.split(",") if part.strip())
+    values: list[str] = []
+    for item in raw:
+        if not item.strip() and name in _BLANK_MATCHES_MISSING:
+            values.append("")
+        values.extend(part.strip() for part in item.split(",") if part.strip())
     if not values:
         raise QueryError(f"{name}: empty value; give one or more values, comma-separated")
-    return values
+    return tuple(dict.fromkeys(values))
 
 
 def _enum_values(name: str, raw: Sequence[str], enum: type[Any]) -> tuple[Any, ...]:
@@ -449,3 +496,48 @@ def parse_period(params: Mapping[str, Sequence[str]]) -> Period:
         {"requested_at_from": "from", "requested_at_to": "to"},
     )
     return Period(start, end)
+
+
+SUMMARY_PARAMS = ("from", "to", "providerId", "type", "includeByProviderId", "includeByType")
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryQuery:
+    """``/stats/summary``'s parameters: k-msg ``getSummary(query, options)``."""
+
+    filter: RecordFilter
+    by_provider_id: bool = False
+    by_type: bool = False
+
+
+def _flag(name: str, params: Mapping[str, Sequence[str]]) -> bool:
+    if name not in params:
+        return False
+    value = _single(name, params[name]).strip().lower()
+    if value in ("true", "1", "yes", ""):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise QueryError(f"{name}: {value!r}; expected true or false")
+
+
+def parse_summary(params: Mapping[str, Sequence[str]]) -> SummaryQuery:
+    """``from`` and ``to`` (the inclusive ``requestedAt`` period, both required as in k-msg),
+    optional ``providerId`` and ``type`` (repeatable or comma-separated),
+    ``includeByProviderId`` and ``includeByType`` (true/false)."""
+    unknown = sorted(set(params) - set(SUMMARY_PARAMS))
+    if unknown:
+        raise QueryError(f"unknown parameter(s) {unknown}; known: {', '.join(SUMMARY_PARAMS)}")
+    for name in ("from", "to"):
+        if name not in params:
+            raise QueryError(
+                f"{name}: required; the summary is over a requestedAt period (inclusive), "
+                "from ... to ..."
+            )
+    period = parse_period(params)
+    dims = parse_filter({k: v for k, v in params.items() if k in ("providerId", "type")})
+    flt = _validated_filter(
+        {**dict(dims), "requested_at_from": period.start, "requested_at_to": period.end},
+        {**_PARAM_OF_FIELD, "requested_at_from": "from", "requested_at_to": "to"},
+    )
+    return SummaryQuery(flt, _flag("includeByProviderId", params), _flag("includeByType", params))

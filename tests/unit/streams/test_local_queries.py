@@ -193,3 +193,35 @@ def test_a_partition_that_is_not_ready_is_not_answered(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(PartitionGone):
         asyncio.run(LocalQueries({0: store}, {0}).rows(0, RecordFilter()))
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [
+        timedelta(microseconds=429),  # in the first millisecond of a minute: aggregates
+        timedelta(seconds=17, microseconds=999),  # inside a minute: an edge read record by record
+    ],
+)
+def test_a_bound_equal_to_a_records_own_time_matches_it(tmp_path: Path, offset: timedelta) -> None:
+    """Counts, count-by rows, stats rows and lists all include a record whose requestedAt (or
+    statusUpdatedAt) equals the bound, sub-millisecond digits included (k-msg's inclusive
+    bounds; the lower bound used to round up past it)."""
+    at = T0 + offset
+    record, _ = fold(None, send_recorded_factory("m-at", requested_at=at, recorded_at=at))
+    before, _ = fold(None, send_recorded_factory("m-before", requested_at=T0 - timedelta(hours=1)))
+    assert record is not None and before is not None
+    store = PartitionStore(tmp_path / "p0.db")
+    write_all(store, [{"m-at": (None, record), "m-before": (None, before)}])
+    local = LocalQueries({0: store}, {0})
+    for flt in (
+        RecordFilter(requested_at_from=at),
+        RecordFilter(requested_at_from=at, requested_at_to=at),
+        RecordFilter(requested_at_from=at, requested_at_to=at + timedelta(days=2)),
+        RecordFilter(status_updated_at_from=at, status_updated_at_to=at),
+    ):
+        rows = asyncio.run(local.rows(0, flt))
+        assert sum(c.count for c in rows.values()) == 1, flt
+        for order_by in ("requestedAt", "statusUpdatedAt"):
+            options = ListOptions(limit=10, order_by=order_by)  # type: ignore[arg-type]
+            found = asyncio.run(local.list_records(0, flt, options))
+            assert [mid for _, mid, _ in found] == ["m-at"], (flt, order_by)

@@ -8,7 +8,9 @@ import pytest
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.tables.aggregates import Counter
+from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.query import (
+    FAR_FUTURE_MS,
     ListOptions,
     QueryError,
     RecordFilter,
@@ -19,7 +21,9 @@ from deliverytrack.tables.query import (
     parse_group_by,
     parse_list_options,
     parse_period,
+    parse_summary,
     stats,
+    summary,
 )
 from tests.factories import T0, sent_record_factory
 
@@ -197,12 +201,133 @@ def test_repeated_values_count_once_and_offsets_are_bounded() -> None:
 
 
 def test_times_compare_at_millisecond_precision() -> None:
-    """Counters and indexes hold milliseconds: a bound with microseconds rounds inwards, and a
-    record's time is compared by its millisecond, so counts and lists always agree."""
+    """Counters and indexes hold milliseconds: a bound, like a record's time, counts by its
+    millisecond (truncated), so counts and lists always agree."""
     r = sent_record_factory(requested_at=T0 + timedelta(microseconds=429))
     at_ms = RecordFilter(requested_at_from=T0, requested_at_to=T0)
     assert matches(r, at_ms)
     inside = RecordFilter(requested_at_from=T0 + timedelta(microseconds=100))
-    assert inside.requested_at_from == T0 + timedelta(milliseconds=1)
-    assert not matches(r, inside)
-    assert inside.requested_range_ms() is not None
+    assert inside.requested_at_from == T0
+    assert matches(r, inside)
+    assert inside.requested_range_ms() == (1_795_424_400_000, FAR_FUTURE_MS)
+    assert not matches(r, RecordFilter(requested_at_from=T0 + timedelta(milliseconds=1)))
+
+
+@pytest.mark.parametrize("micros", [1, 429, 500, 999])
+def test_a_bound_equal_to_a_records_own_time_matches_it(micros: int) -> None:
+    """k-msg bounds are inclusive (kmsg-behaviour.md 4.4): a range from or to a record's own
+    ``requestedAt``/``statusUpdatedAt`` includes it, sub-millisecond digits or not (the lower
+    bound used to round up to the next millisecond and miss it)."""
+    at = T0 + timedelta(seconds=7, microseconds=micros)
+    r = sent_record_factory(requested_at=at, recorded_at=at)
+    for flt in (
+        RecordFilter(requested_at_from=at),
+        RecordFilter(requested_at_to=at),
+        RecordFilter(requested_at_from=at, requested_at_to=at),
+        RecordFilter(status_updated_at_from=at),
+        RecordFilter(status_updated_at_from=at, status_updated_at_to=at),
+    ):
+        assert matches(r, flt), flt
+        assert not flt.is_empty_match()
+    start, end = RecordFilter(requested_at_from=at, requested_at_to=at).requested_range_ms() or (
+        0,
+        0,
+    )
+    assert start <= epoch_ms(r.requested_at) < end
+    # The same through the query parameters (ISO-8601 with microseconds) and /stats periods.
+    text = at.isoformat()
+    assert matches(r, parse_filter({"requestedAtFrom": [text], "requestedAtTo": [text]}))
+    period = parse_period({"from": [text], "to": [text]})
+    assert matches(r, RecordFilter(requested_at_from=period.start, requested_at_to=period.end))
+
+
+def test_an_empty_from_matches_records_without_a_sender() -> None:
+    """k-msg compares a missing ``from`` (toHash, fromHash) as "": ``from=`` is a value."""
+    no_sender = sent_record_factory().model_copy(update={"from_": None})
+    with_sender = sent_record_factory("msg-2")
+    flt = parse_filter({"from": [""]})
+    assert flt.from_ == ("",)
+    assert matches(no_sender, flt) and not matches(with_sender, flt)
+    both = parse_filter({"from": ["", "0212345678"]})
+    assert both.from_ == ("", "0212345678")
+    assert matches(no_sender, both) and matches(with_sender, both)
+    assert parse_filter({"toHash": [""], "fromHash": [" "]}).to_hash == ("",)
+    with pytest.raises(QueryError, match="to: empty value"):
+        parse_filter({"to": [""]})  # every record has a recipient
+
+
+def test_summary_of_the_analytics_case() -> None:
+    """kmsg-behaviour.md 12 and k-msg's analytics test: solapi SMS DELIVERED, solapi SMS
+    FAILED, iwinv ALIMTALK PENDING, solapi ALIMTALK DELIVERED -> total 4, rates 50, 25 and
+    66.67; solapi 3 / iwinv 1; SMS 2 / ALIMTALK 2; every status zero-filled."""
+    rows = {
+        ("solapi", "SMS", "DELIVERED"): Counter(1),
+        ("solapi", "SMS", "FAILED"): Counter(1),
+        ("iwinv", "ALIMTALK", "PENDING"): Counter(1),
+        ("solapi", "ALIMTALK", "DELIVERED"): Counter(1),
+    }
+    result = summary(rows, by_provider_id=True, by_type=True)
+    zero = {status.value: 0 for status in TrackingStatus}
+    assert result["total"] == 4
+    assert result["byStatus"] == {**zero, "DELIVERED": 2, "FAILED": 1, "PENDING": 1}
+    rates = result["rates"]
+    assert (rates["deliveredOfTotalPct"], rates["failedOfTotalPct"]) == (50, 25)
+    assert rates["deliveredOfFinalizedPct"] == pytest.approx(200 / 3)
+    assert {k: v["total"] for k, v in result["byProviderId"].items()} == {"iwinv": 1, "solapi": 3}
+    assert {k: v["total"] for k, v in result["byType"].items()} == {"ALIMTALK": 2, "SMS": 2}
+    solapi = result["byProviderId"]["solapi"]
+    assert solapi["byStatus"] == {**zero, "DELIVERED": 2, "FAILED": 1}
+    assert solapi["rates"]["deliveredOfFinalizedPct"] == pytest.approx(200 / 3)
+    assert result["byProviderId"]["iwinv"]["rates"] == {
+        "deliveredOfTotalPct": 0,
+        "failedOfTotalPct": 0,
+        "deliveredOfFinalizedPct": 0,
+    }
+    assert "byProviderId" not in summary(rows) and "byType" not in summary(rows)
+
+
+def test_summary_counts_every_status_and_clicked_as_delivered() -> None:
+    result = summary(
+        {
+            ("p", "SMS", "CLICKED"): Counter(1),
+            ("p", "SMS", "QUEUED"): Counter(2),
+            ("p", "SMS", "FAILED"): Counter(1),
+        }
+    )
+    assert result["total"] == sum(result["byStatus"].values()) == 4
+    assert result["rates"]["deliveredOfTotalPct"] == 25
+    assert result["rates"]["deliveredOfFinalizedPct"] == 50
+    assert summary({})["rates"] == {
+        "deliveredOfTotalPct": 0,
+        "failedOfTotalPct": 0,
+        "deliveredOfFinalizedPct": 0,
+    }
+
+
+def test_summary_parameters() -> None:
+    query = parse_summary(
+        {
+            "from": ["2026-11-23T09:00:00Z"],
+            "to": ["1795424400000"],
+            "providerId": ["solapi,iwinv"],
+            "type": ["sms"],
+            "includeByProviderId": ["true"],
+        }
+    )
+    assert query.filter.requested_at_from == query.filter.requested_at_to == T0
+    assert query.filter.provider_id == ("solapi", "iwinv")
+    assert query.filter.type == (MessageType.SMS,)
+    assert (query.by_provider_id, query.by_type) == (True, False)
+    assert query.filter.dims_only()  # answered from the aggregates
+    period = {"from": ["2026-11-23T09:00:00Z"], "to": ["2026-11-24T09:00:00Z"]}
+    for params, message in [
+        ({"to": ["2026-11-23T09:00:00Z"]}, "from: required"),
+        ({"from": ["2026-11-23T09:00:00Z"]}, "to: required"),
+        ({"from": ["2026-11-24T00:00:00Z"], "to": ["2026-11-23T00:00:00Z"]}, "must not be after"),
+        ({**period, "status": ["SENT"]}, r"unknown parameter\(s\) \['status'\]"),
+        ({**period, "includeByType": ["maybe"]}, "includeByType: 'maybe'"),
+        ({**period, "type": ["FAXX"]}, "type: unknown value"),
+        ({"from": ["soon"], "to": ["2026-11-23T00:00:00Z"]}, "from: 'soon' is not a time"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            parse_summary(params)
