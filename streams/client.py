@@ -307,6 +307,27 @@ class DeliveryTrackClient:
         result: dict[str, Any] = await self._get("/stats", params)
         return result
 
+    async def summary(
+        self,
+        start: datetime | int | str,
+        end: datetime | int | str,
+        *,
+        include_by_provider_id: bool = False,
+        include_by_type: bool = False,
+        **dims: str | list[str],
+    ) -> dict[str, Any]:
+        """k-msg analytics ``getSummary`` over ``requestedAt`` in [start, end] (inclusive);
+        ``dims``: ``providerId``/``type`` filters (``GET /stats/summary``)."""
+        params = [("from", _time(start)), ("to", _time(end))]
+        for name, value in dims.items():
+            params.extend((name, item) for item in ([value] if isinstance(value, str) else value))
+        if include_by_provider_id:
+            params.append(("includeByProviderId", "true"))
+        if include_by_type:
+            params.append(("includeByType", "true"))
+        result: dict[str, Any] = await self._get("/stats/summary", params)
+        return result
+
     async def health(self) -> dict[str, Any]:
         async with self._http().get(self.base_url + "/health") as response:
             result: dict[str, Any] = orjson.loads(await response.read())

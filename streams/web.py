@@ -6,6 +6,7 @@ ingress view. JSON, camelCase.
 - ``GET /records/count``, ``GET /records/count-by?groupBy=providerId,type,status``
 - ``GET /records/due?now=..&limit=..`` (k-msg listDue)
 - ``GET /stats`` and ``GET /stats?from=..&to=..``
+- ``GET /stats/summary?from=..&to=..`` (k-msg analytics ``getSummary``)
 - ``POST /internal/query``: one worker's partial answer, used by the others to gather
 - ``POST /webhooks/{providerId}``: provider delivery reports in (``streams/webhooks.py``)
 
@@ -47,6 +48,7 @@ from deliverytrack.tables.query import (
     parse_group_by,
     parse_list_options,
     parse_period,
+    parse_summary,
     parse_time,
 )
 
@@ -291,6 +293,18 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
                     "from": None if period.start is None else period.start.isoformat(),
                     "to": None if period.end is None else period.end.isoformat(),
                 }
+            return _json(self, body)
+
+    @app.page("/stats/summary")
+    class Summary(View):
+        """k-msg analytics ``getSummary`` (``tables.query.parse_summary`` for parameters)."""
+
+        async def get(self, request: Request) -> Response:
+            with request_input():
+                query = parse_summary(_params(request))
+            body = await queries.summary(
+                query.filter, by_provider_id=query.by_provider_id, by_type=query.by_type
+            )
             return _json(self, body)
 
     @app.page("/internal/query")
