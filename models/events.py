@@ -70,7 +70,8 @@ class SendRecorded(Event):
     event_type: Literal["SendRecorded"] = "SendRecorded"
     message_id: NonEmptyStr
     provider_id: NonEmptyStr
-    # Missing or blank means the provider gave no id: the record starts UNKNOWN.
+    # Missing or blank means the provider gave no id: the record starts UNKNOWN. Not a string
+    # (e.g. a number): refused, the send result is a dead letter naming the field.
     provider_message_id: str | None = Field(default=None, max_length=512)
     type: MessageType
     to: NonEmptyStr
@@ -105,6 +106,20 @@ class SendRecorded(Event):
         description="Delete the record at this time whatever its status (k-msg's old tracker: "
         "createdAt + maxTrackingDuration)",
     )
+
+    @field_validator("provider_message_id", mode="before")
+    @classmethod
+    def _provider_message_id_is_text(cls, value: object) -> object:
+        """k-msg turns a non-string id into "" (a record UNKNOWN for a "missing" id it was
+        given); on the topic it is a producer bug, refused with a reason that says so."""
+        if value is None or isinstance(value, str):
+            return value
+        given = type(value).__name__
+        if isinstance(value, int | float):  # bool too; containers are not printed
+            given = f"{given} {repr(value)[:40]}"
+        raise ValueError(
+            f'must be a string or null, got {given}: send the provider\'s id as text ("12345")'
+        )
 
     @field_validator("initial_status")
     @classmethod

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from deliverytrack.models.common import ErrorInfo
 from deliverytrack.models.enums import (
     MessageType,
     StatusSource,
@@ -32,6 +34,7 @@ from deliverytrack.models.settings import Settings
 from deliverytrack.models.webhooks import WebhookEndpoint
 from deliverytrack.streams.client import DeliveryTrackClient, FilterLike, follow_status_changes
 from deliverytrack.tables.fold import can_transition
+from deliverytrack.tables.query import MAX_LIMIT
 
 log = logging.getLogger(__name__)
 S = TrackingStatus
@@ -53,6 +56,31 @@ _PATCHABLE_STATUS_FIELDS = {
 def _snake(name: str) -> str:
     out = "".join("_" + c.lower() if c.isupper() else c for c in name)
     return "from_" if out == "from" else out
+
+
+def _floored_limit(limit: Any) -> int:
+    """k-msg's ``Math.floor(limit)``, with 0 for what is not a finite number."""
+    if isinstance(limit, bool) or not isinstance(limit, int | float):
+        return 0
+    if not math.isfinite(limit):
+        return 0
+    return math.floor(limit)
+
+
+def _error_info(error: Any) -> tuple[ErrorInfo | None, Any]:
+    """k-msg's ``details.error`` ``{code, message, details?}`` (a mapping, an ``ErrorInfo`` or
+    an exception-like object with ``code`` and ``message``) as the record's ``lastError``,
+    and the error's own ``details`` (kept in the history entry)."""
+    if error is None or isinstance(error, ErrorInfo):
+        return error, None
+    if isinstance(error, Mapping):
+        code, message, extra = error.get("code"), error.get("message"), error.get("details")
+    else:
+        code, message, extra = getattr(error, "code", None), getattr(error, "message", None), None
+    if not code:
+        raise ValueError(f"error: a code is required (k-msg's {{code, message}}), got {error!r}")
+    text = "" if message is None else str(message)
+    return ErrorInfo(code=str(code), message=text), extra
 
 
 # --- DeliveryTrackingStore --------------------------------------------------------------------
@@ -103,8 +131,14 @@ class DeliveryTrackingStore:
     async def get(self, message_id: str) -> TrackingRecord | None:
         return await self.client.get_record(message_id)
 
-    async def list_due(self, now: datetime, limit: int) -> list[TrackingRecord]:
-        return await self.client.list_due(now, int(limit))
+    async def list_due(self, now: datetime, limit: float) -> list[TrackingRecord]:
+        """k-msg listDue: at most ``limit`` due records, oldest first. ``limit`` is floored;
+        0, negative or non-finite (NaN, infinity) gives [] (kmsg-behaviour.md 4.3). More than
+        the query API's maximum (10,000) gives at most that many."""
+        wanted = _floored_limit(limit)
+        if wanted <= 0:
+            return []
+        return await self.client.list_due(now, min(wanted, MAX_LIMIT))
 
     async def list_records(
         self,
@@ -204,17 +238,30 @@ class DeliveryTrackingService:
         metadata: dict[str, Any] = {}
         if inner.get("customFields"):
             metadata["customFields"] = inner["customFields"]
+        provider_message_id = result.get("providerMessageId")
+        if provider_message_id is not None and not isinstance(provider_message_id, str):
+            # k-msg recordSend: a providerMessageId that is not a string counts as "", so the
+            # record is UNKNOWN with MISSING_PROVIDER_MESSAGE_ID (the send-results topic refuses
+            # it instead: a dead letter naming the field).
+            log.warning(
+                "record_send %s: providerMessageId is a %s, not a string: recorded as missing",
+                message_id,
+                type(provider_message_id).__name__,
+            )
+            provider_message_id = None
         await self.client.record_send(
             SendRecorded(
                 event_id=f"send-{message_id}",
                 message_id=message_id,
                 provider_id=str(provider_id),
-                provider_message_id=result.get("providerMessageId"),
+                provider_message_id=provider_message_id,
                 type=MessageType(result.get("type") or options.get("type") or "SMS"),
                 to=str(to),
                 from_=options.get("from"),
                 requested_at=requested_at,
                 scheduled_at=scheduled,
+                # k-msg: statusUpdatedAt is when the send result is recorded, not requestedAt.
+                recorded_at=datetime.now(UTC),
                 metadata=metadata or None,
                 failover=options.get("failover"),
                 warnings=tuple(SendWarning.model_validate(w) for w in result.get("warnings") or ()),
@@ -236,6 +283,54 @@ class DeliveryTrackingService:
     async def run_once(self) -> int:
         """Due checks emitted by all workers' scans (k-msg runOnce reconciles inline)."""
         return await self.client.scan_due_now()
+
+
+# --- DeliveryTrackingAnalyticsService ---------------------------------------------------------
+
+
+class DeliveryTrackingAnalyticsService:
+    """k-msg analytics ``DeliveryTrackingAnalyticsService`` (kmsg-behaviour.md 12): the
+    summary of a ``requestedAt`` period, computed by the workers from their aggregates
+    (``GET /stats/summary``), not by counting records."""
+
+    def __init__(self, client: DeliveryTrackClient) -> None:
+        self.client = client
+
+    async def init(self) -> None:
+        await self.client.health()
+
+    async def get_summary(
+        self, query: Mapping[str, Any], options: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """k-msg ``getSummary({requestedAt: {start, end}, providerId?, type?},
+        {includeByProviderId?, includeByType?})``: ``total``, ``byStatus`` (every status,
+        zero-filled), ``rates`` {deliveredOfTotalPct, failedOfTotalPct,
+        deliveredOfFinalizedPct} and, on request, ``byProviderId`` / ``byType`` with the same
+        breakdown per key. ``start``/``end`` are timezone-aware datetimes, inclusive."""
+        requested = query.get("requestedAt") or query.get("requested_at") or {}
+        start, end = requested.get("start"), requested.get("end")
+        if not isinstance(start, datetime):
+            raise ValueError("query.requestedAt.start must be a datetime")
+        if not isinstance(end, datetime):
+            raise ValueError("query.requestedAt.end must be a datetime")
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("query.requestedAt: give timezone-aware datetimes")
+        if start > end:
+            raise ValueError("query.requestedAt.start must be <= query.requestedAt.end")
+        dims: dict[str, str | list[str]] = {}
+        for name in ("providerId", "type"):
+            value = query.get(name) or query.get(_snake(name))
+            if value:
+                is_one = isinstance(value, str)
+                dims[name] = str(value) if is_one else [str(item) for item in value]
+        opts = {_snake(k): v for k, v in (options or {}).items()}
+        return await self.client.summary(
+            start,
+            end,
+            include_by_provider_id=bool(opts.get("include_by_provider_id")),
+            include_by_type=bool(opts.get("include_by_type")),
+            **dims,
+        )
 
 
 # --- DeliveryTracker --------------------------------------------------------------------------
@@ -395,22 +490,37 @@ class DeliveryTracker:
         message_id: str,
         status: TrackingStatus | str,
         details: Mapping[str, Any] | None = None,
+        *,
+        error: Any = None,
     ) -> bool:
         """False for an unknown id or a transition the fold refuses (k-msg's rule, minus its
-        FAILED -> SENT quirk); otherwise the command is published and True returned."""
+        FAILED -> SENT quirk); otherwise the command is published and True returned.
+
+        ``details`` as in k-msg: sentAt, deliveredAt, failedAt, clickedAt, error {code,
+        message, details?}, metadata, provider, source. The error (``details["error"]`` or the
+        ``error`` argument, which wins) becomes the record's ``lastError`` and so the delivery
+        report's ``error``; its ``details`` go to the history entry (``errorDetails``)."""
         new_status = TrackingStatus(status)
+        info = dict(details or {})
+        last_error, error_details = _error_info(error if error is not None else info.get("error"))
+        info.pop("error", None)
         record = await self.client.get_record(message_id)
         if record is None or not can_transition(record.status, new_status):
             return False
-        info = dict(details or {})
         time_fields = ("sentAt", "deliveredAt", "failedAt", "clickedAt")
         times = {k: info.pop(k) for k in time_fields if k in info}
+        source = StatusSource(info.pop("source", StatusSource.SYSTEM))
+        provider = info.pop("provider", None)
+        history = info.pop("metadata", None) or (info or None)
+        if error_details is not None:
+            history = {**(history or {}), "errorDetails": error_details}
         await self.client.update_status(
             message_id,
             new_status,
-            source=StatusSource(info.pop("source", StatusSource.SYSTEM)),
-            provider=info.pop("provider", None),
-            details=info.pop("metadata", None) or (info or None),
+            source=source,
+            provider=provider,
+            details=history,
+            error=last_error,
             **{_snake(k): v for k, v in times.items()},
         )
         return True

@@ -24,6 +24,7 @@ from deliverytrack.models.events import (
     CancelMessage,
     DueCheckIssued,
     EventRejected,
+    FailoverRequest,
     FailoverRequested,
     MessageEvent,
     PollRequested,
@@ -229,9 +230,15 @@ def _send_metadata(event: SendRecorded) -> JsonObject | None:
         metadata["failoverOf"] = event.failover_of
     if event.custom_fields:
         metadata["customFields"] = dict(event.custom_fields)
-    if event.type == MessageType.ALIMTALK and event.failover is not None:
+    # k-msg writes the failover block for every AlimTalk send, with or without failover
+    # options (kmsg-behaviour.md 3.2 step 4). A block the send result's own metadata brings
+    # (a store upsert of a whole record) is kept unless failover options are given.
+    if event.type == MessageType.ALIMTALK and (
+        event.failover is not None or not isinstance(metadata.get("failover"), dict)
+    ):
+        request = event.failover or FailoverRequest()
         metadata["failover"] = {
-            "request": event.failover.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "request": request.model_dump(mode="json", by_alias=True, exclude_none=True),
             "sendWarningCodes": [warning.code for warning in event.warnings],
             "apiAttempt": {"attempted": False, "status": "not_attempted"},
         }

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from deliverytrack.models.codec import decode_link_or_expiry, encode
-from deliverytrack.models.enums import StatusSource, TrackingStatus
-from deliverytrack.models.events import EventRejected, ProviderIdLinked, StatusChanged
+from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
+from deliverytrack.models.events import EventRejected, ProviderIdLinked, SendWarning, StatusChanged
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.tables.fold import can_transition, fold, replay
 from tests.factories import (
@@ -115,6 +115,44 @@ def test_alimtalk_failover_metadata_is_kept() -> None:
         "request": {"enabled": True, "fallbackChannel": "sms", "fallbackContent": "hi"},
         "sendWarningCodes": ["FAILOVER_PARTIAL_PROVIDER"],
         "apiAttempt": {"attempted": False, "status": "not_attempted"},
+    }
+
+
+def test_an_alimtalk_send_without_failover_options_gets_the_block() -> None:
+    """k-msg 3.2 step 4: every AlimTalk send records metadata.failover (request,
+    sendWarningCodes, apiAttempt not_attempted), with or without failover options."""
+    send = send_recorded_factory(
+        "msg-ak2",
+        type=MessageType.ALIMTALK,
+        warnings=(SendWarning(code="FAILOVER_UNSUPPORTED_PROVIDER"),),
+    )
+    record, _ = fold(None, send)
+    assert record is not None and record.metadata is not None
+    assert record.metadata["failover"] == {
+        "request": {},
+        "sendWarningCodes": ["FAILOVER_UNSUPPORTED_PROVIDER"],
+        "apiAttempt": {"attempted": False, "status": "not_attempted"},
+    }
+
+
+def test_a_failover_block_the_send_brings_is_kept_without_failover_options() -> None:
+    """A store upsert publishes a whole record's metadata: its block (an attempt made) stays;
+    failover options on the send would replace it."""
+    block = {
+        "request": {"enabled": True},
+        "sendWarningCodes": ["FAILOVER_PARTIAL_PROVIDER"],
+        "apiAttempt": {"attempted": True, "status": "completed", "outcome": "sent"},
+    }
+    send = send_recorded_factory(
+        "msg-ak3", type=MessageType.ALIMTALK, metadata={"failover": block, "x": 1}
+    )
+    record, _ = fold(None, send)
+    assert record is not None and record.metadata == {"failover": block, "x": 1}
+    replaced, _ = fold(None, alimtalk_send_factory("msg-ak4", metadata={"failover": block}))
+    assert replaced is not None and replaced.metadata is not None
+    assert replaced.metadata["failover"]["apiAttempt"] == {
+        "attempted": False,
+        "status": "not_attempted",
     }
 
 
