@@ -50,6 +50,10 @@ Differences from k-msg, on purpose (kmsg-behaviour.md 9.2, **[quirk]** and secti
 * k-msg uses the HTTP status as the error code when the body has none, so a bodyless gateway
   502/503/504 becomes a permanent INVALID_REQUEST. Here an HTTP 429 or 5xx is classified by the
   HTTP status first (retryable), whatever the body says; 401/403 are AUTHENTICATION_FAILED.
+  Other AlimTalk statuses without a code go through the code table as in k-msg (a bodyless 404
+  is TEMPLATE_NOT_FOUND, non-retryable).
+* A bodyless SMS history 4xx is a non-retryable INVALID_REQUEST (k-msg: PROVIDER_ERROR,
+  retried until the tracking window closes).
 * k-msg reports every SMS history failure as retryable PROVIDER_ERROR, so a wrong SMS key is
   retried until the tracking window closes. Here IWINV's SMS auth codes are non-retryable
   AUTHENTICATION_FAILED (the mapping k-msg uses for SMS sends).
@@ -262,6 +266,15 @@ def _int_code(value: Any) -> int | None:
     return None
 
 
+def _alimtalk_code(body: Any) -> int | None:
+    """k-msg: ``body.code``, else a body that is a bare number, else none."""
+    if isinstance(body, dict):
+        return _int_code(body.get("code"))
+    if isinstance(body, int) and not isinstance(body, bool):
+        return body
+    return None
+
+
 def _body_message(body: Any, text: str, status: int) -> str:
     if isinstance(body, dict):
         message = body.get("message")
@@ -417,7 +430,7 @@ class IwinvProvider:
         failure = _http_failure(status, body, text)
         if failure is not None:
             raise failure
-        code = _int_code(body.get("code")) if isinstance(body, dict) else None
+        code = _alimtalk_code(body)
         if status != 200 or code != 200:
             if code is None:
                 if status == 200:
@@ -426,8 +439,11 @@ class IwinvProvider:
                         f"malformed IWINV history answer: {text.strip()[:200]!r}",
                         http_status=status,
                     )
+                # k-msg: without a code in the body the HTTP status goes through the code
+                # table (a bodyless 404 is TEMPLATE_NOT_FOUND); 429, 5xx, 401/403 and 408 were
+                # classified by the HTTP status above.
                 raise ProviderError(
-                    code_for_http_status(status),
+                    map_iwinv_code(status),
                     _body_message(body, text, status),
                     http_status=status,
                 )

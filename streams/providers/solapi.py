@@ -78,7 +78,9 @@ SOLAPI_BASE_URL: Final = "https://api.solapi.com"
 LIST_PATH: Final = "/messages/v4/list"
 WEBHOOK_TOKEN_HEADER: Final = "X-Webhook-Token"  # noqa: S105 - a header name
 
-_FAILURE_CODE: Final = re.compile(r"^[123]\d{3}$")
+# ASCII digits only: Python's \d also matches other scripts' digits ("3١٠٤"), and $ would
+# match before a trailing newline.
+_FAILURE_CODE: Final = re.compile(r"[123][0-9]{3}")
 _SALT_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -96,7 +98,7 @@ def map_solapi_status_code(status_code: str | None) -> TrackingStatus:
         return TrackingStatus.SENT
     if status_code == "4000":
         return TrackingStatus.DELIVERED
-    if _FAILURE_CODE.match(status_code):
+    if _FAILURE_CODE.fullmatch(status_code):
         return TrackingStatus.FAILED
     return TrackingStatus.UNKNOWN
 

@@ -308,6 +308,10 @@ async def test_alimtalk_bad_key_is_non_retryable_auth_failure(api: FakeIwinvApi)
         (403, None, "AUTHENTICATION_FAILED", False),
         (400, {"code": 540, "message": "파라미터 오류"}, "INVALID_REQUEST", False),
         (400, None, "INVALID_REQUEST", False),
+        # k-msg: without a body code the HTTP status goes through the code table.
+        (404, None, "TEMPLATE_NOT_FOUND", False),
+        (404, "<html>not found</html>", "TEMPLATE_NOT_FOUND", False),
+        (400, 519, "INSUFFICIENT_BALANCE", False),  # a bare number as the body is the code
         # k-msg: a bodyless gateway error becomes INVALID_REQUEST and the record UNKNOWN.
         (502, None, "NETWORK_SERVICE_UNAVAILABLE", True),
         (503, None, "NETWORK_SERVICE_UNAVAILABLE", True),
@@ -323,7 +327,10 @@ async def test_alimtalk_error_answers(
     code: str,
     retryable: bool,
 ) -> None:
-    api.fail_next(status, body)
+    if isinstance(body, str):
+        api.respond_raw_next(status, body)
+    else:
+        api.fail_next(status, body)
     error = await lookup_error(provider, query("17"))
     assert (error.code, error.retryable) == (code, retryable)
     assert error.http_status == status
@@ -456,6 +463,8 @@ async def test_sms_bad_secret_is_non_retryable_auth_failure(api: FakeIwinvApi) -
         (200, {"message": "?"}, "PROVIDER_ERROR", True),
         (503, None, "NETWORK_SERVICE_UNAVAILABLE", True),
         (500, {"resultCode": 1}, "PROVIDER_ERROR", True),
+        # k-msg: retryable PROVIDER_ERROR; a missing SMS history API is not retried here.
+        (404, None, "INVALID_REQUEST", False),
     ],
 )
 async def test_sms_error_answers(

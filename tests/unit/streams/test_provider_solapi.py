@@ -104,6 +104,12 @@ async def lookup_error(provider: SolapiProvider, pmid: str = "M4V1") -> Provider
         ("9999", S.UNKNOWN),
         ("300", S.UNKNOWN),
         ("OK", S.UNKNOWN),
+        # The failure pattern is four ASCII digits: Python's \d also matches other scripts'
+        # digits (Arabic-Indic, fullwidth, Devanagari), and $ a trailing newline.
+        ("3\u0661\u0660\u0664", S.UNKNOWN),
+        ("\uff13\uff11\uff10\uff14", S.UNKNOWN),
+        ("1\u0966\u0966\u0966", S.UNKNOWN),
+        ("3104\n", S.UNKNOWN),
     ],
 )
 def test_status_code_table(code: str | None, status: TrackingStatus) -> None:
