@@ -21,6 +21,7 @@ from deliverytrack.models.records import TrackingRecord
 from deliverytrack.streams.client import DeliveryTrackClient
 from deliverytrack.streams.facades import (
     DeliveryTracker,
+    DeliveryTrackingAnalyticsService,
     DeliveryTrackingService,
     DeliveryTrackingStore,
 )
@@ -455,11 +456,25 @@ async def test_queries_facades_and_two_workers(
                     mid,
                     update_status_factory(final, mid, at=p2 + timedelta(minutes=1)),
                 )
+        # Issue 14 items 4 and 6: a requestedAt with sub-millisecond digits, and no sender.
+        at = T0 - timedelta(days=40) + timedelta(seconds=7, microseconds=123_456)
+        await io.send(
+            io.topics.send_results,
+            "us-1",
+            send_recorded_factory(
+                "us-1",
+                provider_message_id=None,  # with initialStatus: not polled, stays QUEUED
+                initial_status=S.QUEUED,
+                requested_at=at,
+                recorded_at=at,
+            ).model_copy(update={"from_": None}),
+        )
         await wait_count(
             client,
             {"status": ["DELIVERED", "FAILED"], "requestedAtTo": iso(p1 + timedelta(hours=1))},
             13,
         )
+        await client.wait_for("us-1")
         rate = await tracker.get_stats_for_period(p1, p1 + timedelta(minutes=1))
         assert (rate["totalMessages"], rate["deliveryRate"], rate["failureRate"]) == (10, 70, 30)
         period = urlencode({"from": iso(p1), "to": iso(p1 + timedelta(minutes=1))})
@@ -478,8 +493,70 @@ async def test_queries_facades_and_two_workers(
         assert an["byProvider"] == {"iwinv": 1, "solapi": 3}
         assert an["byType"] == {"ALIMTALK": 2, "SMS": 2}
         assert an["byStatus"] == {"DELIVERED": 2, "FAILED": 1, "PENDING": 1}
+
+        # --- k-msg analytics getSummary: over HTTP and the facade ----------------------------
+        period = urlencode(
+            {
+                "from": iso(p2),
+                "to": iso(p2 + timedelta(minutes=1)),
+                "includeByProviderId": "true",
+                "includeByType": "true",
+            }
+        )
+        status, body = await worker.aget(f"/stats/summary?{period}")
+        assert status == 200, body
+        assert body["total"] == 4
+        assert body["byStatus"]["DELIVERED"] == 2 and body["byStatus"]["CANCELLED"] == 0
+        rates = body["rates"]
+        assert (rates["deliveredOfTotalPct"], rates["failedOfTotalPct"]) == (50, 25)
+        assert rates["deliveredOfFinalizedPct"] == pytest.approx(200 / 3)
+        assert {k: v["total"] for k, v in body["byProviderId"].items()} == {"iwinv": 1, "solapi": 3}
+        assert {k: v["total"] for k, v in body["byType"].items()} == {"ALIMTALK": 2, "SMS": 2}
+        analytics = DeliveryTrackingAnalyticsService(client)
+        await analytics.init()
+        got = await analytics.get_summary(
+            {"requestedAt": {"start": p2, "end": p2 + timedelta(minutes=1)}},
+            {"includeByProviderId": True, "includeByType": True},
+        )
+        assert got == body
+        only = await analytics.get_summary(
+            {"requestedAt": {"start": p2, "end": p2 + timedelta(minutes=1)}, "type": "ALIMTALK"}
+        )
+        assert only["total"] == 2 and "byType" not in only
+        for path, fragment in [
+            (f"/stats/summary?from={iso(p2)}", "to: required"),
+            ("/stats/summary?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z", "after"),
+            (f"/stats/summary?{period}&status=SENT", "unknown parameter"),
+        ]:
+            status, body = await worker.aget(path)
+            assert status == 400 and fragment in body["error"], (path, body)
+
+        # --- a bound equal to a record's own sub-millisecond time matches it -----------------
+        exact = {"requestedAtFrom": iso(at), "requestedAtTo": iso(at)}
+        assert await client.count_records(exact) == 1
+        assert await client.count_by(exact, ["status"]) == [
+            {"key": {"status": "QUEUED"}, "count": 1}
+        ]
+        assert [r.message_id for r in await client.list_records(exact)] == ["us-1"]
+        assert [
+            r.message_id
+            for r in await client.list_records(
+                {"statusUpdatedAtFrom": iso(at), "statusUpdatedAtTo": iso(at)},
+                order_by="statusUpdatedAt",
+            )
+        ] == ["us-1"]
+        assert (await client.stats(at, at))["totalMessages"] == 1
+        assert (await client.summary(at, at))["total"] == 1
+        assert (await worker.aget(f"/records/count?{urlencode(exact)}")) == (200, {"count": 1})
+        # --- from="" matches records without a sender (k-msg compares a missing from as "") --
+        both = {"messageId": ["us-1", "q-000"]}
+        assert await client.count_records({**both, "from": ""}) == 1
+        assert await store.count_records({**both, "from": ["", "0212345678"]}) == 2
+        status, body = await worker.aget("/records?from=&messageId=us-1,q-000")
+        assert status == 200 and [r["messageId"] for r in body["records"]] == ["us-1"]
+
         total = await tracker.get_stats()
-        assert total["totalMessages"] == N + 1 + 2 + 10 + 4
+        assert total["totalMessages"] == N + 1 + 2 + 10 + 4 + 1
 
         await tracker.stop()
         await service.stop()
@@ -487,9 +564,18 @@ async def test_queries_facades_and_two_workers(
         # --- the same table over two workers ------------------------------------------------
         snapshot = await answers(client)
         snapshot["all_stats"] = await client.stats()
+        snapshot["summary"] = await client.summary(
+            T0 - timedelta(days=60), T0 + timedelta(days=1), include_by_provider_id=True
+        )
         snapshot["records"] = [r.model_dump() for r in await client.list_records(limit=1000)]
         assert len(snapshot["records"]) == total["totalMessages"]
-        two = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / "data-2"})
+        two = settings.model_copy(
+            update={
+                "web_port": free_port(),
+                "webhook_port": free_port(),
+                "data_dir": tmp_path / "data-2",
+            }
+        )
         worker2 = await worker_factory(two).astart()
         deadline = time.monotonic() + 60
         while True:
@@ -513,6 +599,9 @@ async def test_queries_facades_and_two_workers(
             async with DeliveryTrackClient(url, settings) as other:
                 got = await answers(other)
                 got["all_stats"] = await other.stats()
+                got["summary"] = await other.summary(
+                    T0 - timedelta(days=60), T0 + timedelta(days=1), include_by_provider_id=True
+                )
                 got["records"] = [r.model_dump() for r in await other.list_records(limit=1000)]
                 assert got == snapshot
                 for mid in ("q-000", "q-001", "q-002", "q-003", "t-1", "svc-1"):
