@@ -6,7 +6,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -71,6 +71,8 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="ignore",
         frozen=True,
+        # An invalid configuration must not print what was given: it may be a key or a secret.
+        hide_input_in_errors=True,
     )
 
     broker: str = Field(
@@ -115,6 +117,29 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=5_000)
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    # Kafka connection security: every Kafka client the project creates applies these
+    # (streams/kafka_config.py).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client connects"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the brokers' certificates (SSL, SASL_SSL); "
+        "default: the system's trusted CAs",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate (mutual TLS)"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Verify that a broker's certificate names the host dialled"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     polling: PollingPolicy = PollingPolicy()
     api_failover: ApiFailoverPolicy = Field(
         default_factory=ApiFailoverPolicy,
@@ -193,6 +218,25 @@ class Settings(BaseSettings):
         description="providerId -> status API, e.g. "
         '{"sim": {"kind": "simulated", "baseUrl": "http://127.0.0.1:8089"}}',
     )
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        protocol = self.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"kafka_security_protocol {protocol} needs kafka_sasl_username and "
+                "kafka_sasl_password"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not protocol.endswith("SSL") and any(path is not None for path in tls_files):
+            raise ValueError(
+                f"kafka_ssl_* files are set but kafka_security_protocol is {protocol}: use SSL "
+                "or SASL_SSL (nothing would be encrypted)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
+        return self
 
     @field_validator("broker")
     @classmethod

@@ -14,6 +14,7 @@ from mode import Service
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.kafka_config import faust_credentials
 from deliverytrack.streams.poll_loop import PollLoop
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app = DeliveryTrackApp(
         settings.app_id,
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=str(faust_dir),
         web_enabled=True,

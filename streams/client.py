@@ -41,6 +41,7 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.query import RecordFilter
 
@@ -139,7 +140,7 @@ class DeliveryTrackClient:
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.bootstrap_servers,
+                **kafka_client_kwargs(self.settings),
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
@@ -373,7 +374,7 @@ async def follow_status_changes(
     it is missed. The topic is at-least-once: drop repeats by ``eventId``."""
     topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=group_id,
         enable_auto_commit=group_id is not None,
         auto_offset_reset="earliest" if from_beginning else "latest",

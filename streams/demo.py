@@ -34,6 +34,7 @@ from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.providers.simulated import (
     SimulatedProvider,
     SimulatedProviderConfig,
@@ -162,10 +163,10 @@ class Demo:
         await _wait_http(settings.web_port, self.worker, self.workdir / "worker.log")
         self.say(f"worker ready; HTTP API on http://127.0.0.1:{settings.web_port}")
 
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=10)
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=10)
         consumer = AIOKafkaConsumer(
             topics.status_changes,
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_kwargs(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

@@ -44,6 +44,7 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.models.webhooks import WebhookAttempted, WebhookDelivery, WebhookEndpoint
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Rebalance
 from deliverytrack.streams.poll_loop import (
     REFUSED_RECORD_ERRORS,
@@ -214,7 +215,7 @@ class WebhookDispatcher:
     async def start(self) -> None:
         settings = self.settings
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_kwargs(settings),
             client_id=f"{settings.app_id}-webhooks",
             acks="all",
             enable_idempotence=True,
@@ -228,7 +229,6 @@ class WebhookDispatcher:
         self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         fetch_bytes = settings.max_message_bytes + 65_536
         common: dict[str, Any] = {
-            "bootstrap_servers": settings.bootstrap_servers,
             "client_id": f"{settings.app_id}-webhooks",
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
@@ -238,9 +238,15 @@ class WebhookDispatcher:
             "max_partition_fetch_bytes": fetch_bytes,
         }
         changes_group = f"{settings.app_id}.webhooks"
-        changes = AIOKafkaConsumer(self.topics.status_changes, group_id=changes_group, **common)
+        changes = AIOKafkaConsumer(
+            self.topics.status_changes,
+            **kafka_client_kwargs(settings),
+            group_id=changes_group,
+            **common,
+        )
         retries_group = f"{settings.app_id}.webhook-retries"
         retries = AIOKafkaConsumer(
+            **kafka_client_kwargs(settings),
             group_id=retries_group,
             rebalance_timeout_ms=int(1000 * DRAIN_TIMEOUT_S) + 5_000,
             **common,

@@ -81,6 +81,7 @@ from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Membership, Rebalance, query_url
 from deliverytrack.streams.store import (
     CorrelationChange,
@@ -347,9 +348,8 @@ class FoldEngine:
                 settings.max_message_bytes,
                 settings.max_record_bytes,
             )
-        servers = settings.bootstrap_servers
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=servers,
+            **kafka_client_kwargs(settings),
             client_id=f"{settings.app_id}-fold",
             acks="all",
             enable_idempotence=True,
@@ -361,7 +361,7 @@ class FoldEngine:
             max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
         )
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=servers,
+            **kafka_client_kwargs(settings),
             client_id=f"{settings.app_id}-fold",
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -1129,7 +1129,7 @@ class FoldEngine:
         position = store.position() or Position()
         tp = TopicPartition(self.topics.records_changelog, partition)
         restorer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers,
+            **kafka_client_kwargs(self.settings),
             client_id=f"{self.settings.app_id}-restore",
             group_id=None,
             enable_auto_commit=False,

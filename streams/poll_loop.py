@@ -45,6 +45,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from deliverytrack.models.codec import decode_poll_request, encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Rebalance
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.supervision import TaskFailure
@@ -147,7 +148,7 @@ class PollLoop:
         """Start consuming; observations go out through ``producer`` (the engine's)."""
         settings = self.settings
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+            **kafka_client_kwargs(settings),
             client_id=f"{settings.app_id}-poller",
             group_id=f"{settings.app_id}.poller",
             enable_auto_commit=False,

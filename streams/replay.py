@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine import POSITION_KEY, FoldEngine
+from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 
 Targets = dict[TopicPartition, int]
@@ -31,7 +32,7 @@ Targets = dict[TopicPartition, int]
 
 async def _consumer(settings: Settings) -> AIOKafkaConsumer:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
+        **kafka_client_kwargs(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

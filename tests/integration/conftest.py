@@ -94,6 +94,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ref: secret.get_secret_value() for ref, secret in settings.webhook_secrets.items()
     }
     data["pii"] = _in_clear(settings.pii.model_dump(by_alias=True))
+    for name in ("kafka_sasl_password", "kafka_ssl_key_password"):
+        data[name] = _in_clear(getattr(settings, name))
     for name, value in data.items():
         if value is None:
             continue
