@@ -447,6 +447,11 @@ class DeadLetter(Frozen):
     key_truncated: bool | None = Field(
         default=None, description="true when only the first 1,024 bytes of the key are kept"
     )
+    value_masked: bool | None = Field(
+        default=None,
+        description="true when personal-data protection kept a copy with phone numbers masked "
+        "(valueText) instead of the bytes (no valueBase64, no valueSha256)",
+    )
     reason: str
     error: str
     failed_at: UtcDatetime

@@ -35,6 +35,10 @@ class ApiFailoverPolicy(BaseModel):
 
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
+WebhookRawMode = Literal["masked", "none", "full"]
+"""What provider reports keep of ``raw`` (``DELIVERYTRACK_WEBHOOK_RAW``): ``masked`` (phone
+numbers masked when personal data is protected), ``none`` (dropped), ``full`` (as received)."""
+
 
 class PiiPolicy(BaseModel):
     """Personal data (phone numbers, metadata): README "Personal data".

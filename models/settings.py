@@ -10,7 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from deliverytrack.models.policy import ApiFailoverPolicy, PiiPolicy, PollingPolicy
+from deliverytrack.models.policy import (
+    ApiFailoverPolicy,
+    PiiPolicy,
+    PollingPolicy,
+    WebhookRawMode,
+)
 from deliverytrack.models.retention import RetentionPolicy
 from deliverytrack.models.webhooks import WebhookEndpoint
 
@@ -170,6 +175,11 @@ class Settings(BaseSettings):
         ge=1,
         description="How long a provider report waits for its send result before it is "
         "dead-lettered as unmatched-report",
+    )
+    webhook_raw: WebhookRawMode = Field(
+        default="masked",
+        description="What provider reports keep of their raw payload: masked (phone numbers "
+        "masked when personal data is protected), none (dropped), full (as received)",
     )
     webhook_ack_timeout_ms: int = Field(
         default=10_000,

@@ -164,6 +164,7 @@ def _ingress(settings: Settings, engine: FoldEngine) -> WebhookIngress:
         _publisher(engine),
         engine.topics.provider_webhooks,
         pii=settings.pii,
+        raw_mode=settings.webhook_raw,
         ack_timeout_s=settings.webhook_ack_timeout_ms / 1000,
         max_report_bytes=settings.max_input_bytes,
     )

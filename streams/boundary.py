@@ -14,7 +14,9 @@ loop, the webhook dispatcher) runs each input's work through :func:`refusal` and
 Dead letters are bounded, so no input can make one the broker refuses: the Kafka key is kept
 when it is at most ``MAX_KEY_BYTES`` (else its SHA-256 stands in), the value is kept up to
 ``Settings.dead_letter_value_bytes`` (base64, plus the same bytes as text when they are UTF-8),
-with its full size and SHA-256, and the error text is cut at ``MAX_ERROR_CHARS``.
+with its full size and SHA-256, and the error text is cut at ``MAX_ERROR_CHARS``. With
+personal-data protection on, the engine's dead letters keep a masked readable copy instead of
+the bytes (see :func:`dead_letter`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import datetime
 
 from deliverytrack.models.codec import DecodeError, encode
 from deliverytrack.models.events import DeadLetter
+from deliverytrack.tables.pii import mask_phone_text, masked_copy
 
 MAX_KEY_BYTES = 1_024
 MAX_ERROR_CHARS = 4_000
@@ -74,9 +77,22 @@ def bounded_key(key: bytes | None) -> bytes | None:
 
 
 def dead_letter(
-    source: Source, reason: str, detail: str, failed_at: datetime, keep_bytes: int
+    source: Source,
+    reason: str,
+    detail: str,
+    failed_at: datetime,
+    keep_bytes: int,
+    *,
+    mask_phones: bool = False,
 ) -> tuple[bytes | None, bytes]:
-    """(Kafka key, value) of the dead letter of one input: bounded whatever the input."""
+    """(Kafka key, value) of the dead letter of one input: bounded whatever the input.
+
+    ``mask_phones`` (personal-data protection on): the letter keeps no bytes of the value, only
+    a readable copy with every phone number masked (``valueText``, ``valueMasked: true``; no
+    ``valueBase64``, and no ``valueSha256``, which would let a guessed number be confirmed),
+    and the error text is masked too. The key is kept (ids are not masked)."""
+    if mask_phones:
+        return _masked_dead_letter(source, reason, detail, failed_at, keep_bytes)
     key, value = source.key, source.value
     kept = None if value is None else value[:keep_bytes]
     truncated = value is not None and kept is not None and len(kept) < len(value)
@@ -99,6 +115,29 @@ def dead_letter(
         key_truncated=(key is not None and len(key) > MAX_KEY_BYTES) or None,
         reason=reason[:200],
         error=detail[:MAX_ERROR_CHARS],
+        failed_at=failed_at,
+    )
+    return bounded_key(key), encode(letter)
+
+
+def _masked_dead_letter(
+    source: Source, reason: str, detail: str, failed_at: datetime, keep_bytes: int
+) -> tuple[bytes | None, bytes]:
+    key, value = source.key, source.value
+    text, truncated = (None, False) if value is None else masked_copy(value, keep_bytes)
+    kept_key = None if key is None else key[:MAX_KEY_BYTES]
+    letter = DeadLetter(
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        key_base64=None if kept_key is None else base64.b64encode(kept_key).decode(),
+        value_text=text,
+        value_size=None if value is None else len(value),
+        value_truncated=truncated or None,
+        key_truncated=(key is not None and len(key) > MAX_KEY_BYTES) or None,
+        value_masked=True,
+        reason=reason[:200],
+        error=mask_phone_text(detail)[:MAX_ERROR_CHARS],
         failed_at=failed_at,
     )
     return bounded_key(key), encode(letter)

@@ -69,6 +69,7 @@ from deliverytrack.models.events import (
     MessageEvent,
     PollRequested,
     ProviderIdLinked,
+    ProviderReportReceived,
     RecordDeleted,
     RecordExpiryDue,
     RecordFailoverOutcome,
@@ -95,6 +96,7 @@ from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
 from deliverytrack.tables.deletion import fold_marked
 from deliverytrack.tables.due_index import epoch_ms, from_epoch_ms
+from deliverytrack.tables.pii import mask_phone_text, protect_report
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +173,31 @@ class _Output:
     partition: int | None = None
 
 
-def _source_ref(msg: ConsumerRecord[bytes, bytes]) -> SourceRef:
-    """Where a held input came from, with its bytes (for its dead letter if it expires)."""
+def _source_ref(msg: ConsumerRecord[bytes, bytes], value: bytes | None = None) -> SourceRef:
+    """Where a held input came from, with its bytes (for its dead letter if it expires):
+    ``value`` if given, else the input's own."""
+    value = msg.value if value is None else value
     return SourceRef(
         topic=msg.topic,
         partition=msg.partition,
         offset=msg.offset,
-        value_base64=None if msg.value is None else base64.b64encode(msg.value).decode(),
+        value_base64=None if value is None else base64.b64encode(value).decode(),
     )
+
+
+def _protected(
+    msg: ConsumerRecord[bytes, bytes], event: CorrelationEvent, settings: Settings
+) -> tuple[CorrelationEvent, Callable[[], SourceRef]]:
+    """A report (from the ingress, or published by an app) as the correlator may store and
+    forward it (``tables.pii.protect_report``), and its source for a hold. A protected report
+    is held with its own bytes, not the input's: those may carry plain numbers, also in fields
+    the tolerant reader dropped."""
+    if not isinstance(event, ProviderReportReceived):
+        return event, lambda: _source_ref(msg)
+    report = protect_report(event, settings.pii, settings.webhook_raw)
+    if report is event and not settings.pii.protects_plain:
+        return event, lambda: _source_ref(msg)
+    return report, lambda: _source_ref(msg, encode(report))
 
 
 S = TypeVar("S")
@@ -916,9 +935,8 @@ class FoldEngine:
         else:
             raw_state = store.get_correlation_raw(key)
             state = None if raw_state is None else _read_state(decode_correlation_state, raw_state)
-        new, emitted = correlate(
-            state, event, source=_source_ref(msg), hold_ms=self.settings.webhook_hold_ms
-        )
+        event, source = _protected(msg, event, self.settings)
+        new, emitted = correlate(state, event, source=source, hold_ms=self.settings.webhook_hold_ms)
         raw = None
         if new is not state and new is not None:
             raw = encode(new)
@@ -942,7 +960,16 @@ class FoldEngine:
 
     def _refused(self, msg: ConsumerRecord[bytes, bytes], exc: Exception) -> _Output:
         reason, detail = refusal(exc)
-        if reason == "processing-error":
+        if reason == "processing-error" and self.settings.pii.protects_plain:
+            # The traceback (in detail) with phone numbers masked, not the exception as is.
+            log.error(
+                "processing failed on %s@%s:%s: %s",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                mask_phone_text(detail),
+            )
+        elif reason == "processing-error":
             log.error(
                 "processing failed on %s@%s:%s", msg.topic, msg.partition, msg.offset, exc_info=exc
             )
@@ -954,16 +981,23 @@ class FoldEngine:
 
     def _letter(self, source: Source, reason: str, detail: str) -> _Output:
         self.stats.dead_letters += 1
+        # Personal data protected: the letter keeps a masked copy, not the input's bytes.
+        masked = self.settings.pii.protects_plain
         log.warning(
             "dead letter %s@%s:%s: %s: %s",
             source.topic,
             source.partition,
             source.offset,
             reason,
-            detail[:500],
+            mask_phone_text(detail)[:500] if masked else detail[:500],
         )
         key, value = dead_letter(
-            source, reason, detail, datetime.now(UTC), self.settings.dead_letter_value_bytes
+            source,
+            reason,
+            detail,
+            datetime.now(UTC),
+            self.settings.dead_letter_value_bytes,
+            mask_phones=masked,
         )
         return _Output(self.topics.dead_letters, key, value)
 

@@ -17,7 +17,13 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.policy import PiiPolicy
 from deliverytrack.streams.providers.base import ProviderError, StatusProvider, StatusQuery
-from deliverytrack.tables.pii import PiiError, decrypt_field, normalize_phone, redact_raw
+from deliverytrack.tables.pii import (
+    PiiError,
+    decrypt_field,
+    mask_phone_text,
+    normalize_phone,
+    redact_raw,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +65,19 @@ class Poller:
         return query
 
     def _redacted(self, result: ProviderStatus | None, to: str) -> ProviderStatus | None:
-        """Phone numbers masked in the payload before it is published (observations topic)."""
-        if result is None or result.raw is None or not self.pii.protects_plain:
+        """Phone numbers masked in the payload and the status text before they are published
+        (observations topic)."""
+        if result is None or not self.pii.protects_plain:
             return result
         number = normalize_phone(to)
         raw = redact_raw(
             result.raw, self.pii, lambda v: bool(number) and normalize_phone(v) == number
         )
-        return result.model_copy(update={"raw": raw})
+        message = result.status_message
+        masked = None if message is None else mask_phone_text(message)
+        if raw is result.raw and masked is message:
+            return result
+        return result.model_copy(update={"raw": raw, "status_message": masked})
 
     async def poll(self, request: PollRequested) -> StatusObserved:
         outcome: ObservationOutcome

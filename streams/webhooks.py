@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError
 from deliverytrack.models.common import Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, provider_key
-from deliverytrack.models.policy import PiiPolicy
+from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.providers.base import (
     MAX_EVENT_ID_CHARS,
@@ -41,7 +41,7 @@ from deliverytrack.streams.providers.base import (
     WebhookRejected,
 )
 from deliverytrack.streams.web import INPUT_ERRORS, describe_input_error
-from deliverytrack.tables.pii import redact_raw
+from deliverytrack.tables.pii import mask_phone_numbers, mask_phone_text, protect_report
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,19 @@ class GenericWebhookAdapter:
     secret is rotated). Body: one report object, a JSON array of them, or
     ``{"reports": [...]}``."""
 
-    def __init__(self, provider_id: str, secrets: list[str], replay_window_ms: int) -> None:
+    def __init__(
+        self,
+        provider_id: str,
+        secrets: list[str],
+        replay_window_ms: int,
+        pii: PiiPolicy | None = None,
+    ) -> None:
         if not secrets:
             raise ValueError(f"provider {provider_id!r}: the generic webhook needs a secret")
         self.provider_id = provider_id
         self._secrets = secrets
         self._window_s = replay_window_ms / 1000
+        self._pii = pii or PiiPolicy()
 
     def verify(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
         stamp = headers.get(TIMESTAMP_HEADER)
@@ -158,7 +165,7 @@ class GenericWebhookAdapter:
                     400, f"eventId: at most {room} characters, got {len(report.event_id)}"
                 )
         else:
-            event_id = _derived_event_id(self.provider_id, item)
+            event_id = _derived_event_id(self.provider_id, item, self._pii)
         return ProviderReportReceived(
             event_id=event_id,
             provider_id=self.provider_id,
@@ -174,10 +181,17 @@ class GenericWebhookAdapter:
         )
 
 
-def _derived_event_id(provider_id: str, item: Mapping[str, Any]) -> str:
+def _derived_event_id(provider_id: str, item: Mapping[str, Any], pii: PiiPolicy) -> str:
     """Same report, same id: ``<providerId>:<providerMessageId>:<status>:<digest>``, the digest
     of its canonical JSON (sorted keys); ``<providerId>:sha256:<digest>`` when that would be
-    longer than an eventId may be (a long providerMessageId)."""
+    longer than an eventId may be (a long providerMessageId).
+
+    With personal data protected, the digest is of the report with its phone numbers masked:
+    a digest of the plain report would give the number away to anyone who reads the masked
+    one (it leaves six digits to guess). Two reports that differ only in a number's hidden
+    digits then share an id, and the second is dropped as a duplicate."""
+    if pii.protects_plain:
+        item = mask_phone_numbers(item)
     digest = hashlib.sha256(orjson.dumps(item, option=orjson.OPT_SORT_KEYS)).hexdigest()
     event_id = f"{provider_id}:{item.get('providerMessageId')}:{item.get('status')}:{digest[:24]}"
     return event_id if len(event_id) <= MAX_EVENT_ID_CHARS else f"{provider_id}:sha256:{digest}"
@@ -201,7 +215,7 @@ def build_webhook_adapters(settings: Settings) -> dict[str, WebhookAdapter]:
             continue
         secrets = [s for s in config.webhook_secret.get_secret_value().split(",") if s]
         adapters[provider_id] = GenericWebhookAdapter(
-            provider_id, secrets, settings.webhook_replay_window_ms
+            provider_id, secrets, settings.webhook_replay_window_ms, settings.pii
         )
     native = getattr(registry, "build_webhook_adapters", None)
     if native is not None:
@@ -219,11 +233,13 @@ class WebhookIngress:
         topic: str,
         pii: PiiPolicy | None = None,
         *,
+        raw_mode: WebhookRawMode = "masked",
         ack_timeout_s: float = WEBHOOK_ACK_TIMEOUT_S,
         max_report_bytes: int = MAX_REPORT_BYTES,
     ) -> None:
         self.adapters = adapters
         self.pii = pii or PiiPolicy()
+        self.raw_mode = raw_mode
         self._publish = publish  # async (topic, key, value) -> awaitable of the ack
         self.topic = topic
         self.ack_timeout_s = ack_timeout_s
@@ -253,13 +269,9 @@ class WebhookIngress:
                 raise WebhookRejected(400, "no reports in the request")
             if len(reports) > MAX_REPORTS_PER_REQUEST:
                 raise WebhookRejected(400, f"at most {MAX_REPORTS_PER_REQUEST} reports per request")
-            if self.pii.protects_plain:
-                # Phone numbers under phone-ish keys of the provider's payload are masked
-                # before the report is published (the fold masks the record's numbers again).
-                reports = [
-                    r.model_copy(update={"raw": redact_raw(r.raw, self.pii)}) if r.raw else r
-                    for r in reports
-                ]
+            # Before anything is published: phone numbers masked wherever they sit in raw,
+            # statusMessage and statusCode (or raw dropped), as DELIVERYTRACK_WEBHOOK_RAW says.
+            reports = [protect_report(r, self.pii, self.raw_mode) for r in reports]
             encoded = []
             for index, r in enumerate(reports):
                 value = r.model_dump_json(by_alias=True, exclude_none=True).encode()
@@ -288,7 +300,9 @@ class WebhookIngress:
             reports = self.accept(adapter, headers, body, now or datetime.now(UTC))
         except WebhookRejected as exc:
             self.rejected += 1
-            log.info("webhook %s refused (%s): %s", provider_id, exc.status, exc.reason)
+            # The reason may quote the request (a validation error): no plain number in logs.
+            reason = mask_phone_text(exc.reason) if self.pii.protects_plain else exc.reason
+            log.info("webhook %s refused (%s): %s", provider_id, exc.status, reason)
             return exc.status, {"error": exc.reason}
         try:
             async with asyncio.timeout(self.ack_timeout_s):

@@ -11,6 +11,7 @@ timer event's ``issuedAt``.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import assert_never
 
@@ -38,9 +39,14 @@ def correlate(
     state: CorrelationState | None,
     event: CorrelationEvent,
     *,
-    source: SourceRef,
+    source: SourceRef | Callable[[], SourceRef],
     hold_ms: int,
 ) -> CorrelationResult:
+    """``source``: where ``event`` came from, with the bytes a held report keeps for its dead
+    letter (a callable is asked only when a report is held). With personal-data protection on,
+    the caller passes the protected report and its bytes, never the input's
+    (:func:`deliverytrack.tables.pii.protect_report`): the held state is on the changelog and
+    in RocksDB."""
     match event:
         case ProviderReportReceived():
             return _report(state, event, source, hold_ms)
@@ -62,7 +68,7 @@ def hold_deadline(state: CorrelationState | None) -> datetime | None:
 def _report(
     state: CorrelationState | None,
     report: ProviderReportReceived,
-    source: SourceRef,
+    source: SourceRef | Callable[[], SourceRef],
     hold_ms: int,
 ) -> CorrelationResult:
     if state is not None and report.event_id in state.processed_event_ids:
@@ -88,7 +94,7 @@ def _report(
         return state, (rejected,)
     held = HeldReport(
         report=report,
-        source=source,
+        source=source if isinstance(source, SourceRef) else source(),
         held_until=report.received_at + timedelta(milliseconds=hold_ms),
     )
     return state.model_copy(

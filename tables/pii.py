@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -40,8 +41,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from deliverytrack.models.common import JsonObject
-from deliverytrack.models.events import SendRecorded
-from deliverytrack.models.policy import PiiPolicy
+from deliverytrack.models.events import ProviderReportReceived, SendRecorded
+from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
 from deliverytrack.models.records import CryptoState, TrackingRecord
 
 ENVELOPE_VERSION = 1
@@ -328,29 +329,192 @@ def plain_to(record: TrackingRecord) -> str:
     return record.to
 
 
-def _redact(node: Any, sensitive: Callable[[str], bool], key: str | None) -> Any:
+# --- phone numbers in provider payloads and free text ------------------------------------------
+
+_KR_AREA = r"(?:1[016789]|2|[3-6][1-5]|70|50[2-8]|80)"
+# What follows the trunk 0 (or the country code 82) of a Korean number: mobile 010, 011,
+# 016-019; Seoul 02; the regional 031-064; VoIP 070; safe numbers 0502-0508; toll-free 080.
+_GAP = r"[ .-]?"
+_KR_TAIL = rf"\)?{_GAP}[0-9]{{3,4}}{_GAP}[0-9]{{4}}"
+_KR_AFTER_82 = rf"{_GAP}(?:\(0\){_GAP}|0)?\(?{_KR_AREA}{_KR_TAIL}"
+# "Not preceded by a digit", written after the first character: a pattern that starts with
+# literal characters lets the regex engine skip ahead to them (~10x faster on long text than
+# a leading lookbehind).
+_START = r"(?<![0-9].)"
+_PHONE_IN_TEXT = re.compile(
+    r"(?:"
+    # +82 10-1234-5678, +82 (0)10-1234-5678, +82 010 1234 5678, +821012345678; or E.164 of
+    # any country: a + and 7 to 15 digits, separated by at most two of " .()-".
+    rf"\+{_START}(?:82{_KR_AFTER_82}|[1-9](?:[ .()-]{{0,2}}[0-9]){{6,14}})"
+    # (02) 1234-5678
+    rf"|\({_START}0{_KR_AREA}{_KR_TAIL}"
+    # 0082 10 1234 5678; 01012345678, 010-1234-5678, 010 1234 5678, 010.1234.5678,
+    # 02)1234-5678, 031-123-4567
+    rf"|0{_START}(?:082{_KR_AFTER_82}|{_KR_AREA}{_KR_TAIL})"
+    # 821012345678, 82-10-1234-5678
+    rf"|8{_START}2{_KR_AFTER_82}"
+    r")(?![0-9])"
+)
+# A JSON integer that is a Korean number without its leading 0 or +: 1012345678 (010 mobile),
+# 821012345678 / 82212345678 (country code, no +).
+_PHONE_INTEGER = re.compile(rf"(?:82{_KR_AREA}[0-9]{{7,8}}|10[0-9]{{8}})")
+# Any run of 7 to 16 digits with separators: checked against the record's own numbers.
+_DIGIT_RUN = re.compile(
+    rf"(?:\+{_START}[0-9]|[0-9]{_START})(?:[ .()-]{{0,2}}[0-9]){{6,15}}(?![0-9])"
+)
+_LARGEST_INTEGER = 10**17
+
+Sensitive = Callable[[str], bool]
+"""Recognises a specific number (a record's own ``to``/``from``) in any spelling."""
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    return mask(match.group())
+
+
+def mask_phone_text(text: str) -> str:
+    """``text`` with every phone-number-shaped part masked like :func:`mask` (first 3 and last
+    2 characters kept): Korean mobile and landline numbers with or without dashes, dots, spaces,
+    brackets, the leading 0 or the country code (``+82``, ``0082``, ``82``), and E.164 numbers
+    of any country (a leading ``+``). A number glued to other digits is not one (a date, an
+    id). Returns ``text`` itself when nothing is masked."""
+    return _PHONE_IN_TEXT.sub(_mask_match, text)
+
+
+def _mask_own(text: str, sensitive: Sensitive) -> str:
+    """``text`` with every digit run that ``sensitive`` recognises masked."""
+
+    def own(match: re.Match[str]) -> str:
+        return mask(match.group()) if sensitive(match.group()) else match.group()
+
+    masked = _DIGIT_RUN.sub(own, text)
+    return text if masked == text else masked
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(key: str) -> tuple[str, bool]:
+    """(the key masked, whether it names a phone field): keys repeat from report to report."""
+    return mask_phone_text(key), re.sub(r"[^a-z0-9]", "", key.lower()) in PHONE_KEYS
+
+
+def _mask_string(text: str, named: bool, sensitive: Sensitive | None) -> str:
+    if named or sensitive is not None:
+        stripped = text.strip()
+        if _PHONE_LIKE.match(stripped) and 7 <= len(normalize_phone(stripped).lstrip("+")) <= 16:
+            if named or (sensitive is not None and sensitive(stripped)):
+                return mask(text)
+    masked = mask_phone_text(text)
+    return masked if sensitive is None else _mask_own(masked, sensitive)
+
+
+def _mask_integer(number: int, named: bool, sensitive: Sensitive | None) -> int | str:
+    if not 0 < number < _LARGEST_INTEGER:
+        return number
+    digits = str(number)
+    if (
+        (named and len(digits) >= 7)
+        or _PHONE_INTEGER.fullmatch(digits)
+        or (sensitive is not None and (sensitive(digits) or sensitive("0" + digits)))
+    ):
+        return mask(digits)
+    return number
+
+
+def _mask_node(node: Any, named: bool, sensitive: Sensitive | None) -> Any:
+    """``node`` with phone numbers masked (keys too); the same object when nothing changed."""
+    if isinstance(node, str):
+        if named or sensitive is not None:
+            return _mask_string(node, named, sensitive)
+        return _PHONE_IN_TEXT.sub(_mask_match, node)
     if isinstance(node, dict):
-        return {k: _redact(v, sensitive, k) for k, v in node.items()}
+        out: dict[Any, Any] = {}
+        changed = False
+        for key, value in node.items():
+            new_key, phone_key = _key(key) if isinstance(key, str) else (key, False)
+            new_value = _mask_node(value, phone_key, sensitive)
+            changed = changed or new_key != key or new_value is not value
+            out[new_key] = new_value
+        return out if changed else node
     if isinstance(node, list):
-        return [_redact(v, sensitive, key) for v in node]
-    if isinstance(node, str) and _PHONE_LIKE.match(node.strip()):
-        digits = len(normalize_phone(node).lstrip("+"))
-        named = key is not None and re.sub(r"[^a-z0-9]", "", key.lower()) in PHONE_KEYS
-        if 7 <= digits <= 16 and (named or sensitive(node)):
-            return mask(node)
+        items = [_mask_node(value, named, sensitive) for value in node]
+        return items if any(a is not b for a, b in zip(items, node, strict=True)) else node
+    if isinstance(node, int) and not isinstance(node, bool):
+        return _mask_integer(node, named, sensitive)
     return node
 
 
+def mask_phone_numbers(value: Any, sensitive: Sensitive | None = None) -> Any:
+    """A JSON value with phone numbers masked at any depth, under any key: every
+    phone-number-shaped part of a string or key (:func:`mask_phone_text`), a phone-like string
+    or an integer of 7+ digits under a phone-ish key (``phone``, ``to``, ``receiver``, ...), an
+    integer that is a Korean number without its leading 0 (``1012345678``, ``821012345678``),
+    and any spelling ``sensitive`` recognises (a record's own numbers). Masked integers
+    become strings. Returns ``value`` itself when nothing is masked."""
+    return _mask_node(value, False, sensitive)
+
+
 def redact_raw(
-    raw: JsonObject | None, policy: PiiPolicy, sensitive: Callable[[str], bool] | None = None
+    raw: JsonObject | None, policy: PiiPolicy, sensitive: Sensitive | None = None
 ) -> JsonObject | None:
-    """A provider payload with phone numbers masked, when plain numbers may not be written:
-    phone-like strings under phone-ish keys (``phone``, ``to``, ``receiver``, ...) and any
-    phone-like string ``sensitive`` recognises (the record's own numbers)."""
+    """A provider payload with phone numbers masked (:func:`mask_phone_numbers`) when plain
+    numbers may not be written; as it is otherwise."""
     if raw is None or not policy.protects_plain:
         return raw
-    redacted: JsonObject = _redact(raw, sensitive or (lambda _: False), None)
+    redacted: JsonObject = _mask_node(raw, False, sensitive)
     return redacted
+
+
+def protect_report(
+    report: ProviderReportReceived, policy: PiiPolicy, raw_mode: WebhookRawMode = "masked"
+) -> ProviderReportReceived:
+    """A provider report as it may be written (``DELIVERYTRACK_WEBHOOK_RAW``): ``none`` drops
+    ``raw``; ``masked`` masks its phone numbers (:func:`redact_raw`) when plain numbers may not
+    be written; ``full`` keeps it as received. With protection on, phone numbers in
+    ``statusMessage`` and ``statusCode`` are masked whatever the mode. Ids
+    (``providerMessageId``, ``eventId``) are kept: they are the report's identity.
+    Returns ``report`` itself when nothing changes (the common case: the ingress already
+    protected it)."""
+    updates: dict[str, Any] = {}
+    if report.raw is not None:
+        if raw_mode == "none":
+            updates["raw"] = None
+        elif raw_mode == "masked":
+            raw = redact_raw(report.raw, policy)
+            if raw is not report.raw:
+                updates["raw"] = raw
+    if policy.protects_plain:
+        for field in ("status_message", "status_code"):
+            text = getattr(report, field)
+            if text is not None and (masked := mask_phone_text(text)) is not text:
+                updates[field] = masked
+    return report.model_copy(update=updates) if updates else report
+
+
+MASK_PARSE_LIMIT = 1_048_576
+"""Values up to this size are masked as JSON (escapes decoded); larger ones as text."""
+
+
+def masked_copy(value: bytes, keep_bytes: int) -> tuple[str, bool]:
+    """(readable copy, truncated) of an input value with every phone number masked, cut to
+    ``keep_bytes`` UTF-8 bytes: the copy a dead letter keeps instead of the bytes when plain
+    numbers may not be written. A JSON value is masked value by value
+    (:func:`mask_phone_numbers`) and written back compactly; anything else (or a value over
+    :data:`MASK_PARSE_LIMIT`) is masked as text, invalid UTF-8 replaced by U+FFFD. A number
+    that straddles the cut is masked before the cut is made."""
+    if len(value) <= MASK_PARSE_LIMIT:
+        try:
+            parsed = json.loads(value)
+            text = json.dumps(mask_phone_numbers(parsed), ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            pass
+        else:
+            data = text.encode()
+            return data[:keep_bytes].decode("utf-8", "ignore"), len(data) > keep_bytes
+    # 64 bytes past the cut, so that a number crossing it is seen whole and masked.
+    text = mask_phone_text(value[: keep_bytes + 64].decode("utf-8", "replace"))
+    data = text.encode()
+    truncated = len(value) > keep_bytes or len(data) > keep_bytes
+    return data[:keep_bytes].decode("utf-8", "ignore"), truncated
 
 
 def record_numbers(record: TrackingRecord, policy: PiiPolicy) -> Callable[[str], bool]:
@@ -359,7 +523,26 @@ def record_numbers(record: TrackingRecord, policy: PiiPolicy) -> Callable[[str],
     key = policy.hash_key(record.crypto_kid or policy.active_kid or "")
     if not hashes or key is None:
         return lambda _: False
-    return lambda value: hmac_hex(value, key) in hashes
+
+    # The masks keep each number's last two characters: a value that does not end like one
+    # of them is not one (most digit runs, such as dates, are ruled out without an HMAC).
+    masks = (record.to_masked, record.from_masked)
+    tails = tuple({normalize_phone(m[-2:]).lstrip("+") for m in masks if m is not None})
+
+    def recognises(value: str) -> bool:
+        normalized = normalize_phone(value)
+        if tails and not normalized.endswith(tails):
+            return False
+        # Also without its "+" (k-msg's hash keeps it): "1-415-555-2671" for "+14155552671".
+        if hmac_hex(value, key) in hashes:
+            return True
+        return (
+            bool(normalized)
+            and not normalized.startswith("+")
+            and (hmac_hex("+" + normalized, key) in hashes)
+        )
+
+    return recognises
 
 
 def redact_record_raw(

@@ -235,3 +235,17 @@ def test_any_arrival_order_gives_the_same_final_status_and_one_change_per_transi
     assert all(c.previous_status != c.status for c in changes)  # type: ignore[union-attr]
     if S.FAILED in statuses or S.DELIVERED in statuses or S.CLICKED in statuses:
         assert record.status in (S.FAILED, S.DELIVERED, S.CLICKED)
+
+
+def test_the_source_of_a_report_is_asked_for_only_when_the_report_is_held() -> None:
+    asked: list[int] = []
+
+    def source() -> SourceRef:
+        asked.append(1)
+        return SOURCE
+
+    linked, _ = correlate(None, link(), source=source, hold_ms=HOLD_MS)
+    correlate(linked, report_factory(S.DELIVERED), source=source, hold_ms=HOLD_MS)
+    assert asked == []
+    held, _ = correlate(None, report_factory(S.DELIVERED), source=source, hold_ms=HOLD_MS)
+    assert asked == [1] and held is not None and held.held[0].source == SOURCE

@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from deliverytrack.models.codec import encode, encode_record, encode_status_changed
@@ -26,14 +28,20 @@ from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.tables.fold import fold, replay
 from deliverytrack.tables.pii import (
+    MASK_PARSE_LIMIT,
     PiiError,
     decrypt_field,
     encrypt_field,
     envelope_kid,
     hash_phone,
     mask,
+    mask_phone_numbers,
+    mask_phone_text,
+    masked_copy,
     normalize_phone,
+    protect_report,
     redact_raw,
+    redact_record_raw,
     reveal,
     to_filter_hashes,
 )
@@ -401,3 +409,187 @@ def test_settings_read_the_policy_from_the_environment(monkeypatch: pytest.Monke
     assert settings.pii.protects_plain
     assert settings.fold_policy.pii == settings.pii
     assert "hash-secret-1" not in repr(settings)
+
+
+# --- phone numbers anywhere in a payload (provider reports, dead letters) -------------------------
+
+NUMBERS_IN_TEXT = [
+    ("01012345678", "010******78"),
+    ("010-1234-5678", "010********78"),
+    ("010 1234 5678", "010********78"),
+    ("010.1234.5678", "010********78"),
+    ("0101234567", "010*****67"),
+    ("011-123-4567", "011*******67"),
+    ("02-1234-5678", "02-*******78"),
+    ("(02) 1234-5678", "(02*********78"),
+    ("02)1234-5678", "02)*******78"),
+    ("031-123-4567", "031*******67"),
+    ("070-1234-5678", "070********78"),
+    ("0505-123-4567", "050********67"),
+    ("+821012345678", "+82********78"),
+    ("+82 10-1234-5678", "+82***********78"),
+    ("+82 (0)10-1234-5678", "+82**************78"),
+    ("+82 010 1234 5678", "+82************78"),
+    ("0082-10-1234-5678", "008************78"),
+    ("821012345678", "821*******78"),
+    ("+1 (415) 555-2671", "+1 ************71"),
+    ("+44 20 7946 0958", "+44***********58"),
+    ("고객 010-1234-5678에게 발송", "고객 010********78에게 발송"),
+    ("call 010 1234 5678, or +82 2 1234 5678.", "call 010********78, or +82**********78."),
+    ("tel:01012345678;ext=1", "tel:010******78;ext=1"),
+]
+NOT_NUMBERS = [
+    "2026-11-24 10:00:05",
+    "2026-11-24T10:00:05+09:00",
+    "20261123",
+    "20261124100005",
+    "2026.01.01 12:00",
+    "M4V20180307110044DHGZUDIJAP3LZ4T",
+    "10.0.0.1",
+    "1588-1234",
+    "1234567890123",
+    "v1.2.3",
+    "3000",
+    "order 12345",
+    "",
+]
+
+
+@pytest.mark.parametrize(("given", "masked"), NUMBERS_IN_TEXT)
+def test_phone_numbers_are_masked_wherever_they_sit_in_text(given: str, masked: str) -> None:
+    assert mask_phone_text(given) == masked
+
+
+@pytest.mark.parametrize("given", NOT_NUMBERS)
+def test_dates_ids_and_business_numbers_are_not_phone_numbers(given: str) -> None:
+    assert mask_phone_text(given) is given
+
+
+def test_payloads_are_masked_under_any_key_at_any_depth() -> None:
+    raw = {
+        "memo": "고객 010-1234-5678 에게 발송",
+        "detail": {"rcv": {"num": "01012345678"}, "list": ["+82 10 1234 5678", "ok"]},
+        "010-1234-5678": "a number as a key",
+        "n": 1012345678,
+        "cc": 821012345678,
+        "to": 5551234567,
+        "mobile": "555 123 4567",
+        "count": 7,
+        "ts": 1732442405,
+        "flag": True,
+        "ratio": 0.5,
+        "date": "2026-11-24 10:00:05",
+    }
+    masked = mask_phone_numbers(raw)
+    assert masked == {
+        "memo": "고객 010********78 에게 발송",
+        "detail": {"rcv": {"num": "010******78"}, "list": ["+82***********78", "ok"]},
+        "010********78": "a number as a key",
+        "n": "101*****78",
+        "cc": "821*******78",
+        "to": "555*****67",
+        "mobile": "555*******67",
+        "count": 7,
+        "ts": 1732442405,
+        "flag": True,
+        "ratio": 0.5,
+        "date": "2026-11-24 10:00:05",
+    }
+    assert_no_plain(json.dumps(masked, ensure_ascii=False).encode())
+    assert b"1012345678" not in json.dumps(masked).encode()
+    clean = {"a": ["x", {"b": 1}], "c": "2026-11-24"}
+    assert mask_phone_numbers(clean) is clean  # nothing masked: the same object
+    assert mask_phone_numbers(masked) == masked  # masking twice changes nothing
+
+
+def test_the_record_s_own_number_is_masked_in_any_spelling_in_free_text() -> None:
+    p = pii()
+    send = send_recorded_factory("msg-1").model_copy(update={"to": "+1 415 555 2671"})
+    record, _ = fold(None, send, policy_with(p))
+    assert record is not None
+    raw = {"note": "sent to 1-415-555-2671 at noon", "n": 14155552671}
+    masked = redact_record_raw(raw, record, p)
+    assert masked == {"note": "sent to 1-4*********71 at noon", "n": "141******71"}
+
+
+_SPELLINGS = st.sampled_from(["{a}{b}{c}", "{a}-{b}-{c}", "{a} {b} {c}", "{a}.{b}.{c}"])
+_PREFIXES = st.sampled_from(["010", "011", "016", "017", "018", "019", "02", "031", "064", "070"])
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Nd",)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    _PREFIXES,
+    st.integers(1000, 9999),
+    st.integers(1000, 9999),
+    _SPELLINGS,
+    st.sampled_from(["", "+82 ", "+82", "82-", "0082 "]),
+    _TEXT,
+    _TEXT,
+)
+def test_no_korean_number_survives_in_any_spelling(
+    prefix: str, middle: int, last: int, spelling: str, country: str, before: str, after: str
+) -> None:
+    national = f"{prefix}{middle}{last}"
+    area = prefix[1:] if country else prefix
+    written = country + spelling.format(a=area, b=middle, c=last)
+    masked = mask_phone_text(before + written + after)
+    digits = "".join(ch for ch in masked if ch.isdigit())
+    assert national not in digits and national[1:] not in digits
+    assert str(middle) not in masked.replace(" ", "").replace("-", "").replace(".", "")
+    assert mask_phone_text(masked) == masked
+
+
+def test_a_report_keeps_raw_as_the_setting_says() -> None:
+    report = report_factory(
+        TrackingStatus.DELIVERED,
+        status_message="delivered to 010-1234-5678",
+        raw={"memo": {"x": "01012345678"}, "code": "0"},
+    )
+    on, off = pii(), PiiPolicy()
+    masked = protect_report(report, on, "masked")
+    assert masked.raw == {"memo": {"x": "010******78"}, "code": "0"}
+    assert masked.status_message == "delivered to 010********78"
+    assert (masked.event_id, masked.provider_message_id) == (report.event_id, "pm-1")
+    assert protect_report(report, on, "none").raw is None
+    full = protect_report(report, on, "full")
+    assert full.raw == report.raw and full.status_message == "delivered to 010********78"
+    # Protection off (or storePlain): masked keeps raw as received; none still drops it.
+    assert protect_report(report, off, "masked") is report
+    assert protect_report(report, pii(storePlain=True), "masked") is report
+    assert protect_report(report, off, "none").raw is None
+    # Already protected: the same object (the correlator re-encodes nothing).
+    assert protect_report(masked, on, "masked") is masked
+
+
+def test_a_dead_letter_copy_masks_json_text_and_anything_else() -> None:
+    # JSON: values and keys masked after decoding, so escapes cannot hide a number.
+    escaped = b'{"raw": {"x": "\\u0030101234 5678"}, "010-1234-5678": 1}'
+    text, cut = masked_copy(escaped, 1_000)
+    assert (text, cut) == ('{"raw":{"x":"010*******78"},"010********78":1}', False)
+    # Not JSON: as text; invalid UTF-8 replaced.
+    text, cut = masked_copy(b"\xff\xfeto 010-1234-5678 {", 1_000)
+    assert text == "\ufffd\ufffdto 010********78 {" and not cut
+    # A number across the cut is masked before the cut is made.
+    value = b"x" * 10 + b" 010-1234-5678 and more"
+    for keep in range(0, len(value) + 1):
+        text, cut = masked_copy(value, keep)
+        assert cut == (keep < len(value)) and len(text.encode()) <= keep
+        assert "1234" not in text and "234-5" not in text
+    # Deeper than the JSON reader goes: masked as text.
+    deep = b'{"a":' * 5_000 + b'"010-1234-5678"' + b"}" * 5_000
+    text, _ = masked_copy(deep, len(deep))
+    assert "010********78" in text and "1234" not in text
+    # Larger than the JSON limit: the kept part is masked as text.
+    big = b'{"n": "010-1234-5678", "pad": "' + b"p" * MASK_PARSE_LIMIT + b'"}'
+    text, cut = masked_copy(big, 100)
+    assert cut and text.startswith('{"n": "010********78"')
+
+
+def test_settings_read_what_reports_keep_of_raw(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().webhook_raw == "masked"
+    monkeypatch.setenv("DELIVERYTRACK_WEBHOOK_RAW", "none")
+    assert Settings().webhook_raw == "none"
+    monkeypatch.setenv("DELIVERYTRACK_WEBHOOK_RAW", "plain")
+    with pytest.raises(ValidationError, match="webhook_raw"):
+        Settings()
