@@ -111,6 +111,7 @@ class DeliveryTrackingStore:
                 from_=record.from_,
                 requested_at=record.requested_at,
                 scheduled_at=record.scheduled_at,
+                recorded_at=record.status_updated_at,
                 metadata=record.metadata,
                 webhooks=record.webhooks,
             )

@@ -168,6 +168,15 @@ async def test_an_alimtalk_send_without_failover_options_gets_the_failover_block
     assert client.records["m-sms"].metadata is None  # not AlimTalk: no block
 
 
+async def test_an_upserted_record_keeps_its_status_updated_at(client: FoldingClient) -> None:
+    """k-msg's upsert stores the record as given: its statusUpdatedAt too (the send result
+    carries it as recordedAt; it used to become requestedAt)."""
+    updated = T0 + timedelta(seconds=5)
+    record = _sent("m-up").model_copy(update={"status_updated_at": updated})
+    await DeliveryTrackingStore(client).upsert(record)
+    assert client.records["m-up"].status_updated_at == updated
+
+
 # --- DeliveryTrackingStore.list_due (kmsg-behaviour.md 4.3) ---------------------------------
 
 
