@@ -18,10 +18,14 @@ RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 FROM python:3.11-slim
 COPY --from=build /dist /dist
 RUN pip install --no-cache-dir /dist/*.whl && rm -rf /dist
+# Both listeners on every interface of the container: the API (6066) then needs
+# DELIVERYTRACK_API_TOKENS (the worker refuses to start without); the webhook ingress (6067)
+# is the one to expose to providers.
 ENV DELIVERYTRACK_DATA_DIR=/var/lib/deliverytrack \
-    DELIVERYTRACK_WEB_HOST=0.0.0.0
+    DELIVERYTRACK_WEB_HOST=0.0.0.0 \
+    DELIVERYTRACK_WEBHOOK_HOST=0.0.0.0
 WORKDIR /app
 VOLUME /var/lib/deliverytrack
-EXPOSE 6066
+EXPOSE 6066 6067
 ENTRYPOINT ["deliverytrack"]
 CMD ["worker"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -52,9 +53,16 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+API_TOKEN = secrets.token_urlsafe(24)
+"""The bench workers' API token (/health shows its counters only to a caller with a token)."""
+
+
 def health(port: int) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
             result: dict[str, Any] = orjson.loads(r.read())
             return result
     except Exception:  # noqa: BLE001 - not up yet
@@ -103,6 +111,8 @@ async def run(args: argparse.Namespace) -> int:
             "DELIVERYTRACK_TOPIC_PREFIX": prefix,
             "DELIVERYTRACK_DATA_DIR": str(tmp / "data"),
             "DELIVERYTRACK_WEB_PORT": str(port),
+            "DELIVERYTRACK_WEBHOOK_PORT": str(port + 1),
+            "DELIVERYTRACK_API_TOKENS": API_TOKEN,
             "DELIVERYTRACK_LOG_LEVEL": "warning",
             "DELIVERYTRACK_POLLING": orjson.dumps(polling).decode(),
             "DELIVERYTRACK_PROVIDERS": orjson.dumps(

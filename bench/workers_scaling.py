@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -37,10 +38,16 @@ from fold_throughput import cpu_seconds, generate, produce  # noqa: E402
 from deliverytrack.streams.kafka_broker import KafkaBroker  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 
+API_TOKEN = secrets.token_urlsafe(24)
+"""The bench workers' API token (/health shows its counters only to a caller with a token)."""
+
 
 def health(port: int) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as r:  # noqa: S310
             result: dict[str, Any] = orjson.loads(r.read())
             return result
     except Exception:  # noqa: BLE001 - not up yet, or 503 while starting
@@ -73,6 +80,8 @@ async def run_once(broker: KafkaBroker, workers: int, args: argparse.Namespace, 
                 "DELIVERYTRACK_TOPIC_PREFIX": prefix,
                 "DELIVERYTRACK_DATA_DIR": str(tmp / f"{tag}-data-{i}"),
                 "DELIVERYTRACK_WEB_PORT": str(port),
+                "DELIVERYTRACK_WEBHOOK_PORT": str(port + 5),
+                "DELIVERYTRACK_API_TOKENS": API_TOKEN,
                 "DELIVERYTRACK_LOG_LEVEL": "warning",
                 # Nothing is due during the run (the workload's times are in 2026-11).
                 "DELIVERYTRACK_POLLING": '{"intervalMs": 3600000}',

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deliverytrack.models.policy import (
     ApiFailoverPolicy,
@@ -60,6 +61,12 @@ class ProviderConfig(BaseModel):
     webhook_secret: SecretStr | None = None
 
 
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 512
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+"""RFC 6750 ``b64token``: what may follow ``Bearer `` in an Authorization header."""
+
+
 def _has_cramjam() -> bool:
     """aiokafka's lz4, zstd and snappy codecs come from cramjam (an optional extra)."""
     return find_spec("cramjam") is not None
@@ -86,8 +93,49 @@ class Settings(BaseSettings):
     )
     app_id: str = Field(default="deliverytrack", min_length=1)
     data_dir: Path = Path("./data")
-    web_host: str = "127.0.0.1"
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="The API listener (queries, /internal/query, admin): private. A worker "
+        "with no API token refuses to bind it to anything but loopback",
+    )
     web_port: int = Field(default=6066, ge=0, le=65535)
+    webhook_host: str = Field(
+        default="127.0.0.1",
+        description="The webhook listener: POST /webhooks/{providerId} (and a bare GET "
+        "/health), the only routes providers need; the one to expose publicly",
+    )
+    webhook_port: int = Field(default=6067, ge=0, le=65535)
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Bearer tokens the API listener accepts, comma-separated (several while "
+        "one is rotated); workers send them to each other too",
+    )
+    api_pii_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Tokens that may also filter by phone number (to/from) while personal "
+        "data protection is on; accepted everywhere an API token is",
+    )
+    query_scan_budget: int = Field(
+        default=100_000,
+        ge=1_000,
+        le=100_000_000,
+        description="Records one query may read on one worker (a filter the aggregates and "
+        "indexes cannot answer reads records one by one); past it the query is refused (422)",
+    )
+    query_max_answer_bytes: int = Field(
+        default=67_108_864,
+        ge=1_048_576,
+        le=2_147_483_648,
+        description="Record bytes one list query may hold on one worker (its offset + limit "
+        "records per partition, before the page is cut); past it the query is refused (422)",
+    )
+    query_concurrent_scans: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Queries reading records one by one at the same time on one worker; more "
+        "wait their turn, so the fold on the same event loop keeps most of the CPU",
+    )
     advertised_url: str | None = Field(
         default=None,
         description="URL other workers use to reach this worker's query API; default "
@@ -247,6 +295,35 @@ class Settings(BaseSettings):
         if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
             raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
         return self
+
+    @field_validator("api_tokens", "api_pii_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: Any) -> Any:
+        """``DELIVERYTRACK_API_TOKENS=tok1,tok2``: comma-separated (blanks ignored)."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_tokens", "api_pii_tokens")
+    @classmethod
+    def _check_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        """Long enough to resist guessing, and sendable as ``Authorization: Bearer``. The
+        message names the token by its position, never by its value."""
+        for index, token in enumerate(value, start=1):
+            text = token.get_secret_value()
+            if len(text) < MIN_TOKEN_CHARS:
+                raise ValueError(
+                    f"token {index} of {len(value)} is too short: at least {MIN_TOKEN_CHARS} "
+                    "characters (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
+            if len(text) > MAX_TOKEN_CHARS or not _TOKEN_CHARS.fullmatch(text):
+                raise ValueError(
+                    f"token {index} of {len(value)}: at most {MAX_TOKEN_CHARS} characters of "
+                    "A-Z a-z 0-9 - . _ ~ + / (then = padding), as a Bearer token (RFC 6750)"
+                )
+        return value
 
     @field_validator("broker")
     @classmethod

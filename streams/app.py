@@ -12,6 +12,7 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.auth import ApiTokens, api_auth, caller_of, check_listeners
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.kafka_config import faust_credentials
@@ -20,11 +21,8 @@ from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
 from deliverytrack.streams.query import QueryService
-from deliverytrack.streams.web import (
-    install_json_errors,
-    register_query_views,
-    register_webhook_view,
-)
+from deliverytrack.streams.web import install_json_errors, register_query_views
+from deliverytrack.streams.webhook_listener import WebhookListener
 from deliverytrack.streams.webhooks import (
     WebhookIngress,
     build_webhook_adapters,
@@ -44,6 +42,7 @@ class FoldService(Service):
         providers: Mapping[str, StatusProvider],
         dispatcher: WebhookDispatcher,
         queries: QueryService,
+        webhook_listener: WebhookListener,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,11 +51,14 @@ class FoldService(Service):
         self.providers = providers
         self.dispatcher = dispatcher
         self.queries = queries
+        self.webhook_listener = webhook_listener
 
     async def on_start(self) -> None:
         await self.engine.start()
         await self.poll_loop.start(self.engine.producer)
         await self.dispatcher.start()
+        # The public listener opens once the producer its reports go to is up.
+        await self.webhook_listener.start()
 
     @Service.task
     async def _supervise(self) -> None:
@@ -75,6 +77,7 @@ class FoldService(Service):
             await self.crash(error)
 
     async def on_stop(self) -> None:
+        await self.webhook_listener.stop()  # first: no report may arrive without a producer
         await self.dispatcher.stop()
         await self.queries.close()
         await self.poll_loop.stop()  # before the engine: its producer carries the observations
@@ -92,10 +95,13 @@ class DeliveryTrackApp(faust.App):
     webhooks: WebhookIngress
     dispatcher: WebhookDispatcher
     queries: QueryService
+    api_tokens: ApiTokens
+    webhook_listener: WebhookListener
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     settings = settings or Settings()
+    check_listeners(settings)  # no open API off loopback; two listeners, two addresses
     faust_dir = settings.data_dir / settings.app_id / "faust"
     faust_dir.parent.mkdir(parents=True, exist_ok=True)
     app = DeliveryTrackApp(
@@ -129,12 +135,27 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.poll_loop = PollLoop(settings, app.poller, app.engine.topics)
     app.dispatcher = WebhookDispatcher(settings)
     app.queries = QueryService(app.engine)
+    app.webhooks = _ingress(settings, app.engine)
+    app.webhook_listener = WebhookListener(
+        app.webhooks,
+        lambda: _failure(app) is None,
+        settings.webhook_host,
+        settings.webhook_port,
+        shutdown_timeout_s=settings.webhook_ack_timeout_ms / 1000 + 1,
+    )
     app.service(
         FoldService(  # type: ignore[arg-type]
-            app.engine, app.poll_loop, providers, app.dispatcher, app.queries
+            app.engine,
+            app.poll_loop,
+            providers,
+            app.dispatcher,
+            app.queries,
+            app.webhook_listener,
         )
     )
-    app.webhooks = _ingress(settings, app.engine)
+    app.api_tokens = ApiTokens.from_settings(settings)
+    # Outermost: a request without a valid token reaches no route (not even a 404).
+    app.web.web_app.middlewares.insert(0, api_auth(app.api_tokens))  # type: ignore[attr-defined]
     _warn_pii(settings)
     _register_polling(app)
     _register_retention(app)
@@ -199,6 +220,18 @@ def _register_retention(app: DeliveryTrackApp) -> None:
             await engine.emit_expiries(utc_now())
 
 
+def _failure(app: DeliveryTrackApp) -> Any:
+    """The first component that stopped on an error (its ``Failure``), or None."""
+    return next(
+        (
+            f
+            for f in (app.engine.failure, app.poll_loop.failure, app.dispatcher.failure)
+            if f.error is not None
+        ),
+        None,
+    )
+
+
 def _register_views(app: DeliveryTrackApp) -> None:
     engine, poller, webhooks = app.engine, app.poller, app.webhooks
     install_json_errors(app)  # every route's errors as JSON, a bad request never a 500
@@ -207,19 +240,15 @@ def _register_views(app: DeliveryTrackApp) -> None:
     class Health(View):
         async def get(self, request: Request) -> Response:
             stats = engine.stats
-            failure = next(
-                (
-                    f
-                    for f in (engine.failure, app.poll_loop.failure, app.dispatcher.failure)
-                    if f.error is not None
-                ),
-                None,
-            )
+            failure = _failure(app)
             healthy = engine.ready.is_set() and failure is None
             if failure is None:
                 state = "ok" if healthy else "starting"
             else:
                 state = f"{failure.component} failed"
+            if not caller_of(request).authenticated:
+                # A probe without a token learns the state only: no URLs, counters or errors.
+                return self.json({"status": state}, status=200 if healthy else 503)
             body = {
                 "status": state,
                 "assignedPartitions": engine.assigned_partitions,
@@ -253,6 +282,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "pollDeadLetters": app.poll_loop.stats.dead_letters,
                 "pollRequestsGivenUp": app.poll_loop.stats.given_up,
                 "heldCommands": engine.held_commands(),
+                "apiRequestsRefused": app.api_tokens.refused,
             }
             if failure is not None:
                 body["error"] = repr(failure.error)
@@ -265,5 +295,3 @@ def _register_views(app: DeliveryTrackApp) -> None:
             if not engine.ready.is_set():
                 return self.json({"error": "the worker is starting"}, status=503)
             return self.json({"dueChecks": await engine.emit_due_checks(utc_now())})
-
-    register_webhook_view(app, webhooks)

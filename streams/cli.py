@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from deliverytrack.models.settings import Settings
 
@@ -16,9 +17,24 @@ from deliverytrack.models.settings import Settings
 def _settings(overrides: dict[str, Any]) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        print(f"deliverytrack: invalid configuration:\n{exc}", file=sys.stderr)
+    except (ValidationError, SettingsError) as exc:
+        print(f"deliverytrack: invalid configuration:\n{describe_settings_error(exc)}",
+              file=sys.stderr)  # fmt: skip
         raise SystemExit(2) from None
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """What is wrong with the configuration, one line per problem, without the values given:
+    pydantic's own text shows them (``input_value=...``), and they may be keys or secrets."""
+    if isinstance(exc, SettingsError):
+        # "error parsing value for field "x" from source "EnvSettingsSource"" (never the value)
+        return f"  {exc}"
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "<settings>"
+        env = "DELIVERYTRACK_" + str(error["loc"][0]).upper() if error["loc"] else ""
+        lines.append(f"  {where}{f' ({env})' if env else ''}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -26,11 +42,22 @@ def _worker(args: argparse.Namespace) -> int:
 
     from deliverytrack.streams.admin import ensure_topics
     from deliverytrack.streams.app import create_app
+    from deliverytrack.streams.auth import ListenerConfigError, check_listeners
     from deliverytrack.streams.topics import Topics
 
     settings = _settings(
-        {"broker": args.broker, "data_dir": args.data_dir, "web_port": args.web_port}
+        {
+            "broker": args.broker,
+            "data_dir": args.data_dir,
+            "web_port": args.web_port,
+            "webhook_port": args.webhook_port,
+        }
     )
+    try:
+        check_listeners(settings)  # before anything is created on the broker
+    except ListenerConfigError as exc:
+        print(f"deliverytrack worker: {exc}", file=sys.stderr)
+        return 2
     asyncio.run(ensure_topics(settings, Topics.from_prefix(settings.topic_prefix, settings.app_id)))
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True)
@@ -90,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a worker (fold engine + web server)")
     worker.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
     worker.add_argument("--data-dir", help="state directory (DELIVERYTRACK_DATA_DIR)")
-    worker.add_argument("--web-port", type=int, help="HTTP port (DELIVERYTRACK_WEB_PORT)")
+    worker.add_argument(
+        "--web-port", type=int, help="API listener port, private (DELIVERYTRACK_WEB_PORT)"
+    )
+    worker.add_argument(
+        "--webhook-port",
+        type=int,
+        help="webhook listener port, public (DELIVERYTRACK_WEBHOOK_PORT)",
+    )
     worker.set_defaults(run=_worker)
 
     demo = commands.add_parser(

@@ -1,9 +1,11 @@
 """``deliverytrack get | list | count | count-by | stats | tail``: the query API from a shell.
 
 Reads go to a worker's HTTP API (``--url``, default ``http://127.0.0.1:<DELIVERYTRACK_WEB_PORT>``),
-which gathers from every worker; ``tail`` follows the status-change topic. Tables for people,
-``--json`` for scripts. A refused query exits 2 with the worker's reason; an unreachable worker
-exits 3; an unknown record exits 1.
+which gathers from every worker, with a bearer token (``--token``, else
+``DELIVERYTRACK_API_TOKEN``, else the first of ``DELIVERYTRACK_API_TOKENS``); ``tail`` follows
+the status-change topic. Tables for people, ``--json`` for scripts. A refused query exits 2 with
+the worker's reason (a missing or wrong token too); an unreachable worker exits 3; an unknown
+record exits 1.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import aiohttp
 import orjson
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import record_path
+from deliverytrack.streams.client import auth_headers, record_path, resolve_token
 
 FILTERS = (
     ("message-id", "messageId"),
@@ -45,6 +47,10 @@ class Refused(Exception):
 def add_query_commands(commands: Any, settings_of: Callable[[dict[str, Any]], Settings]) -> None:
     def common(parser: argparse.ArgumentParser, filters: bool = True) -> None:
         parser.add_argument("--url", help="a worker's HTTP API (http://127.0.0.1:<web port>)")
+        parser.add_argument(
+            "--token",
+            help="API token (default: $DELIVERYTRACK_API_TOKEN; prefer it: a flag shows in ps)",
+        )
         parser.add_argument("--json", action="store_true", help="JSON for scripts")
         if filters:
             for flag, _ in FILTERS:
@@ -65,6 +71,7 @@ def add_query_commands(commands: Any, settings_of: Callable[[dict[str, Any]], Se
         "--order-by", default="requestedAt", choices=["requestedAt", "statusUpdatedAt"]
     )
     lst.add_argument("--order", default="desc", choices=["asc", "desc"])
+    lst.add_argument("--after", help="continue after this (the previous page's nextAfter)")
     lst.set_defaults(run=lambda a: _run(a, settings_of, _list))
 
     count = commands.add_parser("count", help="how many records match")
@@ -99,9 +106,12 @@ def _run(
 ) -> int:
     settings = settings_of({})
     url = (args.url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
+    headers = auth_headers(resolve_token(args.token, settings))
 
     async def main() -> int:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=60), headers=headers
+        ) as session:
             result: int = await handler(session, url, args)
             return result
 
@@ -182,7 +192,11 @@ async def _list(session: aiohttp.ClientSession, url: str, args: argparse.Namespa
         ("orderBy", args.order_by),
         ("orderDirection", args.order),
     ]
+    if args.after:
+        params.append(("after", args.after))
     body = await _fetch(session, f"{url}/records", params)
+    if body.get("nextAfter"):  # on stderr, so --json output stays the records
+        print(f"next page: --after '{body['nextAfter']}'", file=sys.stderr)
     if args.json:
         _dump(body["records"])
         return 0

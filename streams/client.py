@@ -1,11 +1,13 @@
 """Python client: publish events with the right keys and schemas, read through the query API,
 follow the status-change topic.
 
-Writes are Kafka events (never in-place changes); reads go to any worker's HTTP API, which
-routes and gathers across workers. The table trails the topics, so a read right after a write
-may not see it yet (use :meth:`DeliveryTrackClient.wait_for`)::
+Writes are Kafka events (never in-place changes); reads go to any worker's HTTP API (its API
+listener), which routes and gathers across workers, with a bearer token: ``token=``, else
+``DELIVERYTRACK_API_TOKEN``, else the first of the settings' ``api_tokens``. The table trails
+the topics, so a read right after a write may not see it yet (use
+:meth:`DeliveryTrackClient.wait_for`)::
 
-    async with DeliveryTrackClient("http://127.0.0.1:6066", settings) as client:
+    async with DeliveryTrackClient("http://127.0.0.1:6066", settings, token=token) as client:
         await client.record_send(SendRecorded(...))
         record = await client.wait_for("msg-1")
         print(await client.count_records({"status": ["DELIVERED"]}))
@@ -14,6 +16,7 @@ may not see it yet (use :meth:`DeliveryTrackClient.wait_for`)::
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -26,7 +29,7 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from deliverytrack.models.codec import decode_record, encode
 from deliverytrack.models.enums import StatusSource, TrackingStatus
@@ -46,6 +49,28 @@ from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.query import RecordFilter
 
 FilterLike = RecordFilter | Mapping[str, Any] | None
+
+TOKEN_ENV = "DELIVERYTRACK_API_TOKEN"  # noqa: S105 - a variable name, not a secret
+"""The token a client sends when none is given (the worker's own ``DELIVERYTRACK_API_TOKENS``
+are the fallback, for tools run beside a worker)."""
+
+
+def resolve_token(token: str | SecretStr | None, settings: Settings) -> SecretStr | None:
+    """``token`` if given, else ``$DELIVERYTRACK_API_TOKEN``, else the settings' first API
+    token (then PII token); None when there is none (a worker without tokens, on loopback)."""
+    if isinstance(token, SecretStr):
+        return token
+    if token:
+        return SecretStr(token)
+    from_env = os.environ.get(TOKEN_ENV, "").strip()
+    if from_env:
+        return SecretStr(from_env)
+    configured = (*settings.api_tokens, *settings.api_pii_tokens)
+    return configured[0] if configured else None
+
+
+def auth_headers(token: SecretStr | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token.get_secret_value()}"}
 
 
 class QueryFailed(Exception):
@@ -108,9 +133,11 @@ class DeliveryTrackClient:
         settings: Settings | None = None,
         *,
         timeout_s: float = 30.0,
+        token: str | SecretStr | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.settings = settings or Settings()
+        self._token = resolve_token(token, self.settings)
         self.topics = Topics.from_prefix(self.settings.topic_prefix, self.settings.app_id)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -224,11 +251,13 @@ class DeliveryTrackClient:
         return self._session
 
     async def _get(self, path: str, params: Iterable[tuple[str, str]] = ()) -> Any:
-        async with self._http().get(self.base_url + path, params=list(params)) as response:
+        async with self._http().get(
+            self.base_url + path, params=list(params), headers=auth_headers(self._token)
+        ) as response:
             return _answer(response.status, response.reason, await response.read())
 
     async def _post(self, url: str) -> Any:
-        async with self._http().post(url) as response:
+        async with self._http().post(url, headers=auth_headers(self._token)) as response:
             return _answer(response.status, response.reason, await response.read())
 
     async def get_record(self, message_id: str) -> TrackingRecord | None:
@@ -252,18 +281,68 @@ class DeliveryTrackClient:
         offset: int = 0,
         order_by: str = "requestedAt",
         order_direction: str = "desc",
+        after: str | None = None,
     ) -> list[TrackingRecord]:
+        records, _ = await self.list_page(
+            flt,
+            limit=limit,
+            offset=offset,
+            order_by=order_by,
+            order_direction=order_direction,
+            after=after,
+        )
+        return records
+
+    async def list_page(
+        self,
+        flt: FilterLike = None,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        order_by: str = "requestedAt",
+        order_direction: str = "desc",
+        after: str | None = None,
+    ) -> tuple[list[TrackingRecord], str | None]:
+        """One page and the ``after`` of the next one (None: this was the last page).
+        ``offset + limit`` is at most 10,000: page on with ``after`` (keyset)."""
         params = filter_params(flt)
         if params is None or limit <= 0:
-            return []
+            return [], None
         params += [
             ("limit", str(int(limit))),
             ("offset", str(int(offset))),
             ("orderBy", order_by),
             ("orderDirection", order_direction),
         ]
+        if after is not None:
+            params.append(("after", after))
         data = await self._get("/records", params)
-        return [decode_record(orjson.dumps(item)) for item in data["records"]]
+        records = [decode_record(orjson.dumps(item)) for item in data["records"]]
+        return records, data.get("nextAfter")
+
+    async def iter_records(
+        self,
+        flt: FilterLike = None,
+        *,
+        order_by: str = "requestedAt",
+        order_direction: str = "asc",
+        page_size: int = 1_000,
+    ) -> AsyncGenerator[TrackingRecord, None]:
+        """Every matching record, page by page (keyset paging: each page costs the same,
+        however deep). Oldest first by default, so records added meanwhile come last."""
+        after: str | None = None
+        while True:
+            records, after = await self.list_page(
+                flt,
+                limit=page_size,
+                order_by=order_by,
+                order_direction=order_direction,
+                after=after,
+            )
+            for record in records:
+                yield record
+            if after is None:
+                return
 
     async def count_records(self, flt: FilterLike = None) -> int:
         params = filter_params(flt)
@@ -330,7 +409,10 @@ class DeliveryTrackClient:
         return result
 
     async def health(self) -> dict[str, Any]:
-        async with self._http().get(self.base_url + "/health") as response:
+        """The worker's /health (its counters and the workers' URLs need the token)."""
+        async with self._http().get(
+            self.base_url + "/health", headers=auth_headers(self._token)
+        ) as response:
             result: dict[str, Any] = orjson.loads(await response.read())
             return result
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import random
+import secrets
 import signal
 import statistics
 import subprocess
@@ -150,6 +151,8 @@ class Demo:
             topic_prefix=f"demo-{tag}.",
             data_dir=self.workdir / "data",
             web_port=_free_port(),
+            webhook_port=_free_port(),
+            api_tokens=(secrets.token_urlsafe(32),),
             polling=DEMO_POLLING,
             providers={
                 "solapi-sim": {"kind": "simulated", "baseUrl": provider_url},
@@ -161,7 +164,13 @@ class Demo:
         self.worker = _start_worker(settings, self.workdir / "worker.log")
         self.say(f"worker started (pid {self.worker.pid}, log {self.workdir / 'worker.log'})")
         await _wait_http(settings.web_port, self.worker, self.workdir / "worker.log")
-        self.say(f"worker ready; HTTP API on http://127.0.0.1:{settings.web_port}")
+        token_file = self.workdir / "api-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(settings.api_tokens[0].get_secret_value())
+        self.say(
+            f"worker ready; HTTP API on http://127.0.0.1:{settings.web_port} (Authorization: "
+            f"Bearer $(cat {token_file})), webhooks on http://127.0.0.1:{settings.webhook_port}"
+        )
 
         producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=10)
         consumer = AIOKafkaConsumer(
@@ -336,7 +345,10 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     env = {k: v for k, v in os.environ.items() if not k.startswith("DELIVERYTRACK_")}
     if "DELIVERYTRACK_KAFKA_HOME" in os.environ:
         env["DELIVERYTRACK_KAFKA_HOME"] = os.environ["DELIVERYTRACK_KAFKA_HOME"]
-    for name, value in settings.model_dump(mode="json", by_alias=True).items():
+    data = settings.model_dump(mode="json", by_alias=True)
+    data["api_tokens"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
+    data.pop("api_pii_tokens")
+    for name, value in data.items():
         if isinstance(value, dict | list):
             env[f"DELIVERYTRACK_{name.upper()}"] = orjson.dumps(value).decode()
         else:

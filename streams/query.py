@@ -4,11 +4,14 @@ Two layers:
 
 - :class:`LocalQueries` answers for the partitions this worker has caught up: aggregates when
   the filter allows (providerId, type, status, requestedAt), an ordered index walk for lists,
-  a scan otherwise. Long scans yield to the event loop every few thousand records so the fold
-  and the webhooks keep running, and stop if the partition is taken away meanwhile.
+  a scan otherwise. Each query reads and holds within a budget (``streams/query_limits.py``):
+  long scans yield to the event loop every few milliseconds so the fold and the webhooks keep
+  running, wait for a scan slot, are refused (422) past their budget, and stop if the
+  partition is taken away meanwhile.
 - :class:`QueryService` routes: one record goes to the worker owning its key; lists, counts,
   count-by and stats are gathered from every partition's owner (``POST /internal/query``) and
-  merged. The partition -> worker map comes from the consumer group (``streams.membership``).
+  merged. The partition -> worker map comes from the consumer group (``streams.membership``);
+  a worker calls the others with its API token (the next one if refused: rotation).
   An answer is given only when every partition answered; during a rebalance the missing ones
   are retried for a few seconds, then the caller gets 503 rather than a silently partial count.
 """
@@ -28,6 +31,8 @@ import orjson
 
 from deliverytrack.models.codec import decode_record
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.auth import outgoing_tokens
+from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBudget
 from deliverytrack.streams.store import REQUESTED, UPDATED, PartitionStore
 from deliverytrack.tables.aggregates import TOTAL, Counter, Dims, contribution, cover
 from deliverytrack.tables.due_index import epoch_ms
@@ -42,6 +47,7 @@ from deliverytrack.tables.query import (
     count_by_rows,
     dims_match,
     group_key,
+    is_after,
     matches,
     order_value,
     page,
@@ -52,7 +58,6 @@ from deliverytrack.tables.query import (
 
 log = logging.getLogger(__name__)
 
-_YIELD_EVERY = 2_000
 GATHER_DEADLINE_S = 10.0
 
 
@@ -94,6 +99,8 @@ class LocalQueries:
 
     stores: dict[int, PartitionStore]
     ready: set[int]
+    budget: ScanBudget = field(default_factory=ScanBudget)
+    """What this query may read and hold (unbounded unless the service sets it)."""
 
     def _store(self, partition: int) -> PartitionStore:
         store = self.stores.get(partition)
@@ -102,9 +109,16 @@ class LocalQueries:
         return store
 
     async def _pause(self, partition: int, store: PartitionStore) -> None:
-        await asyncio.sleep(0)
+        await self.budget.pause()
         if store.closed or self.stores.get(partition) is not store:
             raise PartitionGone(partition)
+
+    async def _read(self, partition: int, store: PartitionStore, raw: bytes) -> TrackingRecord:
+        """Decode one record read from the store, within the budget (yielding between
+        slices)."""
+        if self.budget.take():
+            await self._pause(partition, store)
+        return decode_record(raw)
 
     # --- rows: counts, count-by, stats ------------------------------------------------------
 
@@ -136,7 +150,7 @@ class LocalQueries:
         if flt.message_id is not None:
             for raw in store.get_many_raw(flt.message_id):
                 if raw is not None:
-                    yield decode_record(raw)
+                    yield await self._read(partition, store, raw)
             return
         if flt.requested_at_from is not None or flt.requested_at_to is not None:
             start, end = flt.requested_range_ms() or (0, FAR_FUTURE_MS)
@@ -149,12 +163,8 @@ class LocalQueries:
             async for record in self._walk_records(partition, store, UPDATED, start, end):
                 yield record
             return
-        seen = 0
         for _, raw in store.iter_raw():
-            yield decode_record(raw)
-            seen += 1
-            if seen % _YIELD_EVERY == 0:
-                await self._pause(partition, store)
+            yield await self._read(partition, store, raw)
 
     async def _walk_records(
         self,
@@ -174,15 +184,15 @@ class LocalQueries:
                 return
             for raw in store.get_many_raw(chunk):
                 if raw is not None:
-                    yield decode_record(raw)
-            await self._pause(partition, store)
+                    yield await self._read(partition, store, raw)
 
     # --- lists ------------------------------------------------------------------------------
 
     async def list_records(
         self, partition: int, flt: RecordFilter, options: ListOptions
     ) -> list[tuple[int, str, bytes]]:
-        """This partition's first ``offset + limit`` matches in the requested order."""
+        """This partition's first ``offset + limit`` matches in the requested order (after
+        ``options.after``, where the walk starts)."""
         store = self._store(partition)
         wanted = options.offset + options.limit
         found: list[tuple[int, str, bytes]] = []
@@ -191,10 +201,11 @@ class LocalQueries:
         if flt.message_id is not None:
             for raw in store.get_many_raw(flt.message_id):
                 if raw is not None:
-                    record = decode_record(raw)
+                    record = await self._read(partition, store, raw)
                     if matches(record, flt):
                         value = order_value(record, options.order_by)
                         found.append((value, record.message_id, raw))
+                        self.budget.hold(len(raw))
             return page(found, options.model_copy(update={"offset": 0, "limit": wanted}))
         if options.order_by == "requestedAt":
             index, low, high = REQUESTED, flt.requested_at_from, flt.requested_at_to
@@ -202,21 +213,28 @@ class LocalQueries:
             index, low, high = UPDATED, flt.status_updated_at_from, flt.status_updated_at_to
         start, end = _ms(low, 0), _ms(high, FAR_FUTURE_MS - 1) + 1
         descending = options.order_direction == "desc"
+        if options.after is not None:  # keyset: start the walk at the previous page's end
+            if descending:
+                end = min(end, options.after[0] + 1)
+            else:
+                start = max(start, options.after[0])
         walker = store.walk(index, start, end, descending=descending)
         while len(found) < wanted:
-            chunk = list(_take(walker, 500))
-            if not chunk:
+            taken = list(_take(walker, 500))
+            if not taken:
                 break
-            raws = store.get_many_raw([mid for _, mid in chunk])
+            # Entries at the cursor's own millisecond up to the cursor are skipped unread.
+            chunk = [(ms, mid) for ms, mid in taken if is_after(ms, mid, options)]
+            raws = store.get_many_raw([mid for _, mid in chunk]) if chunk else []
             for (ms, mid), raw in zip(chunk, raws, strict=True):
                 if raw is None:
                     continue
-                record = decode_record(raw)
+                record = await self._read(partition, store, raw)
                 if matches(record, flt):
                     found.append((ms, mid, raw))
+                    self.budget.hold(len(raw))
                     if len(found) >= wanted:
                         break
-            await self._pause(partition, store)
         return found
 
     async def due(self, partition: int, now: datetime, limit: int) -> list[tuple[int, str, bytes]]:
@@ -315,11 +333,23 @@ class QueryService:
     engine: Any  # FoldEngine (not imported: avoids a cycle with the app)
     _session: aiohttp.ClientSession | None = None
     gather_deadline_s: float = GATHER_DEADLINE_S
+    _scan_slots: asyncio.Semaphore | None = None
+    _token_index: dict[str, int] = field(default_factory=dict)
+    """Per worker URL: which of our tokens it accepted last (rotation)."""
     remote_calls: int = field(default=0)
 
     @property
     def local(self) -> LocalQueries:
-        return LocalQueries(self.engine._stores, self.engine.ready_partitions)
+        """This worker's partitions, with a fresh budget for one query."""
+        settings = self.engine.settings
+        if self._scan_slots is None:
+            self._scan_slots = asyncio.Semaphore(settings.query_concurrent_scans)
+        budget = ScanBudget(
+            max_records=settings.query_scan_budget,
+            max_bytes=settings.query_max_answer_bytes,
+            slots=self._scan_slots,
+        )
+        return LocalQueries(self.engine._stores, self.engine.ready_partitions, budget)
 
     def partitions(self) -> list[int]:
         return list(range(self.engine.partition_count))
@@ -440,6 +470,14 @@ class QueryService:
         """Run one partial query on the given local partitions; partitions that are not
         (or no longer) here are left out of the answer."""
         local = self.local
+        try:
+            return await self._run_local(local, payload, partitions)
+        finally:
+            local.budget.release()
+
+    async def _run_local(
+        self, local: LocalQueries, payload: dict[str, Any], partitions: list[int]
+    ) -> dict[int, Any]:
         op = payload["op"]
         out: dict[int, Any] = {}
         flt = RecordFilter.model_validate(payload.get("filter") or {})
@@ -501,19 +539,48 @@ class QueryService:
             await asyncio.sleep(0.2)
 
     async def _remote(self, url: str, payload: dict[str, Any], parts: list[int]) -> dict[int, Any]:
+        """Another worker's partial answer ({} if it cannot give one now: retried). It is
+        called with our API token; refused (401), with the next one (tokens being rotated)."""
         self.remote_calls += 1
         body = orjson.dumps({**payload, "partitions": parts})
+        tokens = outgoing_tokens(self.engine.settings)
+        first = self._token_index.get(url, 0)
+        for attempt in range(max(len(tokens), 1)):
+            headers = {"Content-Type": "application/json"}
+            index = (first + attempt) % len(tokens) if tokens else 0
+            if tokens:
+                headers["Authorization"] = f"Bearer {tokens[index]}"
+            try:
+                async with self._http().post(
+                    f"{url}/internal/query", data=body, headers=headers
+                ) as response:
+                    status, raw = response.status, await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.info("query: %s unreachable (%s)", url, exc)
+                return {}
+            if status == 401 and attempt + 1 < len(tokens):
+                continue
+            break
+        if status == 200 and tokens:
+            self._token_index[url] = index
+        if status == 422:  # over the query's budget there: the whole query is refused
+            raise QueryLimitExceeded(_error_of(raw) or "the query is over its budget")
+        if status != 200:
+            refused = " (it accepts none of our DELIVERYTRACK_API_TOKENS)" if status == 401 else ""
+            level = logging.WARNING if status == 401 else logging.INFO
+            log.log(level, "query: %s answered %s%s", url, status, refused)
+            return {}
         try:
-            async with self._http().post(
-                f"{url}/internal/query",
-                data=body,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                if response.status != 200:
-                    log.info("query: %s answered %s", url, response.status)
-                    return {}
-                data = orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            log.info("query: %s unreachable (%s)", url, exc)
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            log.info("query: %s answered malformed JSON (%s)", url, exc)
             return {}
         return {int(p): value for p, value in data["partitions"].items()}
+
+
+def _error_of(raw: bytes) -> str | None:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return str(data["error"]) if isinstance(data, dict) and "error" in data else None

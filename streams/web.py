@@ -1,5 +1,6 @@
-"""HTTP on the worker's web server (Faust's aiohttp server): the query API and the webhook
-ingress view. JSON, camelCase.
+"""HTTP on the worker's API listener (Faust's aiohttp server): the query API. JSON, camelCase.
+Every route but ``/health`` needs a bearer token (``streams/auth.py``); the webhook ingress is
+on its own listener (``streams/webhook_listener.py``), which shares :func:`json_errors`.
 
 - ``GET /records/{messageId}``, ``GET /records/{messageId}/history``
 - ``GET /records`` (k-msg filters, limit, offset, orderBy, orderDirection)
@@ -8,7 +9,6 @@ ingress view. JSON, camelCase.
 - ``GET /stats`` and ``GET /stats?from=..&to=..``
 - ``GET /stats/summary?from=..&to=..`` (k-msg analytics ``getSummary``)
 - ``POST /internal/query``: one worker's partial answer, used by the others to gather
-- ``POST /webhooks/{providerId}``: provider delivery reports in (``streams/webhooks.py``)
 
 Errors are JSON ``{"error": "<what is wrong>"}``, through one mechanism, the
 :func:`json_errors` middleware of the web server:
@@ -18,7 +18,8 @@ Errors are JSON ``{"error": "<what is wrong>"}``, through one mechanism, the
   ``OverflowError``, ``RecursionError``, a Unicode error, ...) into :class:`BadRequest`, a 4xx
   with the reason; aiohttp's own 4xx (404 no such route, 405, 413 for a body over its size
   limit, ...) become JSON too;
-- a table that is not fully served (rebalancing) is 503;
+- a table that is not fully served (rebalancing) is 503, and so is a long query that found
+  every scan slot taken; a query over its budget (``streams/query_limits.py``) is 422;
 - anything else raised while *answering* a valid request is a server bug: logged with its
   traceback and answered 500 ``{"error": "internal error ..."}``, never disguised as a 4xx.
 """
@@ -30,20 +31,22 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 import orjson
 from aiohttp import web as aiohttp_web
 from aiohttp.http_exceptions import BadHttpMessage
 from faust.web import Request, Response, View
-from multidict import CIMultiDict
 from pydantic import ValidationError
 
+from deliverytrack.streams.auth import caller_of
 from deliverytrack.streams.query import QueryService, Unavailable, parse_internal_query
+from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBusy
 from deliverytrack.tables.query import (
     LIST_PARAMS,
     RecordFilter,
+    next_after,
     parse_filter,
     parse_group_by,
     parse_list_options,
@@ -51,9 +54,6 @@ from deliverytrack.tables.query import (
     parse_summary,
     parse_time,
 )
-
-if TYPE_CHECKING:  # webhooks.py uses this module's input errors
-    from deliverytrack.streams.webhooks import WebhookIngress
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,10 @@ async def json_errors(
         return await handler(request)
     except BadRequest as exc:
         return _error_response(exc.status, exc.message)
-    except Unavailable as exc:
+    except (Unavailable, ScanBusy) as exc:
         return _error_response(503, str(exc))
+    except QueryLimitExceeded as exc:
+        return _error_response(422, str(exc))
     except (aiohttp_web.RequestPayloadError, BadHttpMessage) as exc:
         # The body could not be read as sent (e.g. a corrupt gzip Content-Encoding).
         return _error_response(400, f"the request body cannot be read: {exc}")
@@ -199,6 +201,7 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
                 params = _params(request)
                 flt = parse_filter(params, allowed=LIST_PARAMS)
                 options = parse_list_options(params)
+            _check_number_filters(request, flt)
             records = await queries.list_records(flt, options)
             return _json(
                 self,
@@ -208,6 +211,7 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
                     "offset": options.offset,
                     "orderBy": options.order_by,
                     "orderDirection": options.order_direction,
+                    "nextAfter": next_after(records, options),
                 },
             )
 
@@ -216,6 +220,7 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
         async def get(self, request: Request) -> Response:
             with request_input():
                 flt = parse_filter(_params(request))
+            _check_number_filters(request, flt)
             return _json(self, {"count": await queries.count(flt)})
 
     @app.page("/records/count-by")
@@ -225,6 +230,7 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
                 params = _params(request)
                 group_by = parse_group_by(params)
                 flt = parse_filter(params, allowed=("groupBy",))
+            _check_number_filters(request, flt)
             rows = await queries.count_by(flt, group_by)
             return _json(self, {"groupBy": list(group_by), "rows": rows})
 
@@ -319,6 +325,20 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
             return _json(self, {"partitions": {str(p): v for p, v in answers.items()}})
 
 
+def _check_number_filters(request: Request, flt: RecordFilter) -> None:
+    """With personal data protection on, a ``to``/``from`` filter tells whether a number was
+    messaged (an oracle for enumerating numbers): only a PII token may use one. Filtering by
+    "" (records without a sender) names no number."""
+    numbers = [v for values in (flt.to, flt.from_) if values is not None for v in values if v]
+    if numbers and not caller_of(request).may_filter_numbers:
+        raise BadRequest(
+            "filtering by phone number (to, from) needs a token from "
+            "DELIVERYTRACK_API_PII_TOKENS while personal data protection is on; toHash and "
+            "fromHash filters need none",
+            status=403,
+        )
+
+
 def _single(name: str, values: Sequence[str]) -> str:
     if len(values) != 1:
         raise BadRequest(f"{name}: give it once, got {len(values)} values")
@@ -334,21 +354,3 @@ async def _with_record(
     if raw is None:
         return _json(view, {"error": f"no tracking record for messageId {message_id!r}"}, 404)
     return view.bytes(render(raw), content_type="application/json")
-
-
-def register_webhook_view(app: faust.App, ingress: WebhookIngress) -> None:
-    """``POST /webhooks/{providerId}``: the ingress answers every outcome itself (401/400/413
-    refused, 404 unknown provider, 503 Kafka did not acknowledge in time, 200 accepted)."""
-    install_json_errors(app)
-
-    @app.page("/webhooks/{provider_id}")
-    class WebhookView(View):
-        async def post(self, request: Request, provider_id: str) -> Response:
-            body = await request.read()
-            headers = CIMultiDict(request.headers)
-            token = request.query.get("token")
-            if token and "X-Webhook-Token" not in headers:
-                # For provider consoles that take only a URL: /webhooks/<id>?token=<secret>.
-                headers["X-Webhook-Token"] = token
-            status, answer = await ingress.handle(provider_id, headers, body)
-            return _json(self, answer, status)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deliverytrack.models.common import Frozen, UtcBound
 from deliverytrack.models.enums import MessageType, TrackingStatus
@@ -27,7 +27,10 @@ GROUP_FIELDS: tuple[GroupField, ...] = ("providerId", "type", "status")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
-MAX_OFFSET = 1_000_000
+MAX_WINDOW = 10_000
+"""offset + limit at most: each partition holds that many records until the page is cut, so a
+deeper page pages on with ``after`` (keyset) instead."""
+MAX_OFFSET = MAX_WINDOW
 
 
 class QueryError(ValueError):
@@ -137,6 +140,48 @@ class ListOptions(Frozen):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     order_by: OrderBy = "requestedAt"
     order_direction: Direction = "desc"
+    after: tuple[int, str] | None = Field(
+        default=None,
+        description="Keyset paging: only records after (orderBy value in epoch ms, messageId) "
+        "in the requested order; the previous page's nextAfter",
+    )
+
+    @model_validator(mode="after")
+    def _window(self) -> ListOptions:
+        if self.offset + self.limit > MAX_WINDOW:
+            raise ValueError(window_error(self.offset, self.limit))
+        return self
+
+
+def window_error(offset: int, limit: int) -> str:
+    return (
+        f"offset + limit: at most {MAX_WINDOW:,}, got {offset + limit:,}; page on with the "
+        "previous answer's nextAfter (after=...) instead of a deep offset"
+    )
+
+
+def after_cursor(order_ms: int, message_id: str) -> str:
+    """The ``after`` parameter that continues a list past this record: ``<ms>:<messageId>``."""
+    return f"{order_ms}:{message_id}"
+
+
+def next_after(records: Sequence[Mapping[str, Any]], options: ListOptions) -> str | None:
+    """The ``after`` of the next page: None when this page (JSON records, as answered) is not
+    full, so nothing follows."""
+    if options.limit == 0 or len(records) < options.limit:
+        return None
+    last = records[-1]
+    moment = datetime.fromisoformat(str(last[options.order_by]))
+    return after_cursor(epoch_ms(moment), str(last["messageId"]))
+
+
+def is_after(order_ms: int, message_id: str, options: ListOptions) -> bool:
+    """The record comes after ``options.after`` in the requested order (always, without one)."""
+    if options.after is None:
+        return True
+    if options.order_direction == "desc":
+        return (order_ms, message_id) < options.after
+    return (order_ms, message_id) > options.after
 
 
 def matches(record: TrackingRecord, flt: RecordFilter) -> bool:
@@ -198,7 +243,9 @@ def page(
     break on messageId (k-msg has no tie-breaker), in the same direction, so pages are stable
     and the answer does not depend on how records are spread over partitions or workers."""
     ordered = sorted(
-        candidates, key=lambda c: (c[0], c[1]), reverse=options.order_direction == "desc"
+        (c for c in candidates if is_after(c[0], c[1], options)),
+        key=lambda c: (c[0], c[1]),
+        reverse=options.order_direction == "desc",
     )
     return ordered[options.offset : options.offset + options.limit]
 
@@ -443,7 +490,7 @@ def _int(name: str, text: str, low: int, high: int | None = None) -> int:
     return value
 
 
-LIST_PARAMS = ("limit", "offset", "orderBy", "orderDirection")
+LIST_PARAMS = ("limit", "offset", "orderBy", "orderDirection", "after")
 
 
 def parse_list_options(params: Mapping[str, Sequence[str]]) -> ListOptions:
@@ -462,7 +509,20 @@ def parse_list_options(params: Mapping[str, Sequence[str]]) -> ListOptions:
         if value not in ("asc", "desc"):
             raise QueryError(f"orderDirection: {value!r}; expected asc or desc")
         fields["order_direction"] = value
+    if "after" in params:
+        fields["after"] = parse_after(_single("after", params["after"]))
+    offset, limit = fields.get("offset", 0), fields.get("limit", DEFAULT_LIMIT)
+    if offset + limit > MAX_WINDOW:
+        raise QueryError(window_error(offset, limit))
     return ListOptions.model_validate(fields)
+
+
+def parse_after(text: str) -> tuple[int, str]:
+    """``after=<epoch ms>:<messageId>`` (a previous answer's ``nextAfter``)."""
+    ms, sep, message_id = text.partition(":")
+    if not sep or not message_id:
+        raise QueryError(f"after: {text[:80]!r}; expected <epoch ms>:<messageId> (nextAfter)")
+    return _int("after", ms, 0, FAR_FUTURE_MS), message_id
 
 
 def parse_group_by(params: Mapping[str, Sequence[str]]) -> tuple[GroupField, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -59,6 +60,9 @@ def settings_factory(kafka_broker: Any, tmp_path: Path) -> SettingsFactory:
             "topic_prefix": f"t{tag}.",
             "data_dir": tmp_path / "data",
             "web_port": free_port(),
+            "webhook_port": free_port(),
+            # Every test worker requires a token (WorkerProcess sends it), as in production.
+            "api_tokens": (secrets.token_urlsafe(24),),
             "partitions": 4,
             "consumer_session_timeout_ms": 6_000,
             "consumer_heartbeat_interval_ms": 500,
@@ -94,6 +98,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         ref: secret.get_secret_value() for ref, secret in settings.webhook_secrets.items()
     }
     data["pii"] = _in_clear(settings.pii.model_dump(by_alias=True))
+    for name in ("api_tokens", "api_pii_tokens"):  # comma-separated, in clear
+        data[name] = ",".join(t.get_secret_value() for t in getattr(settings, name)) or None
     for name in ("kafka_sasl_password", "kafka_ssl_key_password"):
         data[name] = _in_clear(getattr(settings, name))
     for name, value in data.items():
@@ -128,7 +134,23 @@ class WorkerProcess:
 
     @property
     def base_url(self) -> str:
+        """The API listener (queries, /internal/query, admin; a token needed)."""
         return f"http://127.0.0.1:{self.settings.web_port}"
+
+    @property
+    def webhook_url(self) -> str:
+        """The webhook listener (``POST /webhooks/{providerId}``)."""
+        return f"http://127.0.0.1:{self.settings.webhook_port}"
+
+    @property
+    def token(self) -> str | None:
+        """The token this helper sends to the API listener (the worker's first)."""
+        tokens = (*self.settings.api_tokens, *self.settings.api_pii_tokens)
+        return tokens[0].get_secret_value() if tokens else None
+
+    def headers(self) -> dict[str, str]:
+        """``Authorization: Bearer <token>`` for the API listener (empty without tokens)."""
+        return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
 
     def start(self, timeout: float = 60.0) -> WorkerProcess:
         log = self.log_path.open("ab")
@@ -155,8 +177,10 @@ class WorkerProcess:
         pytest.fail(f"worker not ready after {timeout}s:\n{self.log_tail()}")
 
     def http_get(self, path: str) -> tuple[int, Any]:
+        """GET on the API listener, with the worker's token."""
+        request = urllib.request.Request(self.base_url + path, headers=self.headers())  # noqa: S310
         try:
-            with urllib.request.urlopen(self.base_url + path, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
                 return response.status, orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read() or b"null")

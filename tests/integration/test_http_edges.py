@@ -19,6 +19,7 @@ import pytest
 from yarl import URL
 
 from deliverytrack.models.settings import Settings
+from tests.integration.conftest import WorkerProcess
 from tests.integration.support import send
 from tests.unit.streams.test_http_errors import (
     GEN_SECRET,
@@ -87,14 +88,20 @@ def hostile_requests() -> Iterator[Request]:
 
 async def call(
     session: aiohttp.ClientSession,
-    base_url: str,
+    worker: WorkerProcess,
     method: str,
     path: str | URL,
     body: bytes | None,
     headers: dict[str, str],
     params: list[tuple[str, str]],
 ) -> tuple[int, str, bytes]:
+    """One request, to the listener that serves ``path``: the webhook listener for
+    ``/webhooks/...``, the API listener (with the worker's token) for the rest."""
     url: str | URL
+    if str(path).startswith("/webhooks/"):
+        base_url = worker.webhook_url
+    else:
+        base_url, headers = worker.base_url, {**headers, **worker.headers()}
     if isinstance(path, URL):
         url = URL(f"{base_url}{path}", encoded=True)
     else:
@@ -136,7 +143,7 @@ async def test_hostile_requests_to_a_running_worker_are_refused_and_it_keeps_wor
     async with aiohttp.ClientSession() as session:
         for case, method, path, body, headers, params in hostile_requests():
             status, content_type, raw = await call(
-                session, worker.base_url, method, path, body, headers, params
+                session, worker, method, path, body, headers, params
             )
             answered[status] = answered.get(status, 0) + 1
             assert status < 500, (case, status, raw[:300])
@@ -155,16 +162,20 @@ async def test_hostile_requests_to_a_running_worker_are_refused_and_it_keeps_wor
             (b"GET /records/\xff", b""),
         ):
             body = orjson.dumps(_report("sol"))
+            webhook = start.split(b" ")[1].startswith(b"/webhooks/")
+            auth = b"" if webhook else f"Authorization: Bearer {worker.token}\r\n".encode()
             request = (
                 start
                 + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                + auth
                 + extra
                 + b"X-DeliveryTrack-Timestamp: 1\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\n\r\n"
                 + body
             )
-            status = await raw_status(settings.web_port, request)
+            port = settings.webhook_port if webhook else settings.web_port
+            status = await raw_status(port, request)
             assert 400 <= status < 500, (start, extra, status)
 
         # Still healthy, and a good report after all that is accepted and folded.
@@ -172,7 +183,7 @@ async def test_hostile_requests_to_a_running_worker_are_refused_and_it_keeps_wor
         assert status == 200 and health["status"] == "ok", health
         good = orjson.dumps(_report("gen", providerMessageId="pm-h-3"))
         status, _, raw = await call(
-            session, worker.base_url, "POST", "/webhooks/gen", good, signed(good), []
+            session, worker, "POST", "/webhooks/gen", good, signed(good), []
         )
         assert status == 200, raw
         accepted.update(orjson.loads(raw)["eventIds"])

@@ -185,7 +185,7 @@ async def test_solapi_and_iwinv_webhooks_reach_delivered_and_failed(
         }
     )
     async with aiohttp.ClientSession() as session:
-        base = worker.base_url
+        base = worker.webhook_url  # the public listener
         # Without the token: refused. The token in the URL (for consoles that take only a URL).
         async with session.post(f"{base}/webhooks/solapi", data=solapi_body) as response:
             assert response.status == 401

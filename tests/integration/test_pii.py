@@ -172,7 +172,7 @@ async def test_no_plain_phone_number_is_written_when_store_plain_is_off(
     }
     async with aiohttp.ClientSession() as session:
         async with session.post(
-            f"{worker.base_url}/webhooks/iwinv",
+            f"{worker.webhook_url}/webhooks/iwinv",
             data=orjson.dumps(report),
             headers={"X-Webhook-Token": TOKEN},
         ) as response:

@@ -10,6 +10,7 @@ import pytest
 
 from deliverytrack.models.enums import MessageType
 from deliverytrack.models.events import PollRequested
+from tests.integration.conftest import free_port
 from tests.integration.support import Provider, polling_settings, send
 
 pytestmark = pytest.mark.integration
@@ -139,7 +140,11 @@ async def test_two_workers_share_partitions_and_poll_each_record_once_per_due_ti
 ) -> None:
     settings_a = polling_settings(settings_factory, provider, backoffMs=[500])
     settings_b = settings_a.model_copy(
-        update={"data_dir": tmp_path / "data-b", "web_port": settings_a.web_port + 1}
+        update={
+            "data_dir": tmp_path / "data-b",
+            "web_port": free_port(),
+            "webhook_port": free_port(),
+        }
     )
     first, second = worker_factory(settings_a), worker_factory(settings_b)
     await asyncio.gather(first.astart(), second.astart())

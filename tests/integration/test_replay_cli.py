@@ -83,7 +83,7 @@ async def test_replay_verify_matches_the_live_table_and_catches_tampering(
     await send_many(
         io, topics.send_results, [(mid, send(mid, f"pm-{mid}", provider_id="gen")) for mid in ids]
     )
-    url = f"{worker.base_url}/webhooks/gen"
+    url = f"{worker.webhook_url}/webhooks/gen"
     async with aiohttp.ClientSession() as session:
         for status in ("DELIVERED", "CLICKED"):
             for start in range(0, MESSAGES, 1_000):

@@ -175,7 +175,13 @@ async def test_expired_and_purged_records_are_gone_and_stay_gone(
     again.stop()
 
     # A fresh data dir restores everything, tombstones and markers, from the changelog.
-    fresh = settings.model_copy(update={"data_dir": tmp_path / "fresh", "web_port": free_port()})
+    fresh = settings.model_copy(
+        update={
+            "data_dir": tmp_path / "fresh",
+            "web_port": free_port(),
+            "webhook_port": free_port(),
+        }
+    )
     restored = await worker_factory(fresh).astart()
     await check_table(restored, fresh)
     await asyncio.sleep(1.0)

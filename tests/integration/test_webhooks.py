@@ -78,7 +78,7 @@ async def test_reports_in_any_order_before_or_after_their_send_end_right_and_los
     for mid in ids:
         if mid not in late:
             await io.send(io.topics.send_results, mid, send(mid, pmid[mid], provider_id=PROVIDER))
-    url = f"{worker.base_url}/webhooks/{PROVIDER}"
+    url = f"{worker.webhook_url}/webhooks/{PROVIDER}"
     async with aiohttp.ClientSession() as session:
         semaphore = asyncio.Semaphore(64)
 
@@ -138,7 +138,7 @@ async def test_unsigned_forged_stale_and_malformed_requests_are_refused_and_publ
     settings = webhook_settings(settings_factory)
     worker = await worker_factory(settings).astart()
     io = await kafka_io_factory(settings)
-    url = f"{worker.base_url}/webhooks/{PROVIDER}"
+    url = f"{worker.webhook_url}/webhooks/{PROVIDER}"
     good = orjson.dumps(report("pm-x", "DELIVERED"))
     cases = [
         ("unsigned", good, {"Content-Type": "application/json"}, 401, "unsigned"),
@@ -163,7 +163,7 @@ async def test_unsigned_forged_stale_and_malformed_requests_are_refused_and_publ
             assert status == want_status, (name, answer)
             assert want_reason in answer["error"], (name, answer)
         status, answer = await post(
-            session, f"{worker.base_url}/webhooks/nobody", good, signed(good)
+            session, f"{worker.webhook_url}/webhooks/nobody", good, signed(good)
         )
         assert status == 404 and "nobody" in answer["error"]
         # A good request afterwards goes through, and is the only thing on the topic.
@@ -212,7 +212,7 @@ async def test_a_late_report_resolves_a_timed_out_record_and_a_batch_is_one_requ
     )
     async with aiohttp.ClientSession() as session:
         status, answer = await post(
-            session, f"{worker.base_url}/webhooks/{PROVIDER}", body, signed(body)
+            session, f"{worker.webhook_url}/webhooks/{PROVIDER}", body, signed(body)
         )
     assert status == 200 and answer["accepted"] == 2
     delivered = await worker.arecord("late-1", lambda r: r["status"] == "DELIVERED")
