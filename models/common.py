@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from math import isfinite
 from typing import Annotated, Any, TypeVar
@@ -59,24 +60,33 @@ DerivedId = Annotated[str, Field(min_length=1, max_length=2048)]
 label, e.g. ``<messageId>:deleted:<eventId>``: longer than any producer id may be."""
 
 
-def _finite_numbers(value: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN or Infinity. pydantic's one-pass JSON parser accepts ``NaN``,
-    ``Infinity`` and out-of-range numbers such as ``1e400`` inside a ``JsonValue`` (and model
-    config does not reach it); such a value would be stored as ``null`` but kept as ``nan`` in
-    memory. Refused here, so both decode paths and Python callers agree. Nesting deeper than
-    ``MAX_JSON_DEPTH`` is refused too (see there)."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise ValueError(f"JSON nests deeper than {MAX_JSON_DEPTH} levels")
-        for element in item.values() if isinstance(item, dict) else item:
-            if type(element) is float:
-                if not isfinite(element):
-                    raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
-            elif isinstance(element, dict | list):
-                pending.append((element, depth + 1))
-    return value
+def checked_json(max_depth: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A validator of JSON objects: finite numbers only, nested at most ``max_depth`` levels.
+
+    JSON has no NaN or Infinity. pydantic's one-pass JSON parser accepts ``NaN``, ``Infinity``
+    and out-of-range numbers such as ``1e400`` inside a ``JsonValue`` (and model config does not
+    reach it); such a value would be stored as ``null`` but kept as ``nan`` in memory. Refused
+    here, so both decode paths and Python callers agree. Nesting is bounded so that what is
+    accepted can be read back (see ``MAX_JSON_DEPTH``)."""
+
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        pending: list[tuple[Any, int]] = [(value, 1)]
+        while pending:
+            item, depth = pending.pop()
+            if depth > max_depth:
+                raise ValueError(f"JSON nests deeper than {max_depth} levels")
+            for element in item.values() if isinstance(item, dict) else item:
+                if type(element) is float:
+                    if not isfinite(element):
+                        raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
+                elif isinstance(element, dict | list):
+                    pending.append((element, depth + 1))
+        return value
+
+    return check
+
+
+_finite_numbers = checked_json(MAX_JSON_DEPTH)
 
 
 JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite_numbers)]

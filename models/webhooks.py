@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from math import isfinite
 from typing import Annotated, Any, Literal
 
 import yarl
-from pydantic import AfterValidator, Field, JsonValue, field_validator
+from pydantic import AfterValidator, Field, JsonValue, model_validator
 
 from deliverytrack.models.common import (
     MAX_JSON_DEPTH,
@@ -26,6 +25,7 @@ from deliverytrack.models.common import (
     NonEmptyStr,
     Tolerant,
     UtcDatetime,
+    checked_json,
 )
 
 MESSAGE_EVENT_TYPES: tuple[str, ...] = (
@@ -60,11 +60,28 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 _HOSTNAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
-# Headers that frame or route the request, or that the dispatcher sets and signs itself.
-_RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+# Headers that frame or route the request (hop-by-hop ones included), or that describe the
+# body the dispatcher signs: a header set may not set them, nor any X-DeliveryTrack-* header.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "upgrade",
+        "te",
+        "trailer",
+        "trailers",
+        "expect",
+    }
 )
-_OWN_HEADER_PREFIX = "x-deliverytrack-"
+OWN_HEADER_PREFIX = "x-deliverytrack-"
 
 
 def _check_url(url: str) -> str:
@@ -101,15 +118,58 @@ def _is_ip_address(host: str) -> bool:
     return True
 
 
-def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def normalise_host(host: str) -> str:
+    """A host as host rules compare it: an IP address in its canonical form, or a name in lower
+    case ASCII (IDNA), without brackets or a trailing dot. ``ValueError`` if it is neither."""
+    host = host.strip().removeprefix("[").removesuffix("]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except (UnicodeError, ValueError) as exc:
+        raise ValueError(f"{host[:80]!r} is not a valid host name ({exc})") from None
+    if not ascii_host or len(ascii_host) > 253 or not _HOSTNAME.fullmatch(ascii_host):
+        raise ValueError(f"{host[:80]!r} is not a valid host name")
+    return ascii_host
+
+
+def host_pattern(entry: str) -> str:
+    """A host rule: a host name or an IP address (matched exactly), or ``*.example.com`` (any
+    name below example.com, not example.com itself); normalised."""
+    entry = entry.strip()
+    if entry.startswith("*."):
+        return "*." + normalise_host(entry[2:])
+    return normalise_host(entry)
+
+
+def allowed_host(entry: str) -> IpNetwork | str:
+    """An entry of ``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS``: a CIDR or an address (a network),
+    else a host rule (:func:`host_pattern`). ``ValueError`` if it is none of them."""
+    text = entry.strip()
+    if "/" in text or _is_ip_address(text.removeprefix("[").removesuffix("]")):
+        try:
+            return ipaddress.ip_network(text.removeprefix("[").removesuffix("]"), strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{text[:80]!r} is not a valid CIDR ({exc})") from None
+    return host_pattern(text)
+
+
+def check_header_set(headers: dict[str, str]) -> dict[str, str]:
+    """The rules of a header set (``DELIVERYTRACK_WEBHOOK_HEADERS``): HTTP token names, visible
+    ASCII values, bounded, none the dispatcher sets itself. Errors never quote a value."""
     if len(headers) > MAX_HEADERS:
         raise ValueError(f"at most {MAX_HEADERS} headers")
     for name, value in headers.items():
         if len(name) > MAX_HEADER_NAME_CHARS or not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name[:80]!r} is not an HTTP token")
         lowered = name.lower()
-        if lowered in _RESERVED_HEADERS or lowered.startswith(_OWN_HEADER_PREFIX):
-            raise ValueError(f"header {name!r} is set by the dispatcher, not by an endpoint")
+        if lowered in RESERVED_HEADERS or lowered.startswith(OWN_HEADER_PREFIX):
+            raise ValueError(f"header {name!r} is set by the dispatcher, not by a header set")
         if len(value) > MAX_HEADER_VALUE_CHARS:
             raise ValueError(f"header {name!r}: at most {MAX_HEADER_VALUE_CHARS} characters")
         if not _HEADER_VALUE.fullmatch(value):
@@ -120,20 +180,8 @@ def _check_headers(headers: dict[str, str]) -> dict[str, str]:
     return headers
 
 
-def _check_payload(value: dict[str, Any]) -> dict[str, Any]:
-    """Finite numbers only, nesting bounded (see ``MAX_PAYLOAD_DEPTH``)."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if depth > MAX_PAYLOAD_DEPTH:
-            raise ValueError(f"JSON nests deeper than {MAX_PAYLOAD_DEPTH} levels")
-        for element in item.values() if isinstance(item, dict) else item:
-            if type(element) is float:
-                if not isfinite(element):
-                    raise ValueError("numbers must be finite (JSON has no NaN or Infinity)")
-            elif isinstance(element, dict | list):
-                pending.append((element, depth + 1))
-    return value
+_check_payload = checked_json(MAX_PAYLOAD_DEPTH)
+"""Finite numbers only, nesting bounded (see ``MAX_PAYLOAD_DEPTH``)."""
 
 
 Payload = Annotated[dict[str, JsonValue], AfterValidator(_check_payload)]
@@ -144,8 +192,12 @@ EndpointId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x0
 
 
 class WebhookEndpoint(Tolerant):
-    """Where to POST status changes. ``secretRef`` names a secret in
-    ``DELIVERYTRACK_WEBHOOK_SECRETS``: secrets never travel on topics or in records."""
+    """Where to POST status changes. ``secretRef`` names the endpoint's secrets, configured by
+    the operator: its signing secret (``DELIVERYTRACK_WEBHOOK_SECRETS``) and its header set
+    (``DELIVERYTRACK_WEBHOOK_HEADERS``, e.g. ``Authorization``). Secrets never travel on topics
+    or in records: an endpoint's literal ``headers`` (an older shape) are dropped where it is
+    decoded, and ``headersDropped`` says so; the dispatcher refuses such an endpoint, with the
+    reason, instead of calling it without the headers its receiver expects."""
 
     id: EndpointId
     url: Annotated[str, AfterValidator(_check_url)] = Field(
@@ -156,24 +208,29 @@ class WebhookEndpoint(Tolerant):
         max_length=MAX_EVENTS,
         description="event types (message.delivered, ...) or '*' for all",
     )
-    headers: Annotated[dict[str, str], AfterValidator(_check_headers)] = Field(
-        default_factory=dict,
-        description=f"extra request headers (at most {MAX_HEADERS}; names are HTTP tokens, "
-        "values visible ASCII; not Host, Content-Length, Transfer-Encoding, Connection or "
-        "X-DeliveryTrack-*)",
+    secret_ref: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
-    secret_ref: str | None = Field(default=None, max_length=256)
+    headers_dropped: bool | None = Field(
+        default=None,
+        description="The endpoint came with literal headers, which are not kept (secrets): "
+        "put them in DELIVERYTRACK_WEBHOOK_HEADERS under its secretRef",
+    )
     timeout_ms: int = Field(default=5_000, ge=1, le=60_000)
     max_retries: int = Field(default=3, ge=0, le=10)
     retry_delay_ms: int = Field(default=1_000, ge=1, le=MAX_RETRY_DELAY_MS)
     backoff_multiplier: float = Field(default=2.0, ge=1, le=5, allow_inf_nan=False)
 
-    @field_validator("headers", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _bounded_before_check(cls, value: Any) -> Any:
-        # Refuse a huge mapping before pydantic validates every entry of it.
-        if isinstance(value, dict) and len(value) > MAX_HEADERS:
-            raise ValueError(f"at most {MAX_HEADERS} headers")
+    def _drop_literal_headers(cls, value: Any) -> Any:
+        # Literal headers are secrets (Authorization, API keys): never kept in a record, a
+        # status change, the retry topic or a dead letter, whatever they hold.
+        if isinstance(value, dict) and "headers" in value:
+            value = dict(value)
+            if value.pop("headers"):
+                value.pop("headers_dropped", None)
+                value["headersDropped"] = True
         return value
 
     def wants(self, event_type: str) -> bool:
@@ -215,7 +272,7 @@ class WebhookAttempted(Frozen):
     event_id: DerivedId
     message_id: NonEmptyStr
     attempt: int
-    outcome: Literal["delivered", "failed", "exhausted"]
+    outcome: Literal["delivered", "failed", "exhausted", "refused"]
     http_status: int | None = None
     error: str | None = None
     latency_ms: int

@@ -212,6 +212,19 @@ def _read_state(decode: Callable[[bytes], S], raw: bytes) -> S:
         raise Refused("unreadable-state", f"stored state does not decode: {exc}") from exc
 
 
+def _stored(read: Callable[[str], S], key: str) -> S:
+    """A store read for one input: RocksDB failing is the worker's problem (StoreError), a
+    value that does not decode is the input's (see _read_state)."""
+    try:
+        return read(key)
+    except StoreError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever it is, it is this key's problem
+        raise Refused(
+            "unreadable-state", f"stored state of {key!r} does not decode: {exc}"
+        ) from exc
+
+
 @dataclass(slots=True)
 class _FoldStep:
     """What one input did, not yet kept (see FoldEngine._fold_one)."""
@@ -254,25 +267,14 @@ class _FoldBatch:
         self.encoded: dict[str, tuple[TrackingRecord, bytes]] = {}
 
     def record(self, message_id: str) -> TrackingRecord | None:
-        if message_id in self.current:
-            return self.current[message_id]
-        try:
-            record = self.store.get(message_id)
-        except StoreError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise Refused("unreadable-state", f"stored record does not decode: {exc}") from exc
-        self.before[message_id] = self.current[message_id] = record
-        return record
+        if message_id not in self.current:
+            record = _stored(self.store.get, message_id)
+            self.before[message_id] = self.current[message_id] = record
+        return self.current[message_id]
 
     def marker(self, message_id: str) -> Marker | None:
         if message_id not in self.marks:
-            try:
-                mark = self.store.get_marker(message_id)
-            except StoreError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise Refused("unreadable-state", f"stored marker does not decode: {exc}") from exc
+            mark = _stored(self.store.get_marker, message_id)
             self.marks_before[message_id] = self.marks[message_id] = mark
         return self.marks[message_id]
 
