@@ -549,14 +549,8 @@ class DeliveryTracker:
         # The old tracker's terminal set: DELIVERED, CLICKED, FAILED, CANCELLED. UNKNOWN stays:
         # a late provider report may still resolve it.
         terminal = [S.DELIVERED, S.CLICKED, S.FAILED, S.CANCELLED]
-        ids: list[str] = []
-        while True:
-            batch = await self.client.list_records(
-                {"status": terminal}, limit=1000, offset=len(ids), order_direction="asc"
-            )
-            ids.extend(record.message_id for record in batch)
-            if len(batch) < 1000:
-                break
+        # Keyset paging (each page costs the same however deep; offset stops at 10,000).
+        ids = [record.message_id async for record in self.client.iter_records({"status": terminal})]
         for message_id in ids:
             await self.client.purge(message_id, reason="cleanup")
         removed = len(ids)
@@ -597,17 +591,9 @@ class DeliveryTracker:
         }
 
     async def get_messages_by_status(self, status: TrackingStatus | str) -> list[TrackingRecord]:
-        out: list[TrackingRecord] = []
-        while True:
-            batch = await self.client.list_records(
-                {"status": [TrackingStatus(status)]},
-                limit=1000,
-                offset=len(out),
-                order_direction="asc",  # new records land at the end, not between pages
-            )
-            out.extend(batch)
-            if len(batch) < 1000:
-                return out
+        # Oldest first: new records land at the end, not between pages (keyset paging).
+        flt = {"status": [TrackingStatus(status)]}
+        return [record async for record in self.client.iter_records(flt, order_direction="asc")]
 
     async def get_stats(self) -> dict[str, Any]:
         return await self.client.stats()

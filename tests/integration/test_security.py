@@ -8,7 +8,8 @@
   new token) still gather each other's partitions through /internal/query;
 - number filters need a PII token while personal data protection is on;
 - the CLI sends its token (DELIVERYTRACK_API_TOKEN); without one it exits 2 with the 401;
-- a worker asked to serve an open API beyond loopback refuses to start, and says why.
+- a worker asked to serve an open API beyond loopback refuses to start, and says why;
+- a query past its scan budget is refused (422); deep lists page on with ``after``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import orjson
 import pytest
 
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.client import DeliveryTrackClient, QueryFailed
 from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.integration.conftest import ROOT, WorkerProcess, free_port, settings_env
 from tests.integration.support import send
@@ -255,3 +257,43 @@ def test_a_worker_does_not_serve_an_open_api_beyond_loopback(settings_factory: A
     assert done.returncode == 2, done.stderr
     assert "refusing to serve the API on '0.0.0.0'" in done.stderr
     assert "DELIVERYTRACK_API_TOKENS" in done.stderr
+
+
+async def test_queries_are_bounded_and_page_on_with_after(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any
+) -> None:
+    """A scan past the worker's budget is refused (422, with how to narrow it) instead of
+    running on; deep pages go by keyset (nextAfter), each as cheap as the first."""
+    settings: Settings = settings_factory(
+        query_scan_budget=1_000,
+        polling={"initialDelayMs": 3_600_000, "intervalMs": 3_600_000},
+    )
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    total = 1_200
+    for i in range(total):
+        await io.send(io.topics.send_results, f"b-{i:04d}", send(f"b-{i:04d}", f"pm-b-{i}"))
+    async with DeliveryTrackClient(worker.base_url, settings) as client:
+        deadline = time.monotonic() + 60
+        while await client.count_records() < total:
+            assert time.monotonic() < deadline, "the records never arrived"
+            await asyncio.sleep(0.2)
+        # Counters answer this, whatever the budget; a filter no index answers is a scan.
+        assert await client.count_records({"status": ["SENT", "PENDING", "QUEUED"]}) == total
+        with pytest.raises(QueryFailed) as refused:
+            await client.count_records({"toHash": ["0" * 64]})
+        assert refused.value.status == 422
+        assert "more than 1,000 records" in refused.value.message
+        with pytest.raises(QueryFailed) as refused:
+            await client.list_records(limit=100, offset=9_901)
+        assert refused.value.status == 400 and "nextAfter" in refused.value.message
+        # Paging with after: every record once, in order, 100 at a time.
+        keys = [(r.requested_at, r.message_id) async for r in client.iter_records(page_size=100)]
+        assert keys == sorted(keys) and len(keys) == total
+        assert {mid for _, mid in keys} == {f"b-{i:04d}" for i in range(total)}
+        with pytest.raises(QueryFailed) as refused:  # one page of them all reads past the budget
+            await client.list_records(limit=total)
+        assert refused.value.status == 422
+        _, health = await worker.aget("/health")
+        assert health["status"] == "ok"
+    assert worker.stop() == 0
