@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from importlib.util import find_spec
 from pathlib import Path
@@ -18,7 +19,12 @@ from deliverytrack.models.policy import (
     WebhookRawMode,
 )
 from deliverytrack.models.retention import RetentionPolicy
-from deliverytrack.models.webhooks import WebhookEndpoint
+from deliverytrack.models.webhooks import (
+    WebhookEndpoint,
+    allowed_host,
+    check_header_set,
+    host_pattern,
+)
 
 
 class ProviderConfig(BaseModel):
@@ -218,6 +224,22 @@ class Settings(BaseSettings):
     webhook_secrets: dict[str, SecretStr] = Field(
         default_factory=dict, description="secretRef -> signing secret of outbound webhooks"
     )
+    webhook_headers: dict[str, dict[str, SecretStr]] = Field(
+        default_factory=dict,
+        description="secretRef -> request headers of outbound webhooks (secrets, e.g. "
+        '{"acme": {"Authorization": "Bearer ..."}}); never kept on topics or in records',
+    )
+    webhook_secret_hosts: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="secretRef -> the hosts a per-message endpoint may use it for (names, "
+        "addresses or *.example.com); a secretRef not listed is for operator endpoints only",
+    )
+    webhook_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Outbound webhooks: CIDRs, addresses or host names (*.example.com) the "
+        "dispatcher may call although they are loopback, private, link-local, ... "
+        "(comma-separated)",
+    )
     webhook_hold_ms: int = Field(
         default=3_600_000,
         ge=1,
@@ -276,6 +298,52 @@ class Settings(BaseSettings):
         description="providerId -> status API, e.g. "
         '{"sim": {"kind": "simulated", "baseUrl": "http://127.0.0.1:8089"}}',
     )
+
+    @field_validator("webhooks")
+    @classmethod
+    def _no_literal_headers(cls, value: tuple[WebhookEndpoint, ...]) -> tuple[WebhookEndpoint, ...]:
+        for endpoint in value:
+            if endpoint.headers_dropped:
+                raise ValueError(
+                    f"endpoint {endpoint.id!r}: headers are secrets: put them in "
+                    "DELIVERYTRACK_WEBHOOK_HEADERS under the endpoint's secretRef"
+                )
+        return value
+
+    @field_validator("webhook_headers")
+    @classmethod
+    def _check_webhook_headers(
+        cls, value: dict[str, dict[str, SecretStr]]
+    ) -> dict[str, dict[str, SecretStr]]:
+        for ref, headers in value.items():
+            try:
+                check_header_set({name: v.get_secret_value() for name, v in headers.items()})
+            except ValueError as exc:
+                raise ValueError(f"secretRef {ref!r}: {exc}") from None
+        return value
+
+    @field_validator("webhook_secret_hosts")
+    @classmethod
+    def _check_secret_hosts(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        return {ref: tuple(host_pattern(entry) for entry in hosts) for ref, hosts in value.items()}
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_allowed_hosts(cls, value: Any) -> Any:
+        """``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS=10.0.0.0/8,hooks.internal``, or a JSON list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _check_allowed_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            allowed_host(entry)
+        return value
 
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Settings:

@@ -277,6 +277,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "webhooksDelivered": app.dispatcher.delivered,
                 "webhookAttemptsFailed": app.dispatcher.failed_attempts,
                 "webhooksExhausted": app.dispatcher.exhausted,
+                "webhooksRefused": app.dispatcher.refused,
                 "webhookDeadLetters": app.dispatcher.dead_letters,
                 "webhookRetriesPending": app.dispatcher.pending_retries,
                 "pollDeadLetters": app.poll_loop.stats.dead_letters,

@@ -16,6 +16,15 @@ skips them instead of repeating them. A kill during an attempt may repeat it (re
 deduplicate by ``X-DeliveryTrack-Delivery``). Every attempt's outcome is a ``WebhookAttempted``
 on ``webhook-deliveries``; after the last retry the delivery goes to ``dead-letters``.
 
+Where a delivery may go (streams/egress.py, tables/outbound.py): every target is checked before
+it is called (OWASP SSRF rules: no loopback, private, link-local, multicast, unspecified,
+reserved or metadata address unless ``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS`` allows it; the
+connection goes to the address that was checked; no redirects; at most a few KiB of an answer
+read, only its status and a short sanitised reason published). A per-message endpoint may use a
+``secretRef`` (its signing secret and header set) only on the hosts the operator bound it to
+(``DELIVERYTRACK_WEBHOOK_SECRET_HOSTS``); operator endpoints (``DELIVERYTRACK_WEBHOOKS``) may use
+any. A target refused is an outcome ``refused`` with the reason: not retried, not a dead letter.
+
 Per-input boundary (streams/boundary.py): whatever goes wrong with ONE status change, ONE
 delivery or ONE retry record (it does not decode, an endpoint is invalid, building or making the
 attempt raises, its outputs are refused by the producer or the broker, e.g. too large) makes a
@@ -36,14 +45,23 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
+from multidict import CIMultiDict
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.models.webhooks import WebhookAttempted, WebhookDelivery, WebhookEndpoint
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
+from deliverytrack.streams.egress import (
+    MAX_RESPONSE_BYTES,
+    TargetRefused,
+    check_literal,
+    guarded_session,
+    sanitised,
+)
 from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Rebalance
 from deliverytrack.streams.poll_loop import (
@@ -55,10 +73,12 @@ from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import (
+    AllowList,
     deliveries_for,
     header_value,
     next_attempt,
     own_endpoints,
+    secret_allowed_for,
     should_retry,
 )
 
@@ -170,6 +190,16 @@ class RetryOffsets(PendingOffsets):
             self.sent.pop(tp, None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One attempt: the answer's status and, unless 2xx, the error; or why it was refused."""
+
+    status: int | None = None
+    error: str | None = None
+    latency_ms: int = 0
+    refused: str | None = None
+
+
 @dataclass(slots=True)
 class _Pending:
     """A retry waiting for its time (cancelled on a revoke) or being attempted (waited for)."""
@@ -192,7 +222,12 @@ class WebhookDispatcher:
         self.delivered = 0
         self.failed_attempts = 0
         self.exhausted = 0
+        self.refused = 0
         self.dead_letters = 0
+        self.allowed = AllowList.parse(settings.webhook_allowed_hosts)
+        # Operator endpoints (DELIVERYTRACK_WEBHOOKS) may use any secretRef; any other endpoint
+        # is a producer's, whatever a status change or a retry record says.
+        self._operator_endpoints = {endpoint.id: endpoint for endpoint in settings.webhooks}
         self._producer: AIOKafkaProducer | None = None
         self._session: aiohttp.ClientSession | None = None
         self._consumers: list[AIOKafkaConsumer] = []
@@ -226,7 +261,7 @@ class WebhookDispatcher:
             max_request_size=settings.max_message_bytes,
         )
         await self._producer.start()
-        self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
+        self._session = self.new_session()
         fetch_bytes = settings.max_message_bytes + 65_536
         common: dict[str, Any] = {
             "client_id": f"{settings.app_id}-webhooks",
@@ -280,6 +315,11 @@ class WebhookDispatcher:
             await self._session.close()
         if self._producer is not None:
             await self._producer.stop()
+
+    def new_session(self) -> aiohttp.ClientSession:
+        """The HTTP session of the attempts: connections only to the addresses the SSRF rules
+        allow (streams/egress.py)."""
+        return guarded_session(self.allowed, USER_AGENT)
 
     @property
     def pending_retries(self) -> int:
@@ -500,32 +540,67 @@ class WebhookDispatcher:
         except Exception as exc:
             await self._refused(source, exc, f"delivery {delivery.delivery_id!r}: ")
 
-    def _secret(self, endpoint: WebhookEndpoint) -> str | None:
-        if endpoint.secret_ref is None:
-            return None
-        secret = self.settings.webhook_secrets.get(endpoint.secret_ref)
-        if secret is None:
-            raise LookupError(f"secretRef {endpoint.secret_ref!r} is not configured")
-        return secret.get_secret_value()
+    def refusal_of(self, endpoint: WebhookEndpoint) -> str | None:
+        """Why ``endpoint`` may not be called, found before any network: literal headers
+        (dropped), a secretRef that is not configured, or that a per-message endpoint may not
+        use for its host, an IP address the SSRF rules refuse. None: it may be called (its
+        host name is checked when it is resolved)."""
+        if endpoint.headers_dropped:
+            return (
+                "its literal headers were dropped (headers are secrets and are never kept on "
+                "topics or in records): put them in DELIVERYTRACK_WEBHOOK_HEADERS under a "
+                "secretRef"
+            )
+        host = yarl.URL(endpoint.url).raw_host or ""
+        ref = endpoint.secret_ref
+        settings = self.settings
+        if ref is not None:
+            if ref not in settings.webhook_secrets and ref not in settings.webhook_headers:
+                return f"secretRef {ref!r} is not configured"
+            if self._operator_endpoints.get(endpoint.id) != endpoint and not secret_allowed_for(
+                host, settings.webhook_secret_hosts.get(ref, ())
+            ):
+                return (
+                    f"secretRef {ref!r} may not be used by a per-message endpoint on host "
+                    f"{host!r} (DELIVERYTRACK_WEBHOOK_SECRET_HOSTS)"
+                )
+        try:
+            check_literal(self.allowed, host)
+        except TargetRefused as exc:
+            return str(exc)
+        return None
 
-    async def _post(self, delivery: WebhookDelivery) -> tuple[int | None, str | None, int]:
-        """(HTTP status, error, latency ms) of one attempt."""
+    def _headers(self, delivery: WebhookDelivery, timestamp: int, body: bytes) -> CIMultiDict[str]:
+        """The endpoint's header set (by its secretRef), then ours, which no header set can
+        replace (header sets may not name them either)."""
+        ref = delivery.endpoint.secret_ref
+        headers: CIMultiDict[str] = CIMultiDict()
+        if ref is not None:
+            for name, value in self.settings.webhook_headers.get(ref, {}).items():
+                headers[name] = value.get_secret_value()
+        headers["Content-Type"] = "application/json"
+        headers["X-DeliveryTrack-Event"] = header_value(delivery.event_type)
+        headers["X-DeliveryTrack-Delivery"] = header_value(delivery.delivery_id)
+        headers["X-DeliveryTrack-Attempt"] = str(delivery.attempt)
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        secret = self.settings.webhook_secrets.get(ref) if ref is not None else None
+        if secret is not None:
+            headers[SIGNATURE_HEADER] = sign(secret.get_secret_value(), timestamp, body)
+        elif SIGNATURE_HEADER in headers:
+            del headers[SIGNATURE_HEADER]
+        return headers
+
+    async def _post(self, delivery: WebhookDelivery) -> _Result:
+        """One attempt: the answer's status code and a short, sanitised reason (at most
+        ``MAX_RESPONSE_BYTES`` of it read, redirects not followed), or why it was refused."""
         endpoint = delivery.endpoint
+        why = self.refusal_of(endpoint)
+        if why is not None:
+            return _Result(refused=why)
         body = orjson.dumps(delivery.payload)
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "X-DeliveryTrack-Event": header_value(delivery.event_type),
-            "X-DeliveryTrack-Delivery": header_value(delivery.delivery_id),
-            "X-DeliveryTrack-Attempt": str(delivery.attempt),
-            TIMESTAMP_HEADER: str(timestamp),
-            **endpoint.headers,
-        }
+        headers = self._headers(delivery, int(time.time()), body)
         started = time.monotonic()
         try:
-            secret = self._secret(endpoint)
-            if secret is not None:
-                headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
             if self._session is None:
                 raise RuntimeError("the dispatcher is not started")
             async with (
@@ -534,24 +609,32 @@ class WebhookDispatcher:
                     endpoint.url,
                     data=body,
                     headers=headers,
+                    allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=endpoint.timeout_ms / 1000),
                 ) as response,
             ):
-                await response.read()
-                status = response.status
-            error = None if 200 <= status < 300 else f"HTTP {status}"
-            return status, error, int((time.monotonic() - started) * 1000)
-        except LookupError as exc:
-            return None, str(exc), 0
+                await response.content.read(MAX_RESPONSE_BYTES)
+                status, reason = response.status, sanitised(response.reason or "", 64)
+        except TargetRefused as exc:
+            return _Result(refused=sanitised(str(exc)))
         except TimeoutError:
-            return None, f"timeout after {endpoint.timeout_ms} ms", endpoint.timeout_ms
+            return _Result(None, f"timeout after {endpoint.timeout_ms} ms", endpoint.timeout_ms)
         except aiohttp.ClientError as exc:
-            return None, f"connection error: {exc}", int((time.monotonic() - started) * 1000)
+            error = sanitised(f"connection error: {type(exc).__name__}: {exc}")
+            return _Result(None, error, int((time.monotonic() - started) * 1000))
+        latency = int((time.monotonic() - started) * 1000)
+        if 200 <= status < 300:
+            return _Result(status, None, latency)
+        error = f"HTTP {status} {reason}".rstrip()
+        if 300 <= status < 400:
+            error += " (redirects are not followed)"
+        return _Result(status, error, latency)
 
     async def _attempt(self, source: Source, delivery: WebhookDelivery) -> None:
         """POST ``delivery`` and publish its outcome (and its retry or dead letter). Raises
         :class:`Refused` (or any exception) for this delivery, ``KafkaError`` for Kafka."""
-        status, error, latency = await self._post(delivery)
+        result = await self._post(delivery)
+        status, error = result.status, result.error
         now = self.clock()
         attempted: dict[str, Any] = {
             "delivery_id": delivery.delivery_id,
@@ -560,12 +643,16 @@ class WebhookDispatcher:
             "message_id": delivery.message_id,
             "attempt": delivery.attempt,
             "http_status": status,
-            "latency_ms": latency,
+            "latency_ms": result.latency_ms,
             "attempted_at": now,
         }
         key = delivery.message_id.encode()
         outputs: Outputs = []
-        if error is None:
+        if result.refused is not None:
+            # A decision, not a failure: not retried, not a dead letter; visible here.
+            outcome = WebhookAttempted(outcome="refused", error=result.refused, **attempted)
+            log.info("webhooks: %s refused: %s", delivery.delivery_id[:200], result.refused)
+        elif error is None:
             outcome = WebhookAttempted(outcome="delivered", **attempted)
         else:
             retry = next_attempt(delivery, now) if should_retry(status, error) else None
@@ -598,6 +685,8 @@ class WebhookDispatcher:
             self.delivered += 1
         elif outcome.outcome == "failed":
             self.failed_attempts += 1
+        elif outcome.outcome == "refused":
+            self.refused += 1
         else:
             self.exhausted += 1
             self.dead_letters += 1

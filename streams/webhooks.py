@@ -213,7 +213,8 @@ def build_webhook_adapters(settings: Settings) -> dict[str, WebhookAdapter]:
     for provider_id, config in settings.providers.items():
         if config.kind in ("solapi", "iwinv") or config.webhook_secret is None:
             continue
-        secrets = [s for s in config.webhook_secret.get_secret_value().split(",") if s]
+        rotation = config.webhook_secret.get_secret_value().split(",")
+        secrets = [part.strip() for part in rotation if part.strip()]
         adapters[provider_id] = GenericWebhookAdapter(
             provider_id, secrets, settings.webhook_replay_window_ms, settings.pii
         )

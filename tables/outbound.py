@@ -1,5 +1,6 @@
 """Outbound webhooks, the pure part: which endpoints get a status change, the payload they get,
-and whether a failed attempt is retried. No I/O, no clock (``now`` is passed in).
+whether a failed attempt is retried, and which targets the dispatcher may call (the SSRF rules:
+:func:`refusal_of_address`, :class:`AllowList`). No I/O, no clock (``now`` is passed in).
 
 A status change is read as a plain JSON object (its ``data`` goes to the receiver as published);
 what the dispatcher relies on is checked here, so a malformed change raises ``ValueError`` (or
@@ -9,14 +10,23 @@ further down.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from deliverytrack.models.enums import TrackingStatus
-from deliverytrack.models.webhooks import WebhookDelivery, WebhookEndpoint
+from deliverytrack.models.webhooks import (
+    IpNetwork,
+    WebhookDelivery,
+    WebhookEndpoint,
+    allowed_host,
+    host_pattern,
+    normalise_host,
+)
 
 _STATUSES = frozenset(status.value for status in TrackingStatus)
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]*")
@@ -143,3 +153,129 @@ def header_value(text: str) -> str:
     if _HEADER_SAFE.fullmatch(text):
         return text
     return quote(text, safe="".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%"))
+
+
+# --- where the dispatcher may connect (OWASP SSRF prevention) ---------------------------------
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+METADATA_ADDRESSES: frozenset[IpAddress] = frozenset(
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ... instance metadata
+        "169.254.170.2",  # AWS ECS task metadata
+        "169.254.169.123",  # AWS time sync
+        "fd00:ec2::254",  # AWS instance metadata over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "168.63.129.16",  # Azure wire server (a public address)
+        "192.0.0.192",  # Oracle Cloud
+    )
+)
+"""Cloud metadata and platform endpoints: refused unless allowed by exactly that address."""
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def embedded_ipv4(address: IpAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for (IPv4-mapped, 6to4, NAT64), if any: the
+    rules apply to it, so ``::ffff:127.0.0.1`` is loopback."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def refusal_of_address(address: IpAddress) -> str | None:
+    """Why the dispatcher does not call ``address`` by default (``loopback``, ``private``,
+    ``link-local``, ``multicast``, ``unspecified``, ``metadata``, ...), None for a public one."""
+    inner = embedded_ipv4(address)
+    if inner is not None:
+        reason = refusal_of_address(inner)
+        return None if reason is None else f"{reason} ({inner} inside)"
+    checks = (
+        (address in METADATA_ADDRESSES, "metadata"),
+        (address.is_unspecified, "unspecified"),
+        (address.is_loopback, "loopback"),
+        (address.is_link_local, "link-local"),
+        (address.is_multicast, "multicast"),
+        (isinstance(address, ipaddress.IPv6Address) and address.is_site_local, "site-local"),
+        (address.is_private, "private"),
+        (address.is_reserved, "reserved"),
+        (not address.is_global, "not globally routable"),
+    )
+    for refused, reason in checks:
+        if refused:
+            return reason
+    return None
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """``host`` (normalised) matches a rule from :func:`host_pattern`."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+    return host == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class AllowList:
+    """``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS``: networks (CIDRs, addresses) and host rules the
+    operator allows although the SSRF rules refuse them. A metadata address is allowed only by
+    an entry that is exactly that address (a broad CIDR such as 169.254.0.0/16 does not)."""
+
+    networks: tuple[IpNetwork, ...] = ()
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, entries: Iterable[str]) -> AllowList:
+        networks: list[IpNetwork] = []
+        hosts: list[str] = []
+        for entry in entries:
+            parsed = allowed_host(entry)
+            if isinstance(parsed, str):
+                hosts.append(parsed)
+            else:
+                networks.append(parsed)
+        return cls(tuple(networks), tuple(hosts))
+
+    def allows_host(self, host: str) -> bool:
+        """Whether a host name is allowed whatever it resolves to."""
+        try:
+            name = normalise_host(host)
+        except ValueError:
+            return False
+        return any(host_matches(name, pattern) for pattern in self.hosts)
+
+    def allows_address(self, address: IpAddress) -> bool:
+        candidates = [address]
+        inner = embedded_ipv4(address)
+        if inner is not None:
+            candidates.append(inner)
+        for candidate in candidates:
+            for network in self.networks:
+                if candidate.version != network.version or candidate not in network:
+                    continue
+                if candidate not in METADATA_ADDRESSES or network.num_addresses == 1:
+                    return True
+        return False
+
+    def refusal(self, address: IpAddress) -> str | None:
+        """Why ``address`` may not be called (None: it may)."""
+        reason = refusal_of_address(address)
+        if reason is None or self.allows_address(address):
+            return None
+        return reason
+
+
+def secret_allowed_for(host: str, patterns: Iterable[str]) -> bool:
+    """Whether a per-message endpoint on ``host`` may use a secretRef bound to ``patterns``
+    (``DELIVERYTRACK_WEBHOOK_SECRET_HOSTS``)."""
+    try:
+        name = normalise_host(host)
+    except ValueError:
+        return False
+    return any(host_matches(name, host_pattern(pattern)) for pattern in patterns)

@@ -314,14 +314,19 @@ def presented_token(headers: Mapping[str, str]) -> str | None:
 
 
 def check_shared_secret(provider_id: str, secret: str | None, headers: Mapping[str, str]) -> None:
-    """Raise ``WebhookRejected(401)`` unless ``headers`` carry ``secret`` (constant time)."""
-    if not secret:
+    """Raise ``WebhookRejected(401)`` unless ``headers`` carry ``secret`` (constant time).
+    ``secret`` may hold several comma-separated secrets while one is rotated: any of them is
+    accepted (every one is compared, whichever matches)."""
+    accepted = [part.strip().encode() for part in (secret or "").split(",") if part.strip()]
+    if not accepted:
         raise WebhookRejected(401, f"{provider_id}: no webhookSecret configured")
     token = presented_token(headers)
     if token is None:
         raise WebhookRejected(401, f"{provider_id}: missing {WEBHOOK_TOKEN_HEADER}")
     # Bytes, as received: a header may carry octets that are not UTF-8.
-    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), secret.encode()):
+    offered = token.encode("utf-8", "surrogateescape")
+    matches = [hmac.compare_digest(offered, expected) for expected in accepted]
+    if not any(matches):
         raise WebhookRejected(401, f"{provider_id}: bad webhook token")
 
 

@@ -63,6 +63,9 @@ def settings_factory(kafka_broker: Any, tmp_path: Path) -> SettingsFactory:
             "webhook_port": free_port(),
             # Every test worker requires a token (WorkerProcess sends it), as in production.
             "api_tokens": (secrets.token_urlsafe(24),),
+            # The tests' webhook receivers run on loopback: allowed, as an operator allows an
+            # internal host (tests of the SSRF rules pass their own list).
+            "webhook_allowed_hosts": ("127.0.0.1",),
             "partitions": 4,
             "consumer_session_timeout_ms": 6_000,
             "consumer_heartbeat_interval_ms": 500,
@@ -102,6 +105,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         data[name] = ",".join(t.get_secret_value() for t in getattr(settings, name)) or None
     for name in ("kafka_sasl_password", "kafka_ssl_key_password"):
         data[name] = _in_clear(getattr(settings, name))
+    data["webhook_headers"] = _in_clear(settings.webhook_headers)
     for name, value in data.items():
         if value is None:
             continue

@@ -31,6 +31,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.scripts: dict[str, list[int]] = {}
+        self.redirects: dict[str, str] = {}
         self.calls: dict[str, list[tuple[int, dict[str, str], bytes]]] = defaultdict(list)
         self.runner: web.AppRunner | None = None
         self.base_url = ""
@@ -41,6 +42,8 @@ class Receiver:
         script = self.scripts.get(path, [])
         status = script.pop(0) if script else 200
         self.calls[path].append((status, dict(request.headers), body))
+        if path in self.redirects:
+            raise web.HTTPFound(self.redirects[path])
         return web.json_response({"ok": status == 200}, status=status)
 
     async def start(self) -> None:
@@ -50,7 +53,8 @@ class Receiver:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.port = self.runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
 
     async def wait(self, path: str, count: int, timeout: float = 30) -> None:
         loop = asyncio.get_running_loop()
@@ -178,7 +182,7 @@ async def test_retries_are_independent_and_hostile_inputs_become_dead_letters(
     send = orjson.loads(encode(send_recorded_factory("hx")))
     hostile_endpoints = {
         "hx-delay": {"id": "a", "url": f"{receiver.base_url}/a", "retryDelayMs": 10**30},
-        "hx-crlf": {"id": "a", "url": f"{receiver.base_url}/a", "headers": {"X-A": "1\r\nB: 2"}},
+        "hx-events": {"id": "a", "url": f"{receiver.base_url}/a", "events": ["message.sent"] * 99},
         "hx-idna": {"id": "a", "url": "http://a..b/hook"},
     }
     for message_id, hostile in hostile_endpoints.items():
@@ -269,4 +273,75 @@ async def test_retries_are_independent_and_hostile_inputs_become_dead_letters(
     assert len(receiver.calls["far"]) == 1 and len(receiver.calls["quick"]) == 4
     letters = reasons(await io.read_json(topics.dead_letters, complete))
     assert len(letters[topics.webhook_retries]) == 1  # the garbage was not read again
+    assert worker.stop() == 0
+
+
+async def test_outbound_targets_follow_the_ssrf_rules_and_secrets_stay_out_of_topics(
+    settings_factory: Any, worker_factory: Any, kafka_io_factory: Any, receiver: Receiver
+) -> None:
+    """Against the real worker: a loopback target is refused (visible on webhook-deliveries)
+    and gets nothing, the same receiver on the allow-list (by name) is called and signed, with
+    its secretRef's header set; a redirect is not followed; a metadata address is refused;
+    literal headers never reach a record, a status change, a retry or a dead letter."""
+    local = f"http://localhost:{receiver.port}"
+    receiver.redirects = {"moved": f"{local}/elsewhere"}
+    receiver.scripts = {"flaky": [503]}
+    token, literal = "Bearer header-secret-1234", "Bearer literal-secret-5678"
+    settings = settings_factory(
+        webhook_allowed_hosts=("localhost",),
+        webhook_secrets={"acme": SECRET},
+        webhook_headers={"acme": {"Authorization": token}},
+        webhook_secret_hosts={"acme": ("localhost",)},
+    )
+    worker = await worker_factory(settings).astart()
+    io = await kafka_io_factory(settings)
+    own = [
+        {"id": "loop", "url": f"{receiver.base_url}/loop"},
+        {"id": "signed", "url": f"{local}/signed", "secretRef": "acme"},
+        {"id": "flaky", "url": f"{local}/flaky", "secretRef": "acme", "retryDelayMs": 200},
+        {"id": "moved", "url": f"{local}/moved", "maxRetries": 0},
+        {"id": "metadata", "url": "http://169.254.169.254/latest/meta-data/"},
+        {"id": "literal", "url": f"{local}/literal", "headers": {"Authorization": literal}},
+        {"id": "stolen", "url": f"{receiver.base_url}/stolen", "secretRef": "acme"},
+    ]
+    raw = orjson.loads(encode(send_recorded_factory("ssrf-1")))
+    await io.send(io.topics.send_results, "ssrf-1", orjson.dumps({**raw, "webhooks": own}))
+
+    outcomes = await io.read_json(io.topics.webhook_deliveries, lambda es: len(es) >= 8)
+    by_endpoint: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for outcome in outcomes:
+        by_endpoint[outcome["endpointId"]].append(outcome)
+    loop, metadata = by_endpoint["loop"][0], by_endpoint["metadata"][0]
+    assert loop["outcome"] == "refused" and loop["error"].startswith("127.0.0.1 is loopback")
+    assert metadata["outcome"] == "refused" and "metadata" in metadata["error"]
+    (literal_outcome,) = by_endpoint["literal"]
+    assert literal_outcome["outcome"] == "refused" and "headers" in literal_outcome["error"]
+    (stolen,) = by_endpoint["stolen"]
+    assert stolen["outcome"] == "refused" and "secretRef 'acme'" in stolen["error"]
+    assert [o["outcome"] for o in by_endpoint["signed"]] == ["delivered"]
+    assert [o["outcome"] for o in by_endpoint["flaky"]] == ["failed", "delivered"]
+    (moved,) = by_endpoint["moved"]
+    assert moved["outcome"] == "exhausted" and moved["httpStatus"] == 302
+    assert "redirects are not followed" in moved["error"]
+    for path in ("loop", "literal", "stolen", "elsewhere"):
+        assert receiver.calls[path] == [], path
+    _, headers, body = receiver.calls["signed"][0]
+    assert headers[SIGNATURE_HEADER] == sign(SECRET, int(headers[TIMESTAMP_HEADER]), body)
+    assert headers["Authorization"] == token
+
+    # The record shows the endpoint without its headers; no topic holds a secret.
+    record = await worker.arecord("ssrf-1")
+    (kept,) = [w for w in record["webhooks"] if w["id"] == "literal"]
+    assert kept["headersDropped"] is True and "headers" not in kept
+    for topic in (
+        io.topics.status_changes,
+        io.topics.webhook_deliveries,
+        io.topics.webhook_retries,
+        io.topics.dead_letters,
+    ):
+        for message in await io.read(topic, lambda ms: True, timeout=10):
+            for secret in (token, literal, SECRET):
+                assert secret.encode() not in (message.value or b""), topic
+    status, health = await worker.aget("/health")
+    assert status == 200 and health["webhooksRefused"] == 4
     assert worker.stop() == 0

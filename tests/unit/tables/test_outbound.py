@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from deliverytrack.models.codec import DecodeError, decode_send_result, encode
 from deliverytrack.models.common import MAX_JSON_DEPTH
 from deliverytrack.models.webhooks import (
-    MAX_HEADERS,
     MAX_RETRY_DELAY_MS,
     WebhookAttempted,
     WebhookDelivery,
@@ -110,18 +109,6 @@ def test_retries_back_off_and_stop_after_max_retries() -> None:
         ({"retryDelayMs": 10**30}, "retryDelayMs"),
         ({"retryDelayMs": MAX_RETRY_DELAY_MS + 1}, "retryDelayMs"),
         ({"backoffMultiplier": float("inf")}, "backoffMultiplier"),
-        ({"headers": {"X-Token": "a\r\nInjected: 1"}}, "headers"),
-        ({"headers": {"X-Token": "a\nb"}}, "headers"),
-        ({"headers": {"X-Token": "a\x00b"}}, "headers"),
-        ({"headers": {"X-Token": "a\x7fb"}}, "headers"),
-        ({"headers": {"X Token": "v"}}, "headers"),
-        ({"headers": {"X-Token:": "v"}}, "headers"),
-        ({"headers": {"": "v"}}, "headers"),
-        ({"headers": {"Content-Length": "0"}}, "headers"),
-        ({"headers": {"host": "elsewhere"}}, "headers"),
-        ({"headers": {"X-DeliveryTrack-Signature": "forged"}}, "headers"),
-        ({"headers": {f"X-H{i}": "v" for i in range(MAX_HEADERS + 1)}}, "headers"),
-        ({"headers": {"X-Big": "v" * 5_000}}, "headers"),
         ({"url": "http://a..b/"}, "url"),
         ({"url": "http://\u2488.example/"}, "url"),  # the IDNA codec refuses it (empty label)
         ({"url": "http://xn--zz.example/"}, "url"),  # not valid punycode
@@ -150,7 +137,6 @@ def test_a_send_result_with_such_an_endpoint_is_refused_at_decode() -> None:
     send = orjson.loads(encode(send_recorded_factory("m-1")))
     for hostile in (
         {"id": "a", "url": "https://x.example/", "retryDelayMs": 10**30},
-        {"id": "a", "url": "https://x.example/", "headers": {"X-A": "1\r\n"}},
         {"id": "a", "url": "http://a..b/"},
     ):
         raw = json.dumps({**send, "webhooks": [hostile]}).encode()
@@ -163,8 +149,6 @@ def test_usual_endpoints_are_accepted() -> None:
     assert ep("b", url="http://127.0.0.1:8080/x").url == "http://127.0.0.1:8080/x"
     assert ep("c", url="http://[::1]:8080/x").url == "http://[::1]:8080/x"
     assert ep("d", url="https://例え.jp/hook").url == "https://例え.jp/hook"
-    headers = {"Authorization": "Bearer abc.def", "X-Tenant": "t 1\tx", "Content-Type": "a/b"}
-    assert ep("e", headers=headers).headers == headers
     assert ep("f", retryDelayMs=MAX_RETRY_DELAY_MS).retry_delay_ms == MAX_RETRY_DELAY_MS
 
 
