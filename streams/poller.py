@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -79,6 +80,13 @@ class Poller:
             return result
         return result.model_copy(update={"raw": raw, "status_message": masked})
 
+    def _log_failure(self, request: PollRequested, exc: Exception) -> None:
+        if not self.pii.protects_plain:
+            log.exception("provider %s failed on %s", request.provider_id, request.message_id)
+            return
+        trace = mask_phone_text("".join(traceback.format_exception(exc)))
+        log.error("provider %s failed on %s: %s", request.provider_id, request.message_id, trace)
+
     async def poll(self, request: PollRequested) -> StatusObserved:
         outcome: ObservationOutcome
         result: ProviderStatus | None = None
@@ -125,11 +133,14 @@ class Poller:
                     ),
                 )
             except Exception as exc:  # an adapter bug must not stop polling for everyone
-                log.exception("provider %s failed on %s", request.provider_id, request.message_id)
+                self._log_failure(request, exc)
                 outcome, error = (
                     "error",
                     ProviderErrorInfo(code="UNKNOWN_ERROR", message=repr(exc), retryable=True),
                 )
+        if error is not None and self.pii.protects_plain:
+            # A provider's error text may quote the number (it is published and kept).
+            error = error.model_copy(update={"message": mask_phone_text(error.message)})
         return StatusObserved(
             # Derived from the lease: a redelivered poll request answers with the same id.
             event_id=f"{request.message_id}:obs:{request.check_seq}",

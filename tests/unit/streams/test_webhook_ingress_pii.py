@@ -1,7 +1,8 @@
 """The webhook ingress with personal data on: phone numbers in a report are masked before it
 is published, whatever key, depth or spelling (it has no record to compare with), for every
 adapter; ``DELIVERYTRACK_WEBHOOK_RAW`` decides what is kept of ``raw``; a derived eventId
-gives nothing away; refusals are logged without the number."""
+gives nothing away; refusals are logged without the number. The poller does the same with
+what a status API answers (payload, status text, error text, an adapter's crash)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from typing import Any
 import orjson
 import pytest
 
-from deliverytrack.models.events import ProviderReportReceived
+from deliverytrack.models.codec import encode
+from deliverytrack.models.enums import TrackingStatus
+from deliverytrack.models.events import ProviderReportReceived, ProviderStatus
 from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
-from deliverytrack.streams.providers.base import WebhookRejected
+from deliverytrack.streams.poller import Poller
+from deliverytrack.streams.providers.base import ProviderError, StatusQuery, WebhookRejected
 from deliverytrack.streams.providers.iwinv import IwinvWebhookAdapter
 from deliverytrack.streams.webhooks import (
     SIGNATURE_HEADER,
@@ -29,6 +33,7 @@ from deliverytrack.streams.webhooks import (
 )
 from deliverytrack.tables.pii import mask_phone_numbers
 from tests.factories import T0
+from tests.unit.streams.test_poller_pii import poll_request
 from tests.unit.streams.test_report_protection import leaks
 from tests.unit.tables.test_pii import pii
 
@@ -161,3 +166,39 @@ async def test_a_refusal_is_logged_without_the_number(caplog: pytest.LogCaptureF
     assert status == 400
     assert "010-2345-6789" in answer["error"]  # the caller is told what it sent
     assert "refused" in caplog.text and not leaks(caplog.text.encode())
+
+
+class TalkativeProvider:
+    """A status API whose answers quote the number: in free text, in its error, in a crash."""
+
+    provider_id = "iwinv"
+    supports_status = True
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    async def get_delivery_status(self, query: StatusQuery) -> ProviderStatus | None:
+        if self.answer == "error":
+            raise ProviderError("INVALID_REQUEST", "수신번호 010-2345-6789 오류", http_status=400)
+        if self.answer == "crash":
+            raise ValueError("cannot parse 010-2345-6789")
+        return ProviderStatus(
+            status=TrackingStatus.FAILED,
+            status_message="수신번호 010-2345-6789 결번",
+            raw={"detail": {"note": "sent to 010 2345 6789"}},
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("answer", ["result", "error", "crash"])
+async def test_the_poller_masks_numbers_in_what_a_provider_answers(
+    answer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    provider = TalkativeProvider(answer)
+    poller = Poller({"iwinv": provider}, timeout_s=5, clock=lambda: T0, pii=pii())
+    observed = await poller.poll(poll_request(pii()))
+    assert not leaks(encode(observed)) and not leaks(caplog.text.encode())
+    assert b"010********89" in encode(observed)
