@@ -349,6 +349,8 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     data["api_tokens"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
     data.pop("api_pii_tokens")
     for name, value in data.items():
+        if value is None:
+            continue  # unset (str(None) would be the value "None": e.g. a TLS file path)
         if isinstance(value, dict | list):
             env[f"DELIVERYTRACK_{name.upper()}"] = orjson.dumps(value).decode()
         else:
