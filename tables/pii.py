@@ -88,10 +88,13 @@ class PiiError(ValueError):
 # --- hashing and masking -----------------------------------------------------------------------
 
 
+_NOT_ASCII_DIGIT = re.compile(r"[^0-9]")
+
+
 def normalize_phone(value: str) -> str:
     """k-msg ``normalizePhoneForHash``: trim, keep a leading "+", drop other non-digits."""
     text = value.strip()
-    digits = "".join(ch for ch in text if "0" <= ch <= "9")
+    digits = _NOT_ASCII_DIGIT.sub("", text)
     return f"+{digits}" if text.startswith("+") else digits
 
 
@@ -383,6 +386,8 @@ def mask_phone_text(text: str) -> str:
 
 def _mask_own(text: str, sensitive: Sensitive) -> str:
     """``text`` with every digit run that ``sensitive`` recognises masked."""
+    if isinstance(sensitive, _OwnNumbers) and not sensitive.may_be_in(text):
+        return text
 
     def own(match: re.Match[str]) -> str:
         return mask(match.group()) if sensitive(match.group()) else match.group()
@@ -517,32 +522,41 @@ def masked_copy(value: bytes, keep_bytes: int) -> tuple[str, bool]:
     return data[:keep_bytes].decode("utf-8", "ignore"), truncated
 
 
+class _OwnNumbers:
+    """Recognises a record's own to/from in any spelling (by keyed hash, under the kid the
+    record was written with; also without the "+" k-msg's hash keeps: "1-415-555-2671" for
+    "+14155552671")."""
+
+    def __init__(self, key: bytes, hashes: set[str], masks: Sequence[str | None]) -> None:
+        self.key = key
+        self.hashes = hashes
+        # The masks keep each number's last two characters: a value that does not end like
+        # one of them is not one (most digit runs, such as dates, need no HMAC).
+        self.tails = tuple({normalize_phone(m[-2:]).lstrip("+") for m in masks if m is not None})
+
+    def may_be_in(self, text: str) -> bool:
+        return not self.tails or any(tail in text for tail in self.tails)
+
+    def __call__(self, value: str) -> bool:
+        normalized = normalize_phone(value)
+        if self.tails and not normalized.endswith(self.tails):
+            return False
+        if hmac_hex(value, self.key) in self.hashes:
+            return True
+        return (
+            bool(normalized)
+            and not normalized.startswith("+")
+            and hmac_hex("+" + normalized, self.key) in self.hashes
+        )
+
+
 def record_numbers(record: TrackingRecord, policy: PiiPolicy) -> Callable[[str], bool]:
     """Recognises the record's own to/from (by hash, under the kid the record was written with)."""
     hashes = {h for h in (record.to_hash, record.from_hash) if h}
     key = policy.hash_key(record.crypto_kid or policy.active_kid or "")
     if not hashes or key is None:
         return lambda _: False
-
-    # The masks keep each number's last two characters: a value that does not end like one
-    # of them is not one (most digit runs, such as dates, are ruled out without an HMAC).
-    masks = (record.to_masked, record.from_masked)
-    tails = tuple({normalize_phone(m[-2:]).lstrip("+") for m in masks if m is not None})
-
-    def recognises(value: str) -> bool:
-        normalized = normalize_phone(value)
-        if tails and not normalized.endswith(tails):
-            return False
-        # Also without its "+" (k-msg's hash keeps it): "1-415-555-2671" for "+14155552671".
-        if hmac_hex(value, key) in hashes:
-            return True
-        return (
-            bool(normalized)
-            and not normalized.startswith("+")
-            and (hmac_hex("+" + normalized, key) in hashes)
-        )
-
-    return recognises
+    return _OwnNumbers(key, hashes, (record.to_masked, record.from_masked))
 
 
 def redact_record_raw(
