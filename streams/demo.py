@@ -348,6 +348,9 @@ def _start_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]
     data = settings.model_dump(mode="json", by_alias=True)
     data["api_tokens"] = ",".join(t.get_secret_value() for t in settings.api_tokens)
     data.pop("api_pii_tokens")
+    for name in ("kafka_sasl_password", "kafka_ssl_key_password"):  # in clear, not masked
+        secret = getattr(settings, name)
+        data[name] = None if secret is None else secret.get_secret_value()
     for name, value in data.items():
         if value is None:
             continue  # unset (str(None) would be the value "None": e.g. a TLS file path)

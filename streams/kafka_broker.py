@@ -427,6 +427,8 @@ class KafkaBroker:
         version: str = KAFKA_VERSION,
         heap: str = "512m",
         extra_config: dict[str, str] | None = None,
+        listeners: dict[str, str] | None = None,
+        scram_credentials: list[str] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self._fixed_port = port
@@ -436,6 +438,13 @@ class KafkaBroker:
         self.version = version
         self.heap = heap
         self.extra_config: dict[str, str] = dict(extra_config or {})
+        # Extra client listeners, name -> security protocol (e.g. {"SSL": "SSL", "SASL_SSL":
+        # "SASL_SSL"}), on free ports picked at start; their TLS and SASL settings go in
+        # extra_config. SCRAM users are created when the storage is formatted (kafka-storage
+        # format --add-scram 'SCRAM-SHA-256=[name=alice,password=...]').
+        self.listeners: dict[str, str] = dict(listeners or {})
+        self.listener_ports: dict[str, int] = dict.fromkeys(self.listeners, 0)
+        self.scram_credentials: list[str] = list(scram_credentials or [])
         self.cluster_id: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
@@ -449,6 +458,10 @@ class KafkaBroker:
     @property
     def url(self) -> str:
         return f"kafka://127.0.0.1:{self.port}"
+
+    def listener_url(self, name: str) -> str:
+        """``kafka://127.0.0.1:<port>`` of the extra listener ``name``."""
+        return f"kafka://127.0.0.1:{self.listener_ports[name]}"
 
     @property
     def log_path(self) -> Path:
@@ -475,13 +488,17 @@ class KafkaBroker:
     def config(self) -> dict[str, str]:
         """The broker's ``server.properties`` as a dict (``extra_config`` merged last)."""
         port, cport = self.port, self.controller_port
+        extra = [(name, self.listener_ports[name], proto) for name, proto in self.listeners.items()]
+        listeners = "".join(f",{name}://127.0.0.1:{p}" for name, p, _ in extra)
+        protocols = "".join(f",{name}:{proto}" for name, _, proto in extra)
         cfg = {
             "process.roles": "broker,controller",
             "node.id": str(NODE_ID),
             "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}{listeners}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}{listeners}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            + protocols,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.workdir / "data"),
@@ -545,6 +562,7 @@ class KafkaBroker:
             "-c",
             str(self.properties_path),
             "--ignore-formatted",
+            *(arg for credential in self.scram_credentials for arg in ("--add-scram", credential)),
         ]
         format_log = self.workdir / "format.log"
         try:
@@ -598,6 +616,12 @@ class KafkaBroker:
                     self.controller_port = _free_port()
                     while self.controller_port == self.port:
                         self.controller_port = _free_port()
+                taken = {self.port, self.controller_port}
+                for name in self.listener_ports:
+                    while (port := _free_port()) in taken:
+                        pass
+                    self.listener_ports[name] = port
+                    taken.add(port)
                 try:
                     self._start_once(classpath, timeout)
                     return
@@ -623,6 +647,7 @@ class KafkaBroker:
         return [
             ("client", self.port, self._fixed_port is not None),
             ("controller", self.controller_port, self._fixed_controller_port is not None),
+            *((f"{name} listener", port, False) for name, port in self.listener_ports.items()),
         ]
 
     def _taken(self) -> list[tuple[str, int, bool]]:
