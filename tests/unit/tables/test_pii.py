@@ -593,3 +593,37 @@ def test_settings_read_what_reports_keep_of_raw(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DELIVERYTRACK_WEBHOOK_RAW", "plain")
     with pytest.raises(ValidationError, match="webhook_raw"):
         Settings()
+
+
+_KEYS = st.text(alphabet="abcdefgxyz_-", min_size=1, max_size=6)
+_LEAVES = st.none() | st.booleans() | st.integers(-1000, 1000) | _TEXT
+
+
+@st.composite
+def _payload_with_number(draw: st.DrawFn) -> tuple[Any, str]:
+    """A JSON payload with one Korean number, in some spelling, at some depth, under some key,
+    alone or inside text; returns (payload, the number's national digits)."""
+    prefix = draw(st.sampled_from(["010", "011", "02", "031", "070"]))
+    middle, last = draw(st.integers(1000, 9999)), draw(st.integers(1000, 9999))
+    national = f"{prefix}{middle}{last}"
+    spelled = draw(_SPELLINGS).format(a=prefix, b=middle, c=last)
+    leaf: Any = draw(
+        st.sampled_from([spelled, f"memo {spelled} end", f"+82 {spelled[1:]}"])
+        | st.just(int(national[1:])).filter(lambda _: prefix == "010")
+    )
+    node = leaf
+    for _ in range(draw(st.integers(0, 6))):
+        if draw(st.booleans()):
+            node = {draw(_KEYS): node, **draw(st.dictionaries(_KEYS, _LEAVES, max_size=2))}
+        else:
+            node = [*draw(st.lists(_LEAVES, max_size=2)), node]
+    return {"raw": node}, national
+
+
+@settings(max_examples=300, deadline=None)
+@given(_payload_with_number())
+def test_a_number_is_masked_whatever_key_depth_or_spelling(case: tuple[Any, str]) -> None:
+    payload, national = case
+    text = json.dumps(mask_phone_numbers(payload), ensure_ascii=False)
+    digits = "".join(ch for ch in text if ch.isdigit())
+    assert national[1:] not in digits, text
