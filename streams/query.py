@@ -113,10 +113,12 @@ class LocalQueries:
         if store.closed or self.stores.get(partition) is not store:
             raise PartitionGone(partition)
 
-    async def _read(self, partition: int, store: PartitionStore, raw: bytes) -> TrackingRecord:
+    async def _read(
+        self, partition: int, store: PartitionStore, raw: bytes, *, counted: bool = True
+    ) -> TrackingRecord:
         """Decode one record read from the store, within the budget (yielding between
-        slices)."""
-        if self.budget.take():
+        slices). ``counted=False``: bounded by construction, it only yields."""
+        if self.budget.take() if counted else self.budget.slice_over():
             await self._pause(partition, store)
         return decode_record(raw)
 
@@ -136,7 +138,9 @@ class LocalQueries:
             for granularity, start, end in split.buckets:
                 _add_counters(out, store.counters(granularity, start, end), flt)
             for start, end in split.edges:
-                async for record in self._walk_records(partition, store, REQUESTED, start, end):
+                # At most the two partial minutes of the range: not a scan, not budgeted.
+                edge = self._walk_records(partition, store, REQUESTED, start, end, counted=False)
+                async for record in edge:
                     if matches(record, flt):
                         _add_record(out, record)
             return out
@@ -175,6 +179,7 @@ class LocalQueries:
         end: int,
         *,
         descending: bool = False,
+        counted: bool = True,
     ) -> Any:
         """Records in index order, fetched in chunks."""
         walker: Iterator[tuple[int, str]] = store.walk(index, start, end, descending=descending)
@@ -184,7 +189,7 @@ class LocalQueries:
                 return
             for raw in store.get_many_raw(chunk):
                 if raw is not None:
-                    yield await self._read(partition, store, raw)
+                    yield await self._read(partition, store, raw, counted=counted)
 
     # --- lists ------------------------------------------------------------------------------
 

@@ -64,6 +64,10 @@ class ScanBudget:
             return True
         return time.monotonic() >= self._slice_end
 
+    def slice_over(self) -> bool:
+        """True when the query has had its slice of the event loop (reads not counted)."""
+        return time.monotonic() >= self._slice_end
+
     def hold(self, size: int) -> None:
         """Count ``size`` bytes of records kept for the answer."""
         self.held += size

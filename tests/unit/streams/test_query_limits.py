@@ -87,6 +87,19 @@ def test_aggregates_and_index_walks_cost_only_what_they_read(store: PartitionSto
     assert len(found) == 50 and budget.read == 50
 
 
+def test_the_partial_minutes_of_a_counted_range_are_not_a_scan(store: PartitionStore) -> None:
+    """All 3,000 records sit in one minute: a range inside it is answered by walking that
+    minute's records (bounded by construction), never refused by the budget."""
+    flt = RecordFilter(
+        requested_at_from=T0 + timedelta(milliseconds=1),
+        requested_at_to=T0 + timedelta(milliseconds=400),
+    )
+    budget = ScanBudget(max_records=1_000)
+    rows = asyncio.run(local(store, budget).rows(0, flt))
+    assert sum(counter.count for counter in rows.values()) == 400 * 7  # ms 1..400, 7 each
+    assert budget.read == 0
+
+
 def test_a_list_holding_too_many_bytes_is_refused(store: PartitionStore) -> None:
     budget = ScanBudget(max_bytes=100_000)
     with pytest.raises(QueryLimitExceeded, match="bytes of records.*nextAfter"):
