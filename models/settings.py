@@ -176,6 +176,25 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=5_000)
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     consumer_heartbeat_interval_ms: int = Field(default=1_000, ge=100)
+    broker_unreachable_grace_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="How long the Kafka cluster may be unreachable before /health answers 503 "
+        '"broker unreachable" (a broker restart or leader election shorter than this is not '
+        "an outage)",
+    )
+    shutdown_timeout_ms: int = Field(
+        default=5_000,
+        ge=100,
+        description="The longest a worker takes to stop on SIGTERM/SIGINT whatever the broker "
+        "does; past it the process exits at once and the next start recovers as after a crash",
+    )
+    log_repeat_interval_ms: int = Field(
+        default=10_000,
+        ge=0,
+        description="A repeated warning or error (any Kafka connection error counts as one) "
+        "is logged once per this interval, with how many more it stands for; 0 logs each",
+    )
     # Kafka connection security: every Kafka client the project creates applies these
     # (streams/kafka_config.py).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -8,11 +8,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+from faust.assignor import LeaderAssignor
 from faust.web import Request, Response, View
 from mode import Service
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.auth import ApiTokens, api_auth, caller_of, check_listeners
+from deliverytrack.streams.broker_watch import BrokerWatch, stale_marker
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.kafka_config import faust_credentials
@@ -21,6 +23,7 @@ from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
 from deliverytrack.streams.query import QueryService
+from deliverytrack.streams.topics import faust_leader_topic
 from deliverytrack.streams.web import install_json_errors, register_query_views
 from deliverytrack.streams.webhook_listener import WebhookListener
 from deliverytrack.streams.webhooks import (
@@ -43,9 +46,11 @@ class FoldService(Service):
         dispatcher: WebhookDispatcher,
         queries: QueryService,
         webhook_listener: WebhookListener,
+        broker_watch: BrokerWatch | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.broker_watch = broker_watch
         self.engine = engine
         self.poll_loop = poll_loop
         self.providers = providers
@@ -59,6 +64,8 @@ class FoldService(Service):
         await self.dispatcher.start()
         # The public listener opens once the producer its reports go to is up.
         await self.webhook_listener.start()
+        if self.broker_watch is not None:
+            self.broker_watch.start(self.engine.producer.client.fetch_all_metadata)
 
     @Service.task
     async def _supervise(self) -> None:
@@ -77,6 +84,8 @@ class FoldService(Service):
             await self.crash(error)
 
     async def on_stop(self) -> None:
+        if self.broker_watch is not None:
+            await self.broker_watch.stop()
         await self.webhook_listener.stop()  # first: no report may arrive without a producer
         await self.dispatcher.stop()
         await self.queries.close()
@@ -97,6 +106,7 @@ class DeliveryTrackApp(faust.App):
     queries: QueryService
     api_tokens: ApiTokens
     webhook_listener: WebhookListener
+    broker_watch: BrokerWatch
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -125,6 +135,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         broker_heartbeat_interval=settings.consumer_heartbeat_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
+        LeaderAssignor=_prefixed_leader_assignor(settings),
     )
     app.settings = settings
     app.engine = FoldEngine(settings)
@@ -135,10 +146,11 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.poll_loop = PollLoop(settings, app.poller, app.engine.topics)
     app.dispatcher = WebhookDispatcher(settings)
     app.queries = QueryService(app.engine)
+    app.broker_watch = BrokerWatch(grace_s=settings.broker_unreachable_grace_ms / 1000)
     app.webhooks = _ingress(settings, app.engine)
     app.webhook_listener = WebhookListener(
         app.webhooks,
-        lambda: _failure(app) is None,
+        lambda: _failure(app) is None and not app.broker_watch.unreachable,
         settings.webhook_host,
         settings.webhook_port,
         shutdown_timeout_s=settings.webhook_ack_timeout_ms / 1000 + 1,
@@ -151,17 +163,32 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
             app.dispatcher,
             app.queries,
             app.webhook_listener,
+            app.broker_watch,
         )
     )
     app.api_tokens = ApiTokens.from_settings(settings)
     # Outermost: a request without a valid token reaches no route (not even a 404).
     app.web.web_app.middlewares.insert(0, api_auth(app.api_tokens))  # type: ignore[attr-defined]
+    # Answers from local state while the broker is away say so (X-DeliveryTrack-Stale).
+    app.web.web_app.middlewares.insert(1, stale_marker(app.broker_watch))  # type: ignore[attr-defined]
     _warn_pii(settings)
     _register_polling(app)
     _register_retention(app)
     _register_views(app)
     register_query_views(app, app.queries)
     return app
+
+
+def _prefixed_leader_assignor(settings: Settings) -> type[LeaderAssignor]:
+    """Faust's leader assignor, its topic under the topic prefix (``faust_leader_topic``)."""
+    name = faust_leader_topic(settings.topic_prefix, settings.app_id)
+
+    class PrefixedLeaderAssignor(LeaderAssignor):
+        @property
+        def _leader_topic_name(self) -> str:
+            return name
+
+    return PrefixedLeaderAssignor
 
 
 def _warn_pii(settings: Settings) -> None:
@@ -232,6 +259,11 @@ def _failure(app: DeliveryTrackApp) -> Any:
     )
 
 
+def app_failure(app: DeliveryTrackApp) -> Any:
+    """The first component that stopped on an error, or None (the worker's exit code)."""
+    return _failure(app)
+
+
 def _register_views(app: DeliveryTrackApp) -> None:
     engine, poller, webhooks = app.engine, app.poller, app.webhooks
     install_json_errors(app)  # every route's errors as JSON, a bad request never a 500
@@ -241,16 +273,22 @@ def _register_views(app: DeliveryTrackApp) -> None:
         async def get(self, request: Request) -> Response:
             stats = engine.stats
             failure = _failure(app)
-            healthy = engine.ready.is_set() and failure is None
-            if failure is None:
-                state = "ok" if healthy else "starting"
-            else:
+            watch = app.broker_watch
+            healthy = engine.ready.is_set() and failure is None and not watch.unreachable
+            if failure is not None:
                 state = f"{failure.component} failed"
+            elif watch.unreachable:
+                state = "broker unreachable"
+            else:
+                state = "ok" if healthy else "starting"
+            since = {"since": watch.since_text()} if state == "broker unreachable" else {}
             if not caller_of(request).authenticated:
                 # A probe without a token learns the state only: no URLs, counters or errors.
-                return self.json({"status": state}, status=200 if healthy else 503)
+                return self.json({"status": state, **since}, status=200 if healthy else 503)
             body = {
                 "status": state,
+                **since,
+                "broker": watch.describe(),
                 "assignedPartitions": engine.assigned_partitions,
                 "readyPartitions": sorted(engine.ready_partitions),
                 "queryUrl": engine.membership.url,

@@ -108,3 +108,10 @@ class Topics:
             self.webhook_deliveries,
             self.record_deletions,
         )
+
+
+def faust_leader_topic(prefix: str, app_id: str) -> str:
+    """Faust's leader-election topic (one partition, no data of ours), under the prefix like
+    every internal topic: Faust names it ``<app id>-__assignor-__leader``, so two deployments
+    with different prefixes on one cluster shared it."""
+    return f"{prefix}{app_id}-__assignor-__leader"
