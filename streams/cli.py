@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -78,7 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.messages < 1 or args.duration <= 0:
         print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
-    return run_demo(args.messages, args.duration, args.broker, args.keep)
+    return run_demo(args.messages, args.duration, args.broker, args.keep, args.provider_url)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -152,9 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="start a broker, a worker, a simulated provider and traffic; summarise"
     )
     demo.add_argument("--messages", type=int, default=10_000, help="messages to send (10000)")
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds to send them over")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds to send them over; then the demo waits up to 90 s more for every record "
+        "to reach a final status (a progress line every 2 s), and prints the summary",
+    )
     demo.add_argument("--broker", help="use this kafka://host:port instead of starting one")
-    demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")
+    demo.add_argument(
+        "--provider-url",
+        help="use the simulated provider at this URL (python -m "
+        "deliverytrack.streams.providers.simulated) instead of starting one",
+    )
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the temporary state directory (worker log)"
+    )
     demo.set_defaults(run=_demo)
 
     replay = commands.add_parser(
@@ -277,13 +291,23 @@ def _is_kafka(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError)
 
 
+_NETWORK_ERRORS = (
+    ConnectionRefusedError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    socket.gaierror,
+    TimeoutError,
+)
+"""A peer that cannot be reached (not every OSError: a closed stdout is not one)."""
+
+
 def _connection_failure(exc: BaseException) -> BaseException | None:
     """The Kafka or network error behind ``exc`` (itself or a cause), if any."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _is_kafka(current) or isinstance(current, OSError | TimeoutError):
+        if _is_kafka(current) or isinstance(current, _NETWORK_ERRORS):
             return current
         current = current.__cause__ or current.__context__
     return None

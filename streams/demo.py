@@ -14,6 +14,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -99,11 +100,24 @@ def _weighted(rng: random.Random, table: list[tuple[Any, int]]) -> Any:
     return rng.choices([v for v, _ in table], weights=[w for _, w in table])[0]
 
 
+SETTLE_S = DEMO_MAX_TRACKING_MS / 1000 + 30
+"""After the last send, how long the demo waits at most for every record to reach a final
+status (a record still polled at the end of its tracking duration becomes UNKNOWN)."""
+
+
 class Demo:
-    def __init__(self, messages: int, duration: float, broker_url: str | None, keep: bool):
+    def __init__(
+        self,
+        messages: int,
+        duration: float,
+        broker_url: str | None,
+        keep: bool,
+        provider_url: str | None = None,
+    ):
         self.messages = messages
         self.duration = duration
         self.external_broker = broker_url
+        self.external_provider = provider_url
         self.keep = keep
         self.workdir = Path(tempfile.mkdtemp(prefix="deliverytrack-demo-"))
         self.broker: KafkaBroker | None = None
@@ -112,9 +126,26 @@ class Demo:
         self.tally = Tally()
         self.sent = 0
         self.started = time.monotonic()
+        self.settle_deadline: float | None = None
+        self.task: asyncio.Task[int] | None = None
+        self.stopping = False
+        self.stdout_closed = False
 
     def say(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+        self.out(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+    def out(self, line: str = "") -> None:
+        """Print a line. A closed stdout (``| tee`` or ``| head`` gone) never raises here: it
+        stops the demo as Ctrl-C would, and the shutdown still stops everything."""
+        if self.stdout_closed:
+            return
+        try:
+            print(line, flush=True)
+        except (BrokenPipeError, OSError, ValueError):
+            self.stdout_closed = True
+            _stdout_to_devnull()
+            if self.task is not None and not self.stopping:
+                self.task.cancel()
 
     async def run(self) -> int:
         try:
@@ -132,16 +163,12 @@ class Demo:
             broker_url = self.broker.url
         self.say(f"broker ready at {broker_url}")
 
-        self.server = SimulatedProviderServer(
-            SimulatedProviderConfig(
-                delivery_delay_ms_min=1_000,
-                delivery_delay_ms_max=20_000,
-                outcome_mix={"DELIVERED": 0.86, "FAILED": 0.10, "PENDING": 0.04},
-                error_rate=0.03,
-                latency_ms=15,
-            )
-        )
-        provider_url = await self.server.start()
+        if self.external_provider:
+            provider_url = self.external_provider.rstrip("/")
+            await _configure_provider(provider_url)
+        else:
+            self.server = SimulatedProviderServer(DEMO_PROVIDER)
+            provider_url = await self.server.start()
         self.say(f"simulated provider at {provider_url} (3% of status calls answer 503)")
 
         tag = uuid.uuid4().hex[:6]
@@ -162,7 +189,10 @@ class Demo:
         )
         topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
         self.worker = _start_worker(settings, self.workdir / "worker.log")
-        self.say(f"worker started (pid {self.worker.pid}, log {self.workdir / 'worker.log'})")
+        kept = "kept" if self.keep else "removed on exit; --keep keeps them"
+        self.say(
+            f"worker started (pid {self.worker.pid}); its log and state in {self.workdir} ({kept})"
+        )
         await _wait_http(settings.web_port, self.worker, self.workdir / "worker.log")
         token_file = self.workdir / "api-token"
         token_file.touch(mode=0o600)
@@ -186,10 +216,17 @@ class Demo:
             asyncio.create_task(self._watch(consumer)),
             asyncio.create_task(self._progress()),
         ]
+        self.say(
+            f"sending {self.messages} messages over {self.duration:g} s, then waiting up to "
+            f"{SETTLE_S:.0f} s for every record to reach a final status"
+        )
         try:
             await self._traffic(producer, client, topics)
-            self.say(f"all {self.sent} messages sent; waiting for tracking to settle")
-            deadline = time.monotonic() + DEMO_MAX_TRACKING_MS / 1000 + 30
+            self.say(
+                f"all {self.sent} messages sent; waiting up to {SETTLE_S:.0f} s for tracking "
+                "to settle (Ctrl-C stops now, without the summary)"
+            )
+            deadline = self.settle_deadline = time.monotonic() + SETTLE_S
             while time.monotonic() < deadline:
                 if len(self.tally.records) >= self.sent and self.tally.open_count() == 0:
                     break
@@ -257,18 +294,24 @@ class Demo:
     def _line(self) -> None:
         counts = self.tally.by_status()
         shown = " ".join(f"{status}={counts.get(status, 0)}" for status in _STATUS_ORDER)
-        self.say(f"sent {self.sent}/{self.messages} | tracked {len(self.tally.records)} | {shown}")
+        line = f"sent {self.sent}/{self.messages} | tracked {len(self.tally.records)} | {shown}"
+        if self.settle_deadline is not None:
+            left = max(0.0, self.settle_deadline - time.monotonic())
+            line += (
+                f" | settling: {self.tally.open_count()} still tracked, {left:.0f} s left at most"
+            )
+        self.say(line)
 
     def _summary(self, settings: Settings) -> None:
         records = self.tally.records.values()
         total = len(self.tally.records)
         by_status = self.tally.by_status()
         providers = sorted({r["providerId"] for r in records})
-        print()
-        print("== deliverytrack demo: summary ==")
+        self.out()
+        self.out("== deliverytrack demo: summary ==")
         header = f"{'status':<10}" + "".join(f"{p:>12}" for p in providers) + f"{'total':>10}"
-        print(header)
-        print("-" * len(header))
+        self.out(header)
+        self.out("-" * len(header))
         for status in _STATUS_ORDER:
             if not by_status.get(status):
                 continue
@@ -276,9 +319,9 @@ class Demo:
             for provider in providers:
                 n = sum(1 for r in records if r["providerId"] == provider and r["status"] == status)
                 row += f"{n:>12}"
-            print(row + f"{by_status[status]:>10}")
-        print("-" * len(header))
-        print(
+            self.out(row + f"{by_status[status]:>10}")
+        self.out("-" * len(header))
+        self.out(
             f"{'total':<10}"
             + "".join(f"{sum(1 for r in records if r['providerId'] == p):>12}" for p in providers)
             + f"{total:>10}"
@@ -286,15 +329,15 @@ class Demo:
         delivered = by_status.get("DELIVERED", 0)
         failed = by_status.get("FAILED", 0)
         rate = 100 * delivered / total if total else 0.0
-        print()
-        print(
+        self.out()
+        self.out(
             f"delivery rate {rate:.1f}% ({delivered}/{total}), failure rate "
             f"{100 * failed / total if total else 0.0:.1f}%"
         )
         times = sorted(self.tally.delivered_after.values())
         if times:
             p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
-            print(
+            self.out(
                 f"time to DELIVERED (send or schedule -> status change): median "
                 f"{statistics.median(times):.1f}s, p95 {p95:.1f}s over {len(times)} messages"
             )
@@ -302,34 +345,87 @@ class Demo:
             (r.get("lastError") or {}).get("code") for r in records if r["status"] == "UNKNOWN"
         )
         if reasons:
-            print("UNKNOWN because: " + ", ".join(f"{k}={v}" for k, v in reasons.most_common()))
-        print(f"status-change events consumed: {self.tally.changes}")
-        print(f"topics: {settings.topic_prefix}*; worker log: {self.workdir / 'worker.log'}")
+            self.out("UNKNOWN because: " + ", ".join(f"{k}={v}" for k, v in reasons.most_common()))
+        self.out(f"status-change events consumed: {self.tally.changes}")
+        if self.keep:
+            self.out(f"topics: {settings.topic_prefix}*; worker log: {self.workdir / 'worker.log'}")
+        else:
+            self.out(
+                f"topics: {settings.topic_prefix}* (the worker's log and state are removed on "
+                "exit: --keep keeps them)"
+            )
 
     async def shutdown(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.say("stopping worker")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.worker.pid, signal.SIGTERM)
+        """Stop everything this demo started: each step runs whatever happened before it
+        (a closed stdout, a step that failed), and a second Ctrl-C does not cut it short."""
+        self.stopping = True
+        try:
+            await self._stop_worker()
+        finally:
             try:
-                await asyncio.to_thread(self.worker.wait, 30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.worker.pid, signal.SIGKILL)
-                self.worker.wait(10)
-        if self.server is not None:
-            await self.server.stop()
-            self.server = None
-        if self.broker is not None:
-            self.say("stopping broker")
-            await asyncio.to_thread(self.broker.stop)
-            self.broker = None
-        if not self.keep:
-            import shutil
+                if self.server is not None:
+                    await self.server.stop()
+            finally:
+                self.server = None
+                try:
+                    if self.broker is not None:
+                        self.say("stopping broker")
+                        await asyncio.to_thread(self.broker.stop)
+                finally:
+                    self.broker = None
+                    if not self.keep:
+                        shutil.rmtree(self.workdir, ignore_errors=True)
 
-            shutil.rmtree(self.workdir, ignore_errors=True)
+    async def _stop_worker(self) -> None:
+        worker = self.worker
+        if worker is None or worker.poll() is not None:
+            return
+        self.say("stopping worker")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)  # its own session: its whole group
+        try:
+            await asyncio.to_thread(worker.wait, 15)  # it stops within its 5 s timeout
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)
 
 
 _STATUS_ORDER = [s.value for s in TrackingStatus]
+
+DEMO_PROVIDER = SimulatedProviderConfig(
+    delivery_delay_ms_min=1_000,
+    delivery_delay_ms_max=20_000,
+    outcome_mix={"DELIVERED": 0.86, "FAILED": 0.10, "PENDING": 0.04},
+    error_rate=0.03,
+    latency_ms=15,
+)
+
+
+async def _configure_provider(url: str) -> None:
+    """Give a simulated provider started elsewhere (``--provider-url``, e.g. the compose
+    file's ``provider`` service) the demo's behaviour."""
+    import aiohttp
+
+    body = DEMO_PROVIDER.model_dump(mode="json", by_alias=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with session.post(f"{url}/v1/config", json=body) as response:
+            if response.status != 200:
+                raise RuntimeError(
+                    f"the simulated provider at {url} refused the demo's configuration: "
+                    f"HTTP {response.status} {await response.text()}"
+                )
+
+
+def _stdout_to_devnull() -> None:
+    """Standard output's reader is gone: point the descriptor at /dev/null, so nothing
+    written later (the interpreter's last flush included) raises BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no usable stdout at all: nothing more to do
+        pass
 
 
 def _free_port() -> int:
@@ -384,19 +480,32 @@ async def _wait_http(port: int, proc: subprocess.Popen[bytes], log_path: Path) -
     raise RuntimeError("worker did not become ready within 90s")
 
 
-def run_demo(messages: int, duration: float, broker_url: str | None, keep: bool) -> int:
-    demo = Demo(messages, duration, broker_url, keep)
+def run_demo(
+    messages: int,
+    duration: float,
+    broker_url: str | None,
+    keep: bool,
+    provider_url: str | None = None,
+) -> int:
+    demo = Demo(messages, duration, broker_url, keep, provider_url)
     loop = asyncio.new_event_loop()
-    task = loop.create_task(demo.run())
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+    task = demo.task = loop.create_task(demo.run())
+
+    def interrupt() -> None:
+        if not demo.stopping:  # a second Ctrl-C must not cut the shutdown short
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, interrupt)
     try:
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
-        print("\ninterrupted: everything stopped", flush=True)
-        return 130
+        demo.out()
+        demo.out("interrupted: everything stopped")
+        return 141 if demo.stdout_closed else 130
     except RuntimeError as exc:
-        print(f"deliverytrack demo: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            print(f"deliverytrack demo: {exc}", file=sys.stderr)
         return 1
     finally:
         loop.close()
