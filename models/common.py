@@ -54,6 +54,13 @@ UtcBound = Annotated[AwareDatetime, AfterValidator(_bound_to_utc)]
 """A query bound: like ``UtcDatetime`` but any time after 9000 is allowed (and matches
 nothing later), so "up to 9999-12-31" keeps meaning "everything"."""
 
+
+def utc_text(moment: datetime) -> str:
+    """A time as every output writes it: ISO-8601 in UTC with ``Z``, exactly as the models
+    serialise their times (``2026-11-23T09:00:00Z``, ``2026-11-23T09:00:00.123000Z``)."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=512)]
 DerivedId = Annotated[str, Field(min_length=1, max_length=2048)]
 """An id the worker derives from up to three producer ids (each at most 512 characters) and a

@@ -17,6 +17,7 @@ from deliverytrack.streams.auth import ApiTokens, api_auth, caller_of, check_lis
 from deliverytrack.streams.broker_watch import BrokerWatch, stale_marker
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.http_server import JsonErrorAppRunner
 from deliverytrack.streams.kafka_config import faust_credentials
 from deliverytrack.streams.poll_loop import PollLoop
 from deliverytrack.streams.poller import Poller, utc_now
@@ -138,6 +139,9 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         LeaderAssignor=_prefixed_leader_assignor(settings),
     )
     app.settings = settings
+    # Requests aiohttp's HTTP parser refuses before any route (a URL over 8,190 bytes, ...) get
+    # a JSON answer too, without a traceback in the log (Faust's runner, not yet set up).
+    app.web._runner = JsonErrorAppRunner(app.web.web_app, access_log=None)  # type: ignore[attr-defined]
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
     app.poller = Poller(

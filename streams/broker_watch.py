@@ -21,14 +21,11 @@ from datetime import UTC, datetime
 from aiohttp import web as aiohttp_web
 from aiokafka.errors import KafkaError
 
+from deliverytrack.models.common import utc_text
+
 log = logging.getLogger(__name__)
 
 Probe = Callable[[], Awaitable[object]]
-
-
-def utc_text(moment: datetime) -> str:
-    """ISO-8601 UTC with ``Z`` and milliseconds, the format of every time we print."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class BrokerWatch:

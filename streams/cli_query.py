@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from deliverytrack.models.common import utc_text
+from deliverytrack.models.events import StatusChanged
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.client import auth_headers, record_path, resolve_token
 
@@ -257,6 +259,18 @@ async def _stats(session: aiohttp.ClientSession, url: str, args: argparse.Namesp
     return 0
 
 
+def format_change(change: StatusChanged, as_json: bool = False) -> str:
+    """One line of ``tail``: JSON without the record, or time, id, transition, source."""
+    if as_json:
+        data = change.model_dump(mode="json", by_alias=True, exclude={"record"})
+        return orjson.dumps(data).decode()
+    previous = change.previous_status.value if change.previous_status else "-"
+    return (
+        f"{utc_text(change.changed_at)}  {change.message_id}  "
+        f"{previous} -> {change.status.value}  ({change.source.value})"
+    )
+
+
 def _tail(args: argparse.Namespace, settings_of: Callable[[dict[str, Any]], Settings]) -> int:
     from deliverytrack.streams.client import follow_status_changes
 
@@ -269,16 +283,7 @@ def _tail(args: argparse.Namespace, settings_of: Callable[[dict[str, Any]], Sett
             settings, from_beginning=args.from_beginning, on_ready=ready.set
         )
         async for change in stream:
-            if args.json:
-                data = change.model_dump(mode="json", by_alias=True, exclude={"record"})
-                print(orjson.dumps(data).decode(), flush=True)
-            else:
-                previous = change.previous_status.value if change.previous_status else "-"
-                print(
-                    f"{change.changed_at.isoformat()}  {change.message_id}  "
-                    f"{previous} -> {change.status.value}  ({change.source.value})",
-                    flush=True,
-                )
+            print(format_change(change, as_json=args.json), flush=True)
             seen += 1
             if args.max is not None and seen >= args.max:
                 await stream.aclose()

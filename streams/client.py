@@ -32,6 +32,7 @@ from aiokafka.structs import TopicPartition
 from pydantic import BaseModel, SecretStr
 
 from deliverytrack.models.codec import decode_record, encode
+from deliverytrack.models.common import utc_text
 from deliverytrack.models.enums import StatusSource, TrackingStatus
 from deliverytrack.models.events import (
     CancelMessage,
@@ -120,7 +121,7 @@ def _time(value: datetime | int | str) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("naive datetime: give a timezone (e.g. datetime.now(UTC))")
-        return value.astimezone(UTC).isoformat()
+        return utc_text(value)
     return str(value)
 
 
@@ -237,7 +238,7 @@ class DeliveryTrackClient:
                 "schemaVersion": 1,
                 "eventId": f"purge-{uuid.uuid4().hex}",
                 "messageId": message_id,
-                "at": datetime.now(UTC).isoformat(),
+                "at": utc_text(datetime.now(UTC)),
                 "reason": reason,
             }
         )

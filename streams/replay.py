@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from deliverytrack.models.common import utc_text
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine import POSITION_KEY, FoldEngine
 from deliverytrack.streams.kafka_config import kafka_client_kwargs
@@ -294,7 +295,7 @@ async def message_history(settings: Settings, message_id: str) -> list[dict[str,
     found.sort(key=lambda item: (item[0].timestamp, rank[item[1]], item[0].offset))
     return [
         {
-            "timestamp": datetime.fromtimestamp(msg.timestamp / 1000, UTC).isoformat(),
+            "timestamp": utc_text(datetime.fromtimestamp(msg.timestamp / 1000, UTC)),
             "topic": topic,
             "partition": msg.partition,
             "offset": msg.offset,

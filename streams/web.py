@@ -40,6 +40,7 @@ from aiohttp.http_exceptions import BadHttpMessage
 from faust.web import Request, Response, View
 from pydantic import ValidationError
 
+from deliverytrack.models.common import utc_text
 from deliverytrack.streams.auth import caller_of
 from deliverytrack.streams.query import QueryService, Unavailable, parse_internal_query
 from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBusy
@@ -53,6 +54,7 @@ from deliverytrack.tables.query import (
     parse_period,
     parse_summary,
     parse_time,
+    plain,
 )
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def describe_input_error(exc: BaseException) -> str:
     """A short, caller-facing reason for an error raised while parsing request input."""
     if isinstance(exc, ValidationError):
         text = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {plain(err['msg'])}"
             for err in exc.errors(include_url=False)[:5]
         )
     elif isinstance(exc, RecursionError):
@@ -249,7 +251,7 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
                 )
                 limit = parse_list_options({"limit": params.get("limit", ["100"])}).limit
             records = await queries.due(now, limit)
-            return _json(self, {"records": records, "now": now.isoformat()})
+            return _json(self, {"records": records, "now": utc_text(now)})
 
     @app.page("/records/{message_id}")
     class Record(View):
@@ -296,8 +298,8 @@ def register_query_views(app: faust.App, queries: QueryService) -> None:
             body = await queries.stats(flt)
             if period.start is not None or period.end is not None:
                 body["period"] = {
-                    "from": None if period.start is None else period.start.isoformat(),
-                    "to": None if period.end is None else period.end.isoformat(),
+                    "from": None if period.start is None else utc_text(period.start),
+                    "to": None if period.end is None else utc_text(period.end),
                 }
             return _json(self, body)
 

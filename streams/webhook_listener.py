@@ -22,6 +22,7 @@ from collections.abc import Callable
 from aiohttp import web as aiohttp_web
 from multidict import CIMultiDict
 
+from deliverytrack.streams.http_server import JsonErrorAppRunner
 from deliverytrack.streams.web import _dumps, json_errors
 from deliverytrack.streams.webhooks import WebhookIngress
 
@@ -81,7 +82,8 @@ class WebhookListener:
 
     async def start(self) -> None:
         # No access log: a provider may put its token in the URL (?token=...).
-        runner = aiohttp_web.AppRunner(
+        # Requests aiohttp's parser refuses (a URL over 8,190 bytes, ...) are JSON too.
+        runner = JsonErrorAppRunner(
             self.app, access_log=None, shutdown_timeout=self.shutdown_timeout_s
         )
         await runner.setup()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import assert_never
 
+from deliverytrack.models.common import utc_text
 from deliverytrack.models.correlation import CorrelationState, HeldReport, SourceRef
 from deliverytrack.models.events import (
     CorrelationEvent,
@@ -157,7 +158,7 @@ def _dead_letter(held: HeldReport, now: datetime, hold_ms: int) -> DeadLetter:
         "unmatched-report",
         f"no send result with providerId {report.provider_id!r} and providerMessageId "
         f"{report.provider_message_id!r} arrived within {hold_ms} ms of the report "
-        f"(received {report.received_at.isoformat()})",
+        f"(received {utc_text(report.received_at)})",
         now,
     )
 

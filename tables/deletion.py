@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from deliverytrack.models.codec import Marker
+from deliverytrack.models.common import utc_text
 from deliverytrack.models.correlation import CommandHold, HeldCommand, SourceRef
 from deliverytrack.models.events import (
     CancelMessage,
@@ -152,7 +153,7 @@ def _with_held(
     ):
         detail = (
             f"no tracking record for messageId {hold.message_id!r}: no send result arrived "
-            f"within {policy.command_hold_ms} ms (held until {hold.forget_at.isoformat()})"
+            f"within {policy.command_hold_ms} ms (held until {utc_text(hold.forget_at)})"
         )
         letters = tuple(
             _letter(h, "unknown-message", detail, event.issued_at) for h in hold.commands

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from deliverytrack.models.common import Frozen, UtcBound
+from deliverytrack.models.common import Frozen, UtcBound, utc_text
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.aggregates import Counter, Dims
@@ -35,6 +35,14 @@ MAX_OFFSET = MAX_WINDOW
 
 class QueryError(ValueError):
     """A query the caller got wrong; the message says what and how to fix it (HTTP 400)."""
+
+
+def plain(message: str) -> str:
+    """pydantic's message without its "Value error, " / "Assertion failed, " prefix."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
 
 
 _LIST_FIELDS = (
@@ -457,7 +465,22 @@ def parse_filter(params: Mapping[str, Sequence[str]], allowed: Iterable[str] = (
         elif name not in extra:
             known = sorted(FILTER_PARAM_NAMES | extra)
             raise QueryError(f"unknown parameter {name!r}; known: {', '.join(known)}")
+    for low, high in (
+        ("requestedAtFrom", "requestedAtTo"),
+        ("statusUpdatedAtFrom", "statusUpdatedAtTo"),
+    ):
+        _check_order(low, fields.get(_RANGE_PARAMS[low]), high, fields.get(_RANGE_PARAMS[high]))
     return _validated_filter(fields, _PARAM_OF_FIELD)
+
+
+def _check_order(low: str, start: datetime | None, high: str, end: datetime | None) -> None:
+    """A range whose start is after its end can match nothing: refused (400) on every route,
+    lists and counts as stats, rather than answered empty on some and refused on others."""
+    if start is not None and end is not None and epoch_ms(start) > epoch_ms(end):
+        raise QueryError(
+            f"{low}: must not be after {high} ({utc_text(start)} > {utc_text(end)}); "
+            "no record could match: swap them"
+        )
 
 
 _PARAM_OF_FIELD = {field: param for param, field in {**_FILTER_PARAMS, **_RANGE_PARAMS}.items()}
@@ -471,21 +494,23 @@ def _validated_filter(fields: dict[str, Any], names: Mapping[str, str]) -> Recor
     except ValidationError as exc:
         reasons = "; ".join(
             f"{names.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else '<filter>'}"
-            f": {err['msg']}"
+            f": {plain(err['msg'])}"
             for err in exc.errors(include_url=False)[:5]
         )
         raise QueryError(reasons) from None
 
 
 def _int(name: str, text: str, low: int, high: int | None = None) -> int:
+    bound = f">= {low}" if high is None else f"between {low} and {high}"
+    digits = text.strip().removeprefix("-").removeprefix("+")
+    if digits.isascii() and digits.isdigit() and len(digits) > 20:
+        # A number all the same, only too large to be worth converting.
+        raise QueryError(f"{name}: must be {bound}, got a {len(digits)}-digit number")
     try:
-        if len(text) > 20:
-            raise ValueError(text)
         value = int(text)
     except ValueError:
-        raise QueryError(f"{name}: {text!r} is not an integer") from None
+        raise QueryError(f"{name}: {text[:40]!r} is not an integer") from None
     if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise QueryError(f"{name}: must be {bound}, got {value}")
     return value
 
@@ -547,8 +572,7 @@ def parse_period(params: Mapping[str, Sequence[str]]) -> Period:
     """``/stats?from=..&to=..``: inclusive bounds on requestedAt (k-msg's createdAt)."""
     start = parse_time("from", _single("from", params["from"])) if "from" in params else None
     end = parse_time("to", _single("to", params["to"])) if "to" in params else None
-    if start is not None and end is not None and start > end:
-        raise QueryError("from: must not be after to")
+    _check_order("from", start, "to", end)
     # The bounds become a filter's requestedAt range: refused here, under their own names, if
     # the filter would refuse them.
     _validated_filter(

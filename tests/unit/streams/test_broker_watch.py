@@ -20,7 +20,7 @@ from deliverytrack.streams.app import DeliveryTrackApp, create_app
 from deliverytrack.streams.broker_watch import BrokerWatch
 from deliverytrack.streams.store import PartitionStore
 
-NOW = 1_796_461_200.25  # 2026-12-05T09:00:00.250Z
+NOW = 1_796_461_200.25  # 2026-12-05T09:00:00.250000Z
 
 
 class Clock:
@@ -50,10 +50,10 @@ async def test_unreachable_only_after_the_grace_period_and_since_the_first_failu
     assert not watch.unreachable  # a blip shorter than the grace period
     clock.now += 0.1
     assert watch.unreachable
-    assert watch.since_text() == "2026-12-05T09:00:00.250Z"
+    assert watch.since_text() == "2026-12-05T09:00:00.250000Z"
     assert watch.describe() == {
         "reachable": False,
-        "unreachableSince": "2026-12-05T09:00:00.250Z",
+        "unreachableSince": "2026-12-05T09:00:00.250000Z",
         "lastError": "KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 9092)]",
     }
     assert await watch.check(answering)
@@ -100,18 +100,19 @@ async def test_health_and_queries_while_the_broker_is_away(
     clock.now += 5
     status, body, headers = await get("/health")
     assert (status, body["status"]) == (200, "ok")  # within the grace period
-    assert body["broker"]["unreachableSince"] == "2026-12-05T09:00:00.250Z"
+    assert body["broker"]["unreachableSince"] == "2026-12-05T09:00:00.250000Z"
     assert "X-DeliveryTrack-Stale" not in headers
 
     clock.now += 5
     status, body, headers = await get("/health")
     assert status == 503
     assert body["status"] == "broker unreachable"
-    assert body["since"] == "2026-12-05T09:00:00.250Z"
+    assert body["since"] == "2026-12-05T09:00:00.250000Z"
     assert body["broker"]["lastError"].startswith("KafkaError")
     status, body, headers = await get("/records/count")
     assert (status, body) == (200, {"count": 0})
-    assert headers["X-DeliveryTrack-Stale"] == "broker unreachable since 2026-12-05T09:00:00.250Z"
+    stale = headers["X-DeliveryTrack-Stale"]
+    assert stale == "broker unreachable since 2026-12-05T09:00:00.250000Z"
 
     watch.ok()
     status, body, headers = await get("/health")

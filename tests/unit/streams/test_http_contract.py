@@ -1,0 +1,202 @@
+"""One contract, one format (issue 15), on the worker's real views:
+
+- every time the API writes is ISO-8601 UTC with ``Z`` (``/stats`` period, ``/records/due``'s
+  now), as the records are;
+- a refused parameter is named as the caller wrote it, in plain words (no snake_case field, no
+  pydantic "Value error, " prefix, "not an integer" only for what is not one);
+- a range whose start is after its end is the same 400 on every route;
+- a request aiohttp's parser refuses (a URL over 8,190 bytes, a header over it) is JSON 414/431
+  on both listeners, logged as one INFO line, no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.app import DeliveryTrackApp, create_app
+from deliverytrack.streams.cli_query import format_change
+from deliverytrack.streams.http_server import JsonErrorAppRunner
+from deliverytrack.streams.store import PartitionStore
+from deliverytrack.tables.fold import fold
+from tests.factories import T0, send_recorded_factory
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[DeliveryTrackApp, TestClient[Any, Any]]]:
+    app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
+    app.engine._stores[0] = PartitionStore(tmp_path / "p0.db")
+    app.engine.ready_partitions.add(0)
+    app.engine.ready.set()
+    async with TestClient(TestServer(app.web.web_app)) as client:  # type: ignore[attr-defined]
+        yield app, client
+    app.engine._stores[0].close()
+
+
+async def _get(client: TestClient[Any, Any], path: str) -> tuple[int, Any]:
+    async with client.get(path) as response:
+        return response.status, orjson.loads(await response.read())
+
+
+async def test_times_are_written_with_z(
+    served: tuple[DeliveryTrackApp, TestClient[Any, Any]],
+) -> None:
+    _, client = served
+    status, body = await _get(
+        client, "/stats?from=2026-12-01T09:00:00%2B09:00&to=2026-12-02T08:59:59.5%2B09:00"
+    )
+    assert status == 200, body
+    assert body["period"] == {"from": "2026-12-01T00:00:00Z", "to": "2026-12-01T23:59:59.500000Z"}
+    status, body = await _get(client, "/records/due?now=2026-12-01T09:00:00%2B09:00")
+    assert (status, body["now"]) == (200, "2026-12-01T00:00:00Z")
+    status, body = await _get(client, "/records/due?now=1796461200000")
+    assert body["now"] == "2026-12-05T09:00:00Z"
+
+
+def test_tail_lines_are_written_with_z() -> None:
+    record, emitted = fold(None, send_recorded_factory("m-1", requested_at=T0))
+    assert record is not None
+    change = emitted[0]
+    line = format_change(change)  # type: ignore[arg-type]
+    assert line.startswith(record.status_updated_at.isoformat().replace("+00:00", "Z") + "  m-1")
+    assert "+00:00" not in line and "+00:00" not in format_change(change, as_json=True)  # type: ignore[arg-type]
+
+
+BAD_PARAMETERS = [
+    # (query, the parameter named first, words the message must have)
+    ("/records?requestedAtFrom=-1", "requestedAtFrom", "before 1970"),
+    ("/records?requestedAtTo=yesterday", "requestedAtTo", "is not a time"),
+    ("/records?statusUpdatedAtFrom=2026-12-01T00:00:00", "statusUpdatedAtFrom", "no timezone"),
+    ("/records?limit=ten", "limit", "'ten' is not an integer"),
+    ("/records?limit=99999999999999999999999", "limit", "between 0 and 10000"),
+    ("/records?offset=99999999999999999999999", "offset", "between 0 and 10000"),
+    ("/records?offset=-1", "offset", "between 0 and 10000"),
+    ("/records?orderBy=createdAt", "orderBy", "requestedAt or statusUpdatedAt"),
+    ("/records?status=DONE", "status", "unknown value 'DONE'"),
+    ("/records?type=TELEGRAM", "type", "unknown value 'TELEGRAM'"),
+    ("/records?after=yesterday", "after", "nextAfter"),
+    ("/records/count?requestedAtFrom=0001-01-01T00:00:00%2B14:00", "requestedAtFrom", "not a time"),
+    ("/records/count-by?groupBy=country", "groupBy", "subset of providerId,type,status"),
+    ("/records/due?now=-1", "now", "before 1970"),
+    ("/stats?from=tomorrow", "from", "is not a time"),
+    ("/stats/summary?from=2026-12-01T00:00:00Z", "to", "required"),
+]
+
+
+@pytest.mark.parametrize(("path", "name", "words"), BAD_PARAMETERS)
+async def test_a_refused_parameter_is_named_as_written_in_plain_words(
+    served: tuple[DeliveryTrackApp, TestClient[Any, Any]], path: str, name: str, words: str
+) -> None:
+    _, client = served
+    status, body = await _get(client, path)
+    assert status == 400, body
+    message = body["error"]
+    assert message.startswith(f"{name}: "), message
+    assert words in message, message
+    for leak in ("Value error", "validation error", "_at_", "input_value"):
+        assert leak not in message, message
+    if "9999" in path:  # a number, only too large: not "is not an integer"
+        assert "not an integer" not in message, message
+
+
+REVERSED = "2026-12-02T00:00:00Z", "2026-12-01T00:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("path", "low", "high"),
+    [
+        ("/records?requestedAtFrom={0}&requestedAtTo={1}", "requestedAtFrom", "requestedAtTo"),
+        (
+            "/records/count?requestedAtFrom={0}&requestedAtTo={1}",
+            "requestedAtFrom",
+            "requestedAtTo",
+        ),
+        (
+            "/records/count-by?groupBy=status&statusUpdatedAtFrom={0}&statusUpdatedAtTo={1}",
+            "statusUpdatedAtFrom",
+            "statusUpdatedAtTo",
+        ),
+        ("/stats?from={0}&to={1}", "from", "to"),
+        ("/stats/summary?from={0}&to={1}", "from", "to"),
+    ],
+)
+async def test_a_reversed_range_is_the_same_400_everywhere(
+    served: tuple[DeliveryTrackApp, TestClient[Any, Any]], path: str, low: str, high: str
+) -> None:
+    _, client = served
+    status, body = await _get(client, path.format(*(quote(t) for t in REVERSED)))
+    assert status == 400, body
+    assert body["error"] == (
+        f"{low}: must not be after {high} (2026-12-02T00:00:00Z > 2026-12-01T00:00:00Z); no "
+        "record could match: swap them"
+    )
+
+
+async def test_the_same_millisecond_is_not_a_reversed_range(
+    served: tuple[DeliveryTrackApp, TestClient[Any, Any]],
+) -> None:
+    _, client = served
+    bounds = quote("2026-12-01T00:00:00.0009Z"), quote("2026-12-01T00:00:00.0001Z")
+    status, _ = await _get(
+        client, "/records/count?requestedAtFrom={}&requestedAtTo={}".format(*bounds)
+    )
+    assert status == 200
+
+
+async def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+async def _serve(application: web.Application) -> tuple[JsonErrorAppRunner, int]:
+    runner = JsonErrorAppRunner(application, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+@pytest.mark.parametrize("listener", ["api", "webhooks"])
+async def test_what_the_http_parser_refuses_is_json_and_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, listener: str
+) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
+    # The API's runner is the one the Faust worker sets up; the webhook listener's is its own.
+    assert isinstance(app.web._runner, JsonErrorAppRunner)  # type: ignore[attr-defined]
+    application = app.web.web_app if listener == "api" else app.webhook_listener.app  # type: ignore[attr-defined]
+    runner, port = await _serve(application)
+    caplog.set_level(logging.INFO)
+    try:
+        long_url = b"GET /records?messageId=" + b"m" * 9_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        status, headers, body = await _raw(port, long_url)
+        assert status == 414
+        assert headers["Content-Type"].startswith("application/json")
+        assert "URL is longer than 8190 bytes" in orjson.loads(body)["error"]
+        big_header = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9_000 + b"\r\n\r\n"
+        status, _, body = await _raw(port, big_header)
+        assert status == 431 and "header is longer than 8190 bytes" in orjson.loads(body)["error"]
+        status, _, body = await _raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        assert status == 400 and orjson.loads(body)["error"].startswith("malformed HTTP request")
+    finally:
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
+    refused = [r for r in caplog.records if "refused a malformed request" in r.getMessage()]
+    assert len(refused) == 3 and all(r.exc_info is None for r in refused)
