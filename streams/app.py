@@ -19,6 +19,7 @@ from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.http_server import JsonErrorAppRunner
 from deliverytrack.streams.kafka_config import faust_credentials
+from deliverytrack.streams.metrics import register_metrics
 from deliverytrack.streams.poll_loop import PollLoop
 from deliverytrack.streams.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         settings.webhook_host,
         settings.webhook_port,
         shutdown_timeout_s=settings.webhook_ack_timeout_ms / 1000 + 1,
+        metrics=app.engine.metrics,
     )
     app.service(
         FoldService(  # type: ignore[arg-type]
@@ -180,6 +182,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     _register_retention(app)
     _register_views(app)
     register_query_views(app, app.queries)
+    register_metrics(app)
     return app
 
 

@@ -84,6 +84,7 @@ from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
 from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Membership, Rebalance, query_url
+from deliverytrack.streams.metrics import Metrics
 from deliverytrack.streams.store import (
     CorrelationChange,
     MarkerChange,
@@ -303,6 +304,7 @@ class FoldEngine:
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
         self.policy: PollingPolicy = settings.fold_policy
         self.stats = EngineStats()
+        self.metrics = Metrics()  # GET /metrics (streams/metrics.py)
         # Commands the fold derives (failover outcomes) go to the commands topic; a replay,
         # which reads the recorded ones, does not write them again.
         self.reroute_commands = True
@@ -633,7 +635,9 @@ class FoldEngine:
                 # The collector stays paused for the whole batch and runs after it, when the
                 # batch's inputs, events and outputs are already freed (see gc_paused).
                 with gc_paused(limit_s=GC_PAUSE_LIMIT_S):
+                    started = time.perf_counter()
                     offsets = await self._process(batch)
+                    self.metrics.batch_folded(batch, started)
                     del batch
             await self._commit(offsets)
 
@@ -852,6 +856,7 @@ class FoldEngine:
                     )
                 )
                 step.status_changes += 1
+                self.metrics.status_changes[out.record.status] += 1
             elif isinstance(out, PollRequested):
                 outputs.append(
                     _Output(self.topics.poll_requests, msg.key, encode(out), msg.partition)
@@ -962,6 +967,7 @@ class FoldEngine:
 
     def _refused(self, msg: ConsumerRecord[bytes, bytes], exc: Exception) -> _Output:
         reason, detail = refusal(exc)
+        self.metrics.input_refused(msg.topic, reason)
         if reason == "processing-error" and self.settings.pii.protects_plain:
             # The traceback (in detail) with phone numbers masked, not the exception as is.
             log.error(
@@ -983,6 +989,7 @@ class FoldEngine:
 
     def _letter(self, source: Source, reason: str, detail: str) -> _Output:
         self.stats.dead_letters += 1
+        self.metrics.dead_letter(source.topic, reason)
         # Personal data protected: the letter keeps a masked copy, not the input's bytes.
         masked = self.settings.pii.protects_plain
         log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from deliverytrack.models.events import (
     StatusObserved,
 )
 from deliverytrack.models.policy import PiiPolicy
+from deliverytrack.streams.metrics import Metrics
 from deliverytrack.streams.providers.base import ProviderError, StatusProvider, StatusQuery
 from deliverytrack.tables.pii import (
     PiiError,
@@ -49,6 +51,7 @@ class Poller:
         self.clock = clock
         self.pii = pii or PiiPolicy()
         self.calls = 0
+        self.metrics: Metrics | None = None  # provider calls by outcome, and their latency
 
     def query(self, request: PollRequested) -> StatusQuery:
         """The provider query; the plain ``to`` decrypted from ``toEncrypted`` when the record
@@ -92,6 +95,7 @@ class Poller:
         result: ProviderStatus | None = None
         error: ProviderErrorInfo | None = None
         provider = self.providers.get(request.provider_id)
+        started = time.perf_counter()
         if provider is None:
             outcome = "provider_not_found"
         elif not provider.supports_status:
@@ -138,6 +142,9 @@ class Poller:
                     "error",
                     ProviderErrorInfo(code="UNKNOWN_ERROR", message=repr(exc), retryable=True),
                 )
+        if self.metrics is not None and outcome not in ("provider_not_found", "unsupported"):
+            elapsed = time.perf_counter() - started
+            self.metrics.provider_call(request.provider_id, outcome, elapsed)
         if error is not None and self.pii.protects_plain:
             # A provider's error text may quote the number (it is published and kept).
             error = error.model_copy(update={"message": mask_phone_text(error.message)})

@@ -23,6 +23,7 @@ from aiohttp import web as aiohttp_web
 from multidict import CIMultiDict
 
 from deliverytrack.streams.http_server import JsonErrorAppRunner
+from deliverytrack.streams.metrics import UNKNOWN, Metrics
 from deliverytrack.streams.web import _dumps, json_errors
 from deliverytrack.streams.webhooks import WebhookIngress
 
@@ -34,7 +35,7 @@ def _json(body: object, status: int = 200) -> aiohttp_web.Response:
 
 
 def webhook_application(
-    ingress: WebhookIngress, healthy: Callable[[], bool]
+    ingress: WebhookIngress, healthy: Callable[[], bool], metrics: Metrics | None = None
 ) -> aiohttp_web.Application:
     """The public listener's routes (an aiohttp application; tests serve it directly)."""
 
@@ -49,6 +50,9 @@ def webhook_application(
             # For provider consoles that take only a URL: /webhooks/<id>?token=<secret>.
             headers["X-Webhook-Token"] = token
         status, answer = await ingress.handle(provider_id, headers, body)
+        if metrics is not None:  # a provider id from the URL is a label only if configured
+            known = provider_id if provider_id in ingress.adapters else UNKNOWN
+            metrics.webhook_request(known, status)
         return _json(answer, status)
 
     async def health(request: aiohttp_web.Request) -> aiohttp_web.Response:
@@ -73,8 +77,9 @@ class WebhookListener:
         port: int,
         *,
         shutdown_timeout_s: float = 15.0,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.app = webhook_application(ingress, healthy)
+        self.app = webhook_application(ingress, healthy, metrics)
         self.host = host
         self.port = port
         self.shutdown_timeout_s = shutdown_timeout_s
