@@ -16,6 +16,18 @@ install() { .venv/bin/python -m pip install --quiet "$@" >"$pip_log" 2>&1 || { c
 install --upgrade pip
 install -e '.[dev]'
 
+# The dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's headless
+# Chromium through Selenium: no browser download. About a minute of apt the first time.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "== Chromium and chromedriver (apt-get, once)"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  apt_log=.venv/apt-install.log
+  { $sudo apt-get install -y chromium chromium-driver >"$apt_log" 2>&1 \
+    || { $sudo apt-get update >>"$apt_log" 2>&1 \
+         && $sudo apt-get install -y chromium chromium-driver >>"$apt_log" 2>&1; }; } \
+    || { cat "$apt_log"; exit 1; }
+fi
+
 echo "== Kafka broker jars (Maven Central, cached)"
 .venv/bin/python -m deliverytrack.streams.kafka_broker --fetch-only
 

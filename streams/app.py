@@ -15,6 +15,7 @@ from mode import Service
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.auth import ApiTokens, api_auth, caller_of, check_listeners
 from deliverytrack.streams.broker_watch import BrokerWatch, stale_marker
+from deliverytrack.streams.dashboard import register_dashboard
 from deliverytrack.streams.dispatcher import WebhookDispatcher
 from deliverytrack.streams.engine import FoldEngine
 from deliverytrack.streams.http_server import JsonErrorAppRunner
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     _register_views(app)
     register_query_views(app, app.queries)
     register_metrics(app)
+    register_dashboard(app, app.engine)
     return app
 
 

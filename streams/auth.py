@@ -1,9 +1,10 @@
 """Who may use the API listener: bearer tokens (README "Security").
 
-- Every route of the API listener except ``GET /health`` needs ``Authorization: Bearer
-  <token>`` with one of ``DELIVERYTRACK_API_TOKENS`` (or ``_API_PII_TOKENS``). Missing or
-  wrong: 401 with a JSON error and ``WWW-Authenticate: Bearer`` (RFC 6750), before any route
-  runs, so an unknown path answers 401 too and reveals nothing.
+- Every route of the API listener except ``GET /health`` and the dashboard's static page
+  (``GET /ui``, its script and style) needs ``Authorization: Bearer <token>`` with one of
+  ``DELIVERYTRACK_API_TOKENS`` (or ``_API_PII_TOKENS``). Missing or wrong: 401 with a JSON
+  error and ``WWW-Authenticate: Bearer`` (RFC 6750), before any route runs, so an unknown
+  path answers 401 too and reveals nothing.
 - Compared in constant time: the SHA-256 of the offered token against the SHA-256 of every
   configured one, all of them compared (no early exit, no length to time).
 - Several tokens at once, for rotation; workers send theirs to each other's
@@ -31,8 +32,9 @@ from pydantic import SecretStr
 
 from deliverytrack.models.settings import Settings
 
-PUBLIC_PATHS = frozenset({"/health"})
-"""Routes of the API listener that answer without a token (with less)."""
+PUBLIC_PATHS = frozenset({"/health", "/ui", "/ui/dashboard.js", "/ui/dashboard.css"})
+"""Routes of the API listener that answer without a token: ``/health`` (with less) and the
+dashboard's static files (``streams/dashboard.py``; the data they fetch needs a token)."""
 
 
 @dataclass(frozen=True, slots=True)

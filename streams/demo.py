@@ -201,6 +201,10 @@ class Demo:
             f"worker ready; HTTP API on http://127.0.0.1:{settings.web_port} (Authorization: "
             f"Bearer $(cat {token_file})), webhooks on http://127.0.0.1:{settings.webhook_port}"
         )
+        self.say(
+            f"dashboard: http://127.0.0.1:{settings.web_port}/ui (it asks for the API token: "
+            f"the contents of {token_file})"
+        )
 
         producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=10)
         consumer = AIOKafkaConsumer(

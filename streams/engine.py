@@ -85,6 +85,7 @@ from deliverytrack.streams.boundary import Refused, Source, check_size, dead_let
 from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Membership, Rebalance, query_url
 from deliverytrack.streams.metrics import Metrics
+from deliverytrack.streams.recent import RecentOutputs
 from deliverytrack.streams.store import (
     CorrelationChange,
     MarkerChange,
@@ -304,6 +305,8 @@ class FoldEngine:
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
         self.policy: PollingPolicy = settings.fold_policy
         self.stats = EngineStats()
+        # The last status changes and dead letters published, for the dashboard (GET /recent).
+        self.recent = RecentOutputs(self.topics.status_changes, self.topics.dead_letters)
         self.metrics = Metrics()  # GET /metrics (streams/metrics.py)
         # Commands the fold derives (failover outcomes) go to the commands topic; a replay,
         # which reads the recorded ones, does not write them again.
@@ -1052,6 +1055,7 @@ class FoldEngine:
                 )
             )
         await asyncio.gather(*futures)
+        self.recent.note(outputs)
 
     async def _send_batches(
         self, topic: str, partition: int, items: Iterable[tuple[bytes | None, bytes | None]]

@@ -70,6 +70,7 @@ def test_ctrl_c_with_stdout_gone_stops_everything(kafka_broker: Any) -> None:
         )
         worker_pid, workdir = int(started.group(1)), Path(started.group(2))
         _read_until(demo.stdout, r"worker ready", 90)
+        _read_until(demo.stdout, r"dashboard: http://127\.0\.0\.1:\d+/ui ", 10)
         assert _alive(worker_pid) and workdir.is_dir()
         # The reader goes away (tee killed by the same Ctrl-C), then the demo gets SIGINT.
         demo.stdout.close()

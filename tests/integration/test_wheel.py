@@ -186,9 +186,16 @@ def _site_packages(venv: Path) -> Path:
 
 
 def _expected_files() -> set[str]:
-    """Every module as pyproject maps it (deliverytrack/models/x.py <- models/x.py), py.typed."""
+    """Every module as pyproject maps it (deliverytrack/models/x.py <- models/x.py), and the
+    package data (py.typed, the dashboard's files)."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    expected = {"deliverytrack/py.typed"}
+    expected: set[str] = set()
+    for package, patterns in config["package-data"].items():
+        base = ROOT / config["package-dir"].get(package, package)
+        for pattern in patterns:
+            for path in base.glob(pattern):
+                rel = path.relative_to(base)
+                expected.add("/".join([*package.split("."), *rel.parts]))
     for package, directory in config["package-dir"].items():
         base = ROOT / directory
         for path in base.rglob("*.py"):
