@@ -132,6 +132,8 @@ async def test_dashboard_in_a_browser(
         browser.execute_script("return sessionStorage.getItem('deliverytrack.apiToken')")
         == worker.token
     )
+    assert not form.is_displayed()  # the token is taken: the prompt is gone
+    assert browser.find_element(By.ID, "forget-token").is_displayed()
 
     status, stats = worker.http_get("/stats")
     assert status == 200 and stats["totalMessages"] == 4
