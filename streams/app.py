@@ -298,6 +298,7 @@ def _register_views(app: DeliveryTrackApp) -> None:
                 "status": state,
                 **since,
                 "broker": watch.describe(),
+                "memory": engine.memory(),
                 "assignedPartitions": engine.assigned_partitions,
                 "readyPartitions": sorted(engine.ready_partitions),
                 "queryUrl": engine.membership.url,

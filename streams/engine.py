@@ -84,6 +84,7 @@ from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
 from deliverytrack.streams.kafka_config import kafka_client_kwargs
 from deliverytrack.streams.membership import Membership, Rebalance, query_url
+from deliverytrack.streams.memory import HeapTrimmer, RocksMemory, rss_bytes, tune_heap
 from deliverytrack.streams.metrics import Metrics
 from deliverytrack.streams.recent import RecentOutputs
 from deliverytrack.streams.store import (
@@ -305,9 +306,9 @@ class FoldEngine:
         self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
         self.policy: PollingPolicy = settings.fold_policy
         self.stats = EngineStats()
+        self.metrics = Metrics()  # GET /metrics (streams/metrics.py)
         # The last status changes and dead letters published, for the dashboard (GET /recent).
         self.recent = RecentOutputs(self.topics.status_changes, self.topics.dead_letters)
-        self.metrics = Metrics()  # GET /metrics (streams/metrics.py)
         # Commands the fold derives (failover outcomes) go to the commands topic; a replay,
         # which reads the recorded ones, does not write them again.
         self.reroute_commands = True
@@ -354,6 +355,10 @@ class FoldEngine:
         # A partition restore that failed (in the rebalance listener, whose errors aiokafka
         # swallows): the loop raises it, the worker restarts.
         self._restore_error: Exception | None = None
+        # What bounds the worker's memory (streams/memory.py): one RocksDB budget for all its
+        # stores, and the C heap's freed pages returned after batches.
+        self.rocks_memory = RocksMemory(settings.rocksdb_memory_mb)
+        self.heap = HeapTrimmer()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -401,6 +406,7 @@ class FoldEngine:
             max_poll_interval_ms=600_000,
             fetch_max_wait_ms=self.settings.fetch_max_wait_ms,
         )
+        tune_heap()
         await self._producer.start()
         await self._partitions(self.topics.send_results)
         self._consumer.subscribe(
@@ -444,6 +450,17 @@ class FoldEngine:
         if self._consumer is None:
             raise RuntimeError("the fold engine is not started")
         return self._consumer
+
+    def memory(self) -> dict[str, Any]:
+        """What this worker holds (/health's ``memory``): RSS, the record cache, RocksDB's
+        shared budget and use, and the heap trims so far."""
+        return {
+            "rssBytes": rss_bytes(),
+            "recordCacheRecords": sum(s.cached_records for s in list(self._stores.values())),
+            "recordCacheLimit": self.settings.record_cache_size,
+            "rocksdb": self.rocks_memory.usage(),
+            "heapTrims": self.heap.trims,
+        }
 
     def held_commands(self) -> int:
         """Commands waiting for their send result on this worker's partitions."""
@@ -621,6 +638,7 @@ class FoldEngine:
         while not self._stopping:
             if self._restore_error is not None:
                 raise self._restore_error
+            self.heap.maybe_trim()
             try:
                 fetched = await self.consumer.getmany(
                     timeout_ms=timeout_ms, max_records=max_records
@@ -643,6 +661,7 @@ class FoldEngine:
                     self.metrics.batch_folded(batch, started)
                     del batch
             await self._commit(offsets)
+            self.heap.freed()  # the batch's buffers are freed: their pages go back (below)
 
     def _buffer_fetched(
         self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
@@ -1141,7 +1160,9 @@ class FoldEngine:
                     store.cache_size = share
                 for partition in sorted(partitions - set(self._stores)):
                     store = PartitionStore(
-                        self._state_dir / f"partition-{partition}.db", cache_size=share
+                        self._state_dir / f"partition-{partition}.db",
+                        cache_size=share,
+                        memory=self.rocks_memory,
                     )
                     try:
                         self._positions[partition] = await self._catch_up(partition, store)

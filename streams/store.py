@@ -40,6 +40,7 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.memory import RocksMemory
 from deliverytrack.tables.aggregates import (
     TOTAL,
     Counter,
@@ -121,10 +122,14 @@ class PartitionStore:
     are frozen and the fold never changes the ones it is given, so a cached record is always
     the stored one. Evicted oldest-written first."""
 
-    def __init__(self, path: Path, cache_size: int = 0) -> None:
+    def __init__(self, path: Path, cache_size: int = 0, memory: RocksMemory | None = None) -> None:
+        """``memory``: the block cache and write buffers the worker's stores share (bounded
+        together); without it, RocksDB's defaults (per store, unbounded in sum)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        if memory is not None:
+            memory.configure(options)
         self.path = path
         self._db = Rdict(str(path), options)
         self.closed = False
@@ -165,6 +170,10 @@ class PartitionStore:
         self.closed = True
         self._cache.clear()
         self._db.close()
+
+    @property
+    def cached_records(self) -> int:
+        return len(self._cache)
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import faust
 from aiokafka.errors import KafkaError
 
 from deliverytrack.streams.logs import install_log_gate
+from deliverytrack.streams.memory import tune_heap
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Worker(faust.Worker):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("redirect_stdouts", False)
+        tune_heap()  # before Faust's and RocksDB's threads start (streams/memory.py)
         super().__init__(app, **kwargs)
         self.log_repeat_interval_s = log_repeat_interval_s
         self.deadline = ShutdownDeadline(
