@@ -7,25 +7,47 @@ threshold 50,000, collector paused during each batch's synchronous work).
 
     .venv/bin/python bench/offline_fold.py --record-cache 60000
     .venv/bin/python bench/offline_fold.py --record-cache 0
+
+``--compare`` times the CPU of decode + fold + encode per event (``time.process_time``, so
+other processes on the machine inflate it less than wall time; no RocksDB write) of
+today's path (the engine's own ``_fold_partition``: pydantic decode, ``fold_marked``,
+``encode_record``/``encode_status_changed``) and of the hot path (``tables.hot.batch
+.fold_batch``: hand-checked dicts and orjson, pydantic per input where the hot path declines),
+alternated in one process, and checks that both wrote the same bytes:
+
+    .venv/bin/python bench/offline_fold.py --compare --rounds 3
+    .venv/bin/python bench/offline_fold.py --compare --rounds 3 --record-cache 0   # records read
+    .venv/bin/python bench/offline_fold.py --compare --profile hot                  # cProfile
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
+import pstats
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from aiokafka.structs import ConsumerRecord  # noqa: E402
-from fold_throughput import generate  # noqa: E402
+from fold_throughput import Workload, generate  # noqa: E402
 
 from deliverytrack.models.settings import Settings  # noqa: E402
 from deliverytrack.streams.engine import FoldEngine, gc_paused  # noqa: E402
 from deliverytrack.streams.store import PartitionStore, Position  # noqa: E402
+from deliverytrack.tables.hot.batch import FoldInput, Limits, Record, fold_batch  # noqa: E402
+from deliverytrack.tables.hot.codec import COMMAND, SEND, load_record  # noqa: E402
+from deliverytrack.tables.hot.fold import HotFold  # noqa: E402
+
+Batches = list[list[ConsumerRecord[bytes, bytes]]]
 
 
 def main() -> None:
@@ -34,22 +56,43 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--record-cache", type=int, default=60_000)
+    parser.add_argument("--compare", action="store_true", help="today's path vs the hot path")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare: runs of each, alternated")
+    parser.add_argument(
+        "--profile", choices=("hot", "engine"), help="--compare: cProfile one run of this path"
+    )
     args = parser.parse_args()
     work = generate(args.events, args.keys)
+    if args.compare:
+        compare(work, args)
+    else:
+        engine_with_write(work, args)
+
+
+def _batches(engine: FoldEngine, work: Workload, size: int) -> Batches:
+    items = [*work.sends, *(item for commands in work.commands for item in commands)]
+    topics = [engine.topics.send_results] * len(work.sends)
+    topics += [engine.topics.commands] * (len(items) - len(work.sends))
+    records = [
+        ConsumerRecord(topic, 0, i, i, 0, k, v, None, len(k), len(v), ())
+        for i, (topic, (k, v)) in enumerate(zip(topics, items, strict=True))
+    ]
+    return [records[i : i + size] for i in range(0, len(records), size)]
+
+
+def _engine(tmp: str) -> FoldEngine:
+    settings = Settings(app_id="offline", topic_prefix="offline.", data_dir=Path(tmp))
+    return FoldEngine(settings)
+
+
+def engine_with_write(work: Workload, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="dt-offline-") as tmp:
-        settings = Settings(app_id="offline", topic_prefix="offline.", data_dir=Path(tmp))
-        engine = FoldEngine(settings)
+        engine = _engine(tmp)
         store = PartitionStore(Path(tmp) / "p0.db", cache_size=args.record_cache)
         engine._stores[0] = store
         engine._positions[0] = Position()
-        items = [*work.sends, *(item for commands in work.commands for item in commands)]
-        topics = [engine.topics.send_results] * len(work.sends)
-        topics += [engine.topics.commands] * (len(items) - len(work.sends))
-        records = [
-            ConsumerRecord(topic, 0, i, i, 0, k, v, None, len(k), len(v), ())
-            for i, (topic, (k, v)) in enumerate(zip(topics, items, strict=True))
-        ]
-        batches = [records[i : i + args.batch] for i in range(0, len(records), args.batch)]
+        batches = _batches(engine, work, args.batch)
+        events = sum(len(b) for b in batches)
         gc.freeze()
         gc.set_threshold(50_000, 20, 20)
         fold_s = write_s = 0.0
@@ -65,11 +108,159 @@ def main() -> None:
             write_s += time.perf_counter() - t1
         total = time.perf_counter() - started
         print(
-            f"{len(records):,} events in {total:.2f}s = {len(records) / total:,.0f} events/s "
+            f"{events:,} events in {total:.2f}s = {events / total:,.0f} events/s "
             f"(fold {fold_s:.2f}s, write {write_s:.2f}s); record cache {args.record_cache:,}: "
             f"{store.cache_hits:,} hits, {store.cache_misses:,} misses"
         )
         store.close()
+
+
+# --- --compare ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    fold_s: float = 0.0
+    """CPU seconds of this process in the fold calls (GC paused, as the engine runs them)."""
+    gc_s: float = 0.0
+    """CPU seconds in the cyclic GC over the whole run (it collects after the batches what
+    they left behind: the records kept, the outputs)."""
+    hot: int = 0
+    outputs: list[bytes] = field(default_factory=list)
+
+
+class _GcClock:
+    """Times every collection through ``gc.callbacks``."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.process_time()
+        else:
+            self.run.gc_s += time.process_time() - self.started
+
+    def __enter__(self) -> _GcClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def run_engine(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
+    """Today's path: the engine's ``_fold_partition`` (timed) + ``PartitionStore.write`` (not
+    timed: it fills the record cache the next batches read, as in the engine)."""
+    engine = _engine(tmp)
+    store = PartitionStore(Path(tmp) / "engine.db", cache_size=args.record_cache)
+    engine._stores[0] = store
+    engine._positions[0] = Position()
+    run = Run()
+    with _GcClock(run):
+        for batch in _batches(engine, work, args.batch):
+            out: list[Any] = []
+            with gc_paused():
+                t0 = time.process_time()
+                changes = engine._fold_partition(0, batch, out, {})
+                run.fold_s += time.process_time() - t0
+            with gc_paused():
+                store.write(changes, Position())
+            run.outputs.extend(o.value for o in out)
+            run.outputs.extend(raw for _, _, raw in changes.values() if raw is not None)
+        store.close()
+    return run
+
+
+def run_hot(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
+    """The hot path: ``fold_batch`` (timed). Between batches the records are kept as the
+    store's cache would keep them (hot records), or with ``--record-cache 0`` as their bytes,
+    read back through ``load_record`` in the timed part (a RocksDB read after the get)."""
+    engine = _engine(tmp)
+    hot = HotFold(engine.policy)
+    kinds = {engine.topics.send_results: SEND, engine.topics.commands: COMMAND}
+    limits = Limits(engine.settings.max_input_bytes, engine.record_limit)
+    kept: dict[str, Record | None] = {}
+    stored: dict[str, bytes] = {}
+
+    def read(message_id: str) -> Record | None:
+        if args.record_cache:
+            return kept.get(message_id)
+        raw = stored.get(message_id)
+        return None if raw is None else load_record(raw)
+
+    run = Run()
+    with _GcClock(run):
+        for batch in _batches(engine, work, args.batch):
+            inputs = [FoldInput(kinds[r.topic], r.key, r.value) for r in batch]
+            with gc_paused():
+                t0 = time.process_time()
+                result = fold_batch(hot, inputs, read, lambda _: None, limits)
+                run.fold_s += time.process_time() - t0
+            for message_id, (_, new, raw) in result.changes.items():
+                kept[message_id] = new
+                if raw is not None:
+                    stored[message_id] = raw
+            run.hot += result.hot
+            run.outputs.extend(value for _, _, _, value, _ in result.outputs)
+            run.outputs.extend(raw for _, _, raw in result.changes.values() if raw is not None)
+    return run
+
+
+def compare(work: Workload, args: argparse.Namespace) -> None:
+    events = args.events
+    paths: dict[str, Callable[[Workload, argparse.Namespace, str], Run]] = {
+        "engine": run_engine,
+        "hot": run_hot,
+    }
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="dt-offline-") as tmp:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            paths[args.profile](work, args, tmp)
+            profiler.disable()
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(25)
+        return
+    fold: dict[str, list[float]] = {name: [] for name in paths}
+    collect: dict[str, list[float]] = {name: [] for name in paths}
+    reference: list[bytes] | None = None
+    for round_ in range(args.rounds):
+        for name, path in paths.items():
+            with tempfile.TemporaryDirectory(prefix="dt-offline-") as tmp:
+                run = path(work, args, tmp)
+            if reference is None:
+                reference = run.outputs
+            elif run.outputs != reference:
+                raise SystemExit(f"{name} wrote other bytes than the engine (round {round_ + 1})")
+            fold[name].append(run.fold_s / events * 1e6)
+            collect[name].append(run.gc_s / events * 1e6)
+            hot = f", {run.hot:,} inputs on the hot path" if name == "hot" else ""
+            print(
+                f"round {round_ + 1} {name:6}: {fold[name][-1]:6.2f} µs/event CPU, "
+                f"GC {collect[name][-1]:5.2f} µs/event{hot}",
+                flush=True,
+            )
+
+    def line(name: str, label: str) -> str:
+        runs = " / ".join(f"{t:.2f}" for t in fold[name])
+        return (
+            f"  {label:40} {statistics.median(fold[name]):6.2f} µs/event ({runs}); "
+            f"GC {statistics.median(collect[name]):.2f}"
+        )
+
+    ratio = statistics.median(fold["engine"]) / statistics.median(fold["hot"])
+    print(
+        f"\nCPU of decode + fold + encode, {events:,} events, record cache "
+        f"{args.record_cache:,}, median of {args.rounds}:\n"
+        f"{line('engine', 'today (engine _fold_partition):')}\n"
+        f"{line('hot', 'hot path (tables.hot fold_batch):')}\n"
+        f"  ratio today / hot: {ratio:.2f}x; outputs and records byte-identical"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,572 @@
+"""The fold on JSON dicts: ``tables.fold`` for the common inputs, byte for byte.
+
+Each function here mirrors one of ``tables.fold`` (named in its docstring) on records kept as
+their canonical JSON dicts (``codec.HotRecord``), with times as their canonical texts. What it
+does not cover it declines: :meth:`HotFold.fold` returns None and the caller folds that input
+with ``tables.deletion.fold_marked`` on the models. Declined:
+
+- held commands, deletion markers, unknown messageIds (``fold_marked``'s own cases);
+- personal data: a send result while ``pii.enabled`` (hashes, masks, ciphertexts), a report or
+  observation with ``raw`` while plain numbers are protected (masking);
+- API failover: a transition to FAILED while ``apiFailover.enabled``;
+- a send result with ``failoverOf`` or webhooks (declined by the decoder already);
+- anything that raises (an overflowing date): the pydantic path raises it with its own
+  traceback, which is what the dead letter keeps.
+
+``tests/unit/tables/test_hot_equivalence.py`` checks that both paths give the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Final
+
+from deliverytrack.models.enums import POLLABLE_STATUSES, TrackingStatus
+from deliverytrack.models.events import PollRequested
+from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.records import RetentionClass
+from deliverytrack.tables.due_index import epoch_ms
+from deliverytrack.tables.fold import (
+    MISSING_PROVIDER_MESSAGE_ID,
+    REMEMBERED_EVENT_IDS,
+    TRACKING_TIMEOUT,
+    UNSUPPORTED_PROVIDER,
+    can_transition,
+)
+from deliverytrack.tables.hot import codec
+from deliverytrack.tables.hot.codec import (
+    COMMAND,
+    DUE,
+    OBSERVATION,
+    REPORT,
+    SEND,
+    HotEvent,
+    HotRecord,
+    dump,
+    provider_id_link,
+    status_change,
+)
+from deliverytrack.tables.hot.schema import parse_utc, text_of
+from deliverytrack.tables.retention import resolve_retention_days, to_retention_bucket_ym
+
+STATUS_CHANGE: Final = "status-change"
+"""Output kinds. A status change and a poll request go out keyed by the input's key (key
+None), a provider-id link with its own key."""
+POLL_REQUEST: Final = "poll-request"
+PROVIDER_ID_LINK: Final = "provider-id-link"
+
+HotOutput = tuple[str, bytes | None, bytes, str | None]
+"""(kind, key or None for the input's, value, the new status of a status change)."""
+
+# tables.fold's status model, tabulated from its own functions.
+_CAN: Final = {
+    (old.value, new.value): can_transition(old, new)
+    for old in TrackingStatus
+    for new in TrackingStatus
+}
+_POLLABLE: Final = frozenset(status.value for status in POLLABLE_STATUSES)
+_ERRORS: Final = {
+    error.code: error.model_dump(mode="json", by_alias=True)
+    for error in (MISSING_PROVIDER_MESSAGE_ID, TRACKING_TIMEOUT, UNSUPPORTED_PROVIDER)
+}
+_MISSING_ID = _ERRORS[MISSING_PROVIDER_MESSAGE_ID.code]
+_TIMEOUT = _ERRORS[TRACKING_TIMEOUT.code]
+_UNSUPPORTED = _ERRORS[UNSUPPORTED_PROVIDER.code]
+_PMID_MAX: Final = PollRequested.model_fields["provider_message_id"].metadata[-1].max_length
+_RANK: Final = {alias: rank for rank, alias in enumerate(codec.RECORD_SPEC.order)}
+_NO_ATTEMPT: Final = {"attempted": False, "status": "not_attempted"}
+
+
+class HotStep:
+    """What one input did: the record after it (the very object given when nothing changed)
+    and its outputs in publishing order."""
+
+    __slots__ = ("record", "outputs")
+
+    def __init__(self, record: HotRecord | None, outputs: tuple[HotOutput, ...] = ()) -> None:
+        self.record = record
+        self.outputs = outputs
+
+
+class _Decline(Exception):  # noqa: N818 - control flow: this input takes the pydantic path
+    pass
+
+
+class HotFold:
+    """The hot fold under one policy (the worker's ``Settings.fold_policy``)."""
+
+    def __init__(self, policy: PollingPolicy) -> None:
+        self.policy = policy
+        self.enabled = codec.ENABLED
+        self.hashes_sends = policy.pii.enabled
+        self.masks_raw = policy.pii.protects_plain
+        self.failover = policy.api_failover.enabled
+        self.initial_delay = timedelta(milliseconds=policy.initial_delay_ms)
+        self.grace = timedelta(milliseconds=policy.scheduled_grace_ms)
+        self.lease = timedelta(milliseconds=policy.lease_ms)
+        self.max_tracking = timedelta(milliseconds=policy.max_tracking_duration_ms)
+        self.tracks_forever = policy.max_tracking_duration_ms <= 0
+        self.unsupported_gives_up = policy.unsupported_provider_strategy == "unknown"
+        retention = policy.retention
+        self.default_class: RetentionClass = retention.default_class
+        self.retention_days = {
+            name: timedelta(days=resolve_retention_days(retention, name))
+            for name in ("opsLogs", "telecomMetadata", "billingEvidence")
+        }
+        self.retention_enabled = retention.enabled
+        self._handlers: dict[str, Callable[[HotRecord, dict[str, Any]], HotStep]] = {
+            COMMAND: self._update_status,
+            DUE: self._due_check,
+            OBSERVATION: self._observed,
+            REPORT: self._reported,
+        }
+
+    def decode(self, kind: str, raw: bytes | None) -> HotEvent | None:
+        """The input of ``kind`` (``codec.KINDS``), or None: decode it with ``models.codec``."""
+        return codec.decode(kind, raw) if self.enabled else None
+
+    def fold(self, record: HotRecord | None, kind: str, event: HotEvent) -> HotStep | None:
+        """``fold_marked(record, None, event)``, or None: fold this input on the models.
+        ``record`` None means the messageId has neither a record nor a marker."""
+        if not self.enabled:
+            return None
+        try:
+            if record is None:
+                if kind == SEND:
+                    return self._record_send(event)
+                if kind == DUE or kind == OBSERVATION:
+                    return HotStep(None)  # a stale timer or poll: nothing to do
+                return None  # held, or an unknown message: fold_marked decides
+            if event["eventId"] in record.data["processedEventIds"]:
+                return HotStep(record)  # a duplicate
+            if kind == SEND:
+                return HotStep(record)  # the first send result wins
+            return self._handlers[kind](record, event)
+        except _Decline:
+            return None
+        except Exception:  # noqa: BLE001 - the pydantic path raises it with its own traceback
+            return None
+
+    # --- send results (tables.fold._record_send, _send_metadata) ----------------------------
+
+    def _record_send(self, e: dict[str, Any]) -> HotStep:
+        if self.hashes_sends or e.get("failoverOf") is not None or e["webhooks"]:
+            raise _Decline
+        message_id, provider_id, event_id = e["messageId"], e["providerId"], e["eventId"]
+        requested_at = e["requestedAt"]
+        recorded_at = e.get("recordedAt") or requested_at
+        provider_message_id = (e.get("providerMessageId") or "").strip()
+        initial = e.get("initialStatus")
+        scheduled_at = e.get("scheduledAt")
+        last_error = None
+        next_check_at = None
+        if initial is not None and not provider_message_id:
+            status = initial
+        elif not provider_message_id:
+            status = "UNKNOWN"
+            last_error = _MISSING_ID
+        elif scheduled_at is not None:
+            status = "PENDING"
+            next_check_at = text_of(parse_utc(scheduled_at) + self.grace)
+        else:
+            status = initial or "SENT"
+            next_check_at = text_of(parse_utc(requested_at) + self.initial_delay)
+        entry: dict[str, Any] = {
+            "status": status,
+            "at": recorded_at,
+            "source": "system",
+            "provider": provider_id,
+        }
+        if last_error is not None:
+            entry["details"] = {"code": last_error["code"], "message": last_error["message"]}
+        entry["eventId"] = event_id
+        retention_class = e.get("retentionClass") or self.default_class
+        until = parse_utc(requested_at) + self.retention_days[retention_class]
+        record: dict[str, Any] = {
+            "messageId": message_id,
+            "providerId": provider_id,
+            "providerMessageId": provider_message_id,
+            "type": e["type"],
+            "to": e["to"],
+        }
+        if e.get("from") is not None:
+            record["from"] = e["from"]
+        record["requestedAt"] = requested_at
+        if scheduled_at is not None:
+            record["scheduledAt"] = scheduled_at
+        record["status"] = status
+        record["statusUpdatedAt"] = recorded_at
+        record["attemptCount"] = 0
+        if next_check_at is not None:
+            record["nextCheckAt"] = next_check_at
+        if last_error is not None:
+            record["lastError"] = last_error
+        metadata = self._send_metadata(e)
+        if metadata is not None:
+            record["metadata"] = metadata
+        record["cryptoState"] = "plain"
+        record["retentionClass"] = retention_class
+        record["retentionBucketYm"] = to_retention_bucket_ym(until)
+        if self.retention_enabled:
+            record["retentionUntil"] = text_of(until)
+        if e.get("expiresAt") is not None:
+            record["expiresAt"] = e["expiresAt"]
+        record["webhooks"] = []
+        record["checkSeq"] = 0
+        record["sequence"] = 1
+        record["statusHistory"] = [entry]
+        record["processedEventIds"] = [event_id]
+        new = HotRecord(record, dump(record))
+        outputs: tuple[HotOutput, ...] = (
+            (
+                STATUS_CHANGE,
+                None,
+                status_change(new, None, "system", recorded_at, event_id),
+                status,
+            ),
+        )
+        if provider_message_id:
+            key, value = provider_id_link(message_id, provider_id, provider_message_id, recorded_at)
+            outputs = (*outputs, (PROVIDER_ID_LINK, key, value, None))
+        return HotStep(new, outputs)
+
+    @staticmethod
+    def _send_metadata(e: dict[str, Any]) -> dict[str, Any] | None:
+        metadata: dict[str, Any] = dict(e.get("metadata") or {})
+        custom_fields = e.get("customFields")
+        if custom_fields:
+            metadata["customFields"] = dict(custom_fields)
+        failover = e.get("failover")
+        if e["type"] == "ALIMTALK" and (
+            failover is not None or not isinstance(metadata.get("failover"), dict)
+        ):
+            metadata["failover"] = {
+                "request": dict(failover or {}),
+                "sendWarningCodes": [warning["code"] for warning in e["warnings"]],
+                "apiAttempt": dict(_NO_ATTEMPT),
+            }
+        return metadata or None
+
+    # --- commands (tables.fold._update_status) -------------------------------------------------
+
+    def _update_status(self, record: HotRecord, e: dict[str, Any]) -> HotStep:
+        data = record.data
+        updates: dict[str, Any] = {}
+        for key in ("sentAt", "deliveredAt", "failedAt", "clickedAt"):
+            value = e.get(key)
+            if value is not None:
+                updates[key] = value
+        if e.get("providerStatusCode"):
+            updates["providerStatusCode"] = e["providerStatusCode"]
+        if e.get("providerStatusMessage"):
+            updates["providerStatusMessage"] = e["providerStatusMessage"]
+        error = e.get("error")
+        if error is not None:
+            updates["lastError"] = error
+        status = e["status"]
+        if status == data["status"]:
+            fresh = {k: v for k, v in updates.items() if data.get(k) != v}
+            return self._changed(record, e["eventId"], fresh) if fresh else HotStep(record)
+        if not _CAN[data["status"], status]:
+            return HotStep(record)
+        details: dict[str, Any] = dict(e.get("details") or {})
+        if error is not None:
+            details["error"] = {"code": error["code"], "message": error["message"]}
+        return self._transition(
+            record,
+            status=status,
+            at=e["at"],
+            source=e["source"],
+            event_id=e["eventId"],
+            provider=e.get("provider"),
+            details=details or None,
+            updates=updates,
+        )
+
+    # --- polling (tables.fold._due_check, _observed, _apply_result) ----------------------------
+
+    def _due_check(self, record: HotRecord, e: dict[str, Any]) -> HotStep:
+        data = record.data
+        if data["status"] not in _POLLABLE or "trackingStoppedAt" in data:
+            return HotStep(record)
+        due = data.get("checkLeaseUntil") or data.get("nextCheckAt")
+        if due is None:
+            return HotStep(record)
+        if due != e["dueAt"] and epoch_ms(parse_utc(due)) != epoch_ms(parse_utc(e["dueAt"])):
+            return HotStep(record)
+        event_id = e["eventId"]
+        now = e["issuedAt"]
+        checked: dict[str, Any] = {
+            "attemptCount": data["attemptCount"] + 1,
+            "lastCheckedAt": now,
+            "checkLeaseUntil": None,
+        }
+        if not data["providerMessageId"]:
+            return self._give_up(record, event_id, now, _MISSING_ID, checked)
+        moment = parse_utc(now)
+        scheduled_at = data.get("scheduledAt")
+        if scheduled_at is not None:
+            grace_end = parse_utc(scheduled_at) + self.grace
+            if moment < grace_end:
+                checked["nextCheckAt"] = text_of(grace_end)
+                return self._changed(record, event_id, checked)
+            tracking_start = grace_end
+        else:
+            tracking_start = parse_utc(data["requestedAt"])
+        if not self.tracks_forever and moment - tracking_start > self.max_tracking:
+            return self._give_up(record, event_id, now, _TIMEOUT, checked)
+        check_seq = data["checkSeq"] + 1
+        lease_until = text_of(moment + self.lease)
+        provider_message_id = data["providerMessageId"]
+        if len(provider_message_id) > _PMID_MAX:
+            raise _Decline  # PollRequested refuses it: the pydantic path raises
+        leased = self._changed(
+            record, event_id, {"checkSeq": check_seq, "checkLeaseUntil": lease_until}
+        )
+        message_id = data["messageId"]
+        to = data["to"]
+        request: dict[str, Any] = {
+            "eventId": f"{message_id}:poll:{check_seq}",
+            "schemaVersion": 1,
+            "eventType": "PollRequested",
+            "messageId": message_id,
+            "checkSeq": check_seq,
+            "providerId": data["providerId"],
+            "providerMessageId": provider_message_id,
+            "type": data["type"],
+            # tables.pii.plain_to: "" when the record keeps the mask, not the number
+            "to": "" if data.get("toMasked") is not None and to == data["toMasked"] else to,
+        }
+        if data.get("toEncrypted") is not None:
+            request["toEncrypted"] = data["toEncrypted"]
+        request["requestedAt"] = data["requestedAt"]
+        if scheduled_at is not None:
+            request["scheduledAt"] = scheduled_at
+        request["dueAt"] = e["dueAt"]
+        request["issuedAt"] = now
+        return HotStep(leased.record, ((POLL_REQUEST, None, dump(request), None),))
+
+    def _observed(self, record: HotRecord, e: dict[str, Any]) -> HotStep:
+        data = record.data
+        if data.get("checkLeaseUntil") is None or e["checkSeq"] != data["checkSeq"]:
+            return HotStep(record)
+        event_id = e["eventId"]
+        now = e["observedAt"]
+        attempts = data["attemptCount"] + 1
+        checked: dict[str, Any] = {
+            "attemptCount": attempts,
+            "lastCheckedAt": now,
+            "checkLeaseUntil": None,
+        }
+        delay = timedelta(milliseconds=self.policy.backoff_delay_ms(attempts))
+        backoff = text_of(parse_utc(now) + delay)
+        outcome = e["outcome"]
+        if outcome == "provider_not_found":
+            error = {
+                "code": "PROVIDER_NOT_FOUND",
+                "message": f"Provider not found: {e['providerId']}",
+            }
+            return self._give_up(record, event_id, now, error, checked)
+        if outcome == "unsupported":
+            if self.unsupported_gives_up:
+                return self._give_up(record, event_id, now, _UNSUPPORTED, checked)
+            checked.update(lastError=_UNSUPPORTED, nextCheckAt=backoff)
+            return self._changed(record, event_id, checked)
+        if outcome == "error":
+            observed = e["error"]
+            error = {"code": observed["code"], "message": observed["message"]}
+            if not observed["retryable"]:
+                return self._give_up(record, event_id, now, error, checked)
+            checked.update(lastError=error, nextCheckAt=backoff)
+            return self._changed(record, event_id, checked)
+        if outcome == "not_yet":
+            checked.update(lastError=None, nextCheckAt=backoff)
+            return self._changed(record, event_id, checked)
+        result = e["result"]
+        if result.get("raw") is not None and self.masks_raw:
+            raise _Decline
+        checked["lastError"] = None
+        if result.get("statusCode"):
+            checked["providerStatusCode"] = result["statusCode"]
+        if result.get("statusMessage"):
+            checked["providerStatusMessage"] = result["statusMessage"]
+        for key in ("sentAt", "deliveredAt", "failedAt"):
+            value = result.get(key)
+            if value is not None:
+                checked[key] = value
+        if result.get("raw") is not None:
+            checked["raw"] = result["raw"]
+        checked["nextCheckAt"] = backoff
+        status = result["status"]
+        if not _CAN[data["status"], status]:
+            return self._changed(record, event_id, checked)
+        details: dict[str, Any] = {}
+        if result.get("statusCode"):
+            details["statusCode"] = result["statusCode"]
+        if result.get("statusMessage"):
+            details["statusMessage"] = result["statusMessage"]
+        return self._transition(
+            record,
+            status=status,
+            at=now,
+            source="provider",
+            event_id=event_id,
+            provider=e["providerId"],
+            details=details or None,
+            updates=checked,
+        )
+
+    # --- provider reports (tables.fold._reported, _report_time) --------------------------------
+
+    def _reported(self, record: HotRecord, e: dict[str, Any]) -> HotStep:
+        data = record.data
+        report = e["report"]
+        event_id = e["eventId"]
+        updates: dict[str, Any] = {}
+        if report.get("statusCode"):
+            updates["providerStatusCode"] = report["statusCode"]
+        if report.get("statusMessage"):
+            updates["providerStatusMessage"] = report["statusMessage"]
+        for key in ("sentAt", "deliveredAt", "failedAt"):
+            value = report.get(key)
+            if value is not None and data.get(key) is None:
+                updates[key] = value
+        if report.get("raw") is not None:
+            if self.masks_raw:
+                raise _Decline
+            updates["raw"] = report["raw"]
+        status = report["status"]
+        if not _CAN[data["status"], status]:
+            if not updates or status != data["status"]:
+                return self._changed(record, event_id, {})
+            return self._changed(record, event_id, updates)
+        updates["lastError"] = None
+        details: dict[str, Any] = {"providerMessageId": report["providerMessageId"]}
+        if report.get("statusCode"):
+            details["statusCode"] = report["statusCode"]
+        if report.get("statusMessage"):
+            details["statusMessage"] = report["statusMessage"]
+        if status in ("DELIVERED", "CLICKED"):
+            at = report.get("deliveredAt") or report["receivedAt"]
+        elif status == "FAILED":
+            at = report.get("failedAt") or report["receivedAt"]
+        elif status == "SENT":
+            at = report.get("sentAt") or report["receivedAt"]
+        else:
+            at = report["receivedAt"]
+        return self._transition(
+            record,
+            status=status,
+            at=at,
+            source="webhook",
+            event_id=event_id,
+            provider=report["providerId"],
+            details=details,
+            updates=updates,
+        )
+
+    # --- shared (tables.fold._give_up, _changed, _apply_transition, _remember) -----------------
+
+    def _give_up(
+        self,
+        record: HotRecord,
+        event_id: str,
+        at: str,
+        error: dict[str, Any],
+        checked: dict[str, Any],
+    ) -> HotStep:
+        if not _CAN[record.data["status"], "UNKNOWN"]:
+            return self._changed(record, event_id, checked)
+        return self._transition(
+            record,
+            status="UNKNOWN",
+            at=at,
+            source="system",
+            event_id=event_id,
+            provider=None,
+            details={"code": error["code"], "message": error["message"]},
+            updates={**checked, "lastError": error},
+        )
+
+    def _changed(self, record: HotRecord, event_id: str, updates: dict[str, Any]) -> HotStep:
+        updates["processedEventIds"] = _remember(record.data, event_id)
+        new = _updated(record.data, updates)
+        return HotStep(HotRecord(new, dump(new)))
+
+    def _transition(
+        self,
+        record: HotRecord,
+        *,
+        status: str,
+        at: str,
+        source: str,
+        event_id: str,
+        provider: str | None,
+        details: dict[str, Any] | None,
+        updates: dict[str, Any],
+    ) -> HotStep:
+        data = record.data
+        previous = data["status"]
+        if status == "FAILED" and previous != "FAILED" and self.failover:
+            raise _Decline  # tables.failover.request_failover may change the record
+        entry: dict[str, Any] = {
+            "status": status,
+            "at": at,
+            "source": source,
+            "provider": provider or data["providerId"],
+        }
+        if details is not None:
+            entry["details"] = details
+        entry["eventId"] = event_id
+        changes = dict(updates)
+        changes["status"] = status
+        changes["statusUpdatedAt"] = at
+        changes["sequence"] = data["sequence"] + 1
+        changes["statusHistory"] = [*data["statusHistory"], entry]
+        changes["processedEventIds"] = _remember(data, event_id)
+        if status not in _POLLABLE or "trackingStoppedAt" in data:
+            changes["nextCheckAt"] = None
+            changes["checkLeaseUntil"] = None
+        new_data = _updated(data, changes)
+        new = HotRecord(new_data, dump(new_data))
+        change = status_change(new, previous, source, at, event_id)
+        return HotStep(new, ((STATUS_CHANGE, None, change, status),))
+
+
+def _remember(data: dict[str, Any], event_id: str) -> list[str]:
+    remembered: list[str] = [*data["processedEventIds"], event_id]
+    if len(remembered) > REMEMBERED_EVENT_IDS:
+        del remembered[:-REMEMBERED_EVENT_IDS]
+    return remembered
+
+
+def _updated(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``model_copy(update=changes)`` on the JSON dict: None removes a field (the models omit
+    nulls); a field that was absent goes to its place in the field order."""
+    new = data.copy()
+    grown = False
+    for key, value in changes.items():
+        if value is None:
+            if key in new:
+                del new[key]
+        else:
+            if not grown and key not in new:
+                grown = True
+            new[key] = value
+    if not grown:
+        return new
+    # Re-ordered through a template of the new key set (records share a few shapes): copying
+    # a dict and updating its existing keys costs a fraction of building one key by key.
+    shape = tuple(new)
+    template = _TEMPLATES.get(shape)
+    if template is None:
+        if len(_TEMPLATES) >= 4096:
+            _TEMPLATES.clear()
+        template = _TEMPLATES[shape] = dict.fromkeys(sorted(new, key=_RANK.__getitem__))
+    ordered = template.copy()
+    ordered.update(new)
+    return ordered
+
+
+_TEMPLATES: dict[tuple[str, ...], dict[str, None]] = {}
