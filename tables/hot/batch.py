@@ -195,16 +195,19 @@ def fold_batch(
     current = batch.current
     changed = batch.changed
     max_input, max_record = limits.max_input_bytes, limits.max_record_bytes
+    decode = hot.decode
     for index, item in enumerate(inputs):
         try:
             # The hot path, inline: it is most of the inputs.
             value = item.value
             if value is not None and len(value) > max_input:
                 check_size(value, max_input, "too-large", "the value")
-            hot_event = hot.decode(item.kind, value)
+            hot_event = decode(item.kind, value)
             if hot_event is not None:
                 message_id = hot_event["messageId"]
-                _check_key(item.key, message_id)
+                key = item.key
+                if key is None or key != message_id.encode() or message_id[:1] == "\x00":
+                    _check_key(key, message_id)
                 known = current.get(message_id)
                 record = batch.record(message_id) if known is None else known[0]
                 if record is None or type(record) is HotRecord:

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
+from orjson import JSONDecodeError
+from orjson import loads as _loads
+
 from deliverytrack.models.enums import POLLABLE_STATUSES, TrackingStatus
 from deliverytrack.models.events import PollRequested
 from deliverytrack.models.policy import PollingPolicy
@@ -41,13 +44,14 @@ from deliverytrack.tables.hot.codec import (
     OBSERVATION,
     REPORT,
     SEND,
+    SPECS,
     HotEvent,
     HotRecord,
     dump,
     provider_id_link,
     status_change,
 )
-from deliverytrack.tables.hot.schema import parse_utc, text_of
+from deliverytrack.tables.hot.schema import BAD, parse_utc, text_of
 from deliverytrack.tables.retention import resolve_retention_days, to_retention_bucket_ym
 
 STATUS_CHANGE: Final = "status-change"
@@ -76,6 +80,15 @@ _UNSUPPORTED = _ERRORS[UNSUPPORTED_PROVIDER.code]
 _PMID_MAX: Final = PollRequested.model_fields["provider_message_id"].metadata[-1].max_length
 _RANK: Final = {alias: rank for rank, alias in enumerate(codec.RECORD_SPEC.order)}
 _NO_ATTEMPT: Final = {"attempted": False, "status": "not_attempted"}
+_SEND_OPTIONAL: Final = (
+    "from",
+    "scheduledAt",
+    "nextCheckAt",
+    "lastError",
+    "metadata",
+    "retentionUntil",
+    "expiresAt",
+)
 
 
 class HotStep:
@@ -115,6 +128,9 @@ class HotFold:
             for name in ("opsLogs", "telecomMetadata", "billingEvidence")
         }
         self.retention_enabled = retention.enabled
+        self._readers = {
+            kind: (event_type, spec.read) for kind, (event_type, spec) in SPECS.items()
+        }
         self._handlers: dict[str, Callable[[HotRecord, dict[str, Any]], HotStep]] = {
             COMMAND: self._update_status,
             DUE: self._due_check,
@@ -123,8 +139,21 @@ class HotFold:
         }
 
     def decode(self, kind: str, raw: bytes | None) -> HotEvent | None:
-        """The input of ``kind`` (``codec.KINDS``), or None: decode it with ``models.codec``."""
-        return codec.decode(kind, raw) if self.enabled else None
+        """The input of ``kind`` (``codec.KINDS``), or None: decode it with ``models.codec``
+        (``codec.decode``, inlined: it runs for every input)."""
+        if raw is None or not self.enabled:
+            return None
+        try:
+            payload = _loads(raw)
+        except JSONDecodeError:
+            return None
+        if type(payload) is not dict:
+            return None
+        event_type, read = self._readers[kind]
+        if event_type is not None and payload.get("eventType") != event_type:
+            return None
+        data = read(payload)
+        return None if data is BAD else data
 
     def fold(self, record: HotRecord | None, kind: str, event: HotEvent) -> HotStep | None:
         """``fold_marked(record, None, event)``, or None: fold this input on the models.
@@ -183,40 +212,37 @@ class HotFold:
         entry["eventId"] = event_id
         retention_class = e.get("retentionClass") or self.default_class
         until = parse_utc(requested_at) + self.retention_days[retention_class]
+        # One literal (one allocation) in field order, then the absent fields out: the
+        # models omit nulls.
         record: dict[str, Any] = {
             "messageId": message_id,
             "providerId": provider_id,
             "providerMessageId": provider_message_id,
             "type": e["type"],
             "to": e["to"],
+            "from": e.get("from"),
+            "requestedAt": requested_at,
+            "scheduledAt": scheduled_at,
+            "status": status,
+            "statusUpdatedAt": recorded_at,
+            "attemptCount": 0,
+            "nextCheckAt": next_check_at,
+            "lastError": last_error,
+            "metadata": self._send_metadata(e),
+            "cryptoState": "plain",
+            "retentionClass": retention_class,
+            "retentionBucketYm": to_retention_bucket_ym(until),
+            "retentionUntil": text_of(until) if self.retention_enabled else None,
+            "expiresAt": e.get("expiresAt"),
+            "webhooks": [],
+            "checkSeq": 0,
+            "sequence": 1,
+            "statusHistory": [entry],
+            "processedEventIds": [event_id],
         }
-        if e.get("from") is not None:
-            record["from"] = e["from"]
-        record["requestedAt"] = requested_at
-        if scheduled_at is not None:
-            record["scheduledAt"] = scheduled_at
-        record["status"] = status
-        record["statusUpdatedAt"] = recorded_at
-        record["attemptCount"] = 0
-        if next_check_at is not None:
-            record["nextCheckAt"] = next_check_at
-        if last_error is not None:
-            record["lastError"] = last_error
-        metadata = self._send_metadata(e)
-        if metadata is not None:
-            record["metadata"] = metadata
-        record["cryptoState"] = "plain"
-        record["retentionClass"] = retention_class
-        record["retentionBucketYm"] = to_retention_bucket_ym(until)
-        if self.retention_enabled:
-            record["retentionUntil"] = text_of(until)
-        if e.get("expiresAt") is not None:
-            record["expiresAt"] = e["expiresAt"]
-        record["webhooks"] = []
-        record["checkSeq"] = 0
-        record["sequence"] = 1
-        record["statusHistory"] = [entry]
-        record["processedEventIds"] = [event_id]
+        for key in _SEND_OPTIONAL:
+            if record[key] is None:
+                del record[key]
         new = HotRecord(record, dump(record))
         outputs: tuple[HotOutput, ...] = (
             (
@@ -227,8 +253,8 @@ class HotFold:
             ),
         )
         if provider_message_id:
-            key, value = provider_id_link(message_id, provider_id, provider_message_id, recorded_at)
-            outputs = (*outputs, (PROVIDER_ID_LINK, key, value, None))
+            link = provider_id_link(message_id, provider_id, provider_message_id, recorded_at)
+            outputs = (*outputs, (PROVIDER_ID_LINK, *link, None))
         return HotStep(new, outputs)
 
     @staticmethod
@@ -519,7 +545,7 @@ class HotFold:
         if details is not None:
             entry["details"] = details
         entry["eventId"] = event_id
-        changes = dict(updates)
+        changes = updates  # every caller passes a dict of its own
         changes["status"] = status
         changes["statusUpdatedAt"] = at
         changes["sequence"] = data["sequence"] + 1

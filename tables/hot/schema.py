@@ -71,23 +71,6 @@ def utc_text(value: Any) -> Any:
     are left to pydantic, which converts them)."""
     if type(value) is not str:
         return BAD
-    known = _SEEN.get(value)
-    if known is not None:
-        return known
-    canonical = _utc_text(value)
-    if canonical is not BAD:
-        if len(_SEEN) >= 4096:
-            _SEEN.clear()
-        _SEEN[value] = canonical
-    return canonical
-
-
-_SEEN: dict[str, str] = {}
-"""Texts checked lately: an event often repeats a time (``at`` and ``deliveredAt``), a batch
-of due checks shares ``issuedAt``. A memo of a pure function, bounded."""
-
-
-def _utc_text(value: str) -> Any:
     size = len(value)
     if (
         (size == 20 or (size == 27 and value[19] == "." and value[20:26] != "000000"))
@@ -206,6 +189,22 @@ def _list_check(element: Kind) -> Check:
     return items
 
 
+def _list_verify(element: Kind) -> Check:
+    if element.test == "type(v) is not str":
+        return _list_check(element)
+    verify = element.verify or element.check
+
+    def items(value: Any) -> Any:
+        if type(value) is not list:
+            return BAD
+        for item in value:
+            if item is None or verify(item) is not item:
+                return BAD
+        return value
+
+    return items
+
+
 def _only_empty(value: Any) -> Any:
     """A container of something this module cannot check: only the empty one is known."""
     return value if type(value) is list and not value else BAD
@@ -224,6 +223,9 @@ class Kind:
     check: Check
     test: str | None = None
     constants: tuple[tuple[str, Any], ...] = ()
+    verify: Check | None = None
+    """For a value that must be canonical already: the value itself or :data:`BAD` (without
+    it, ``check`` does, as it gives back a canonical value itself)."""
 
 
 def _inline(test: str, **constants: Any) -> Kind:
@@ -286,9 +288,12 @@ class ModelSpec:
 
     ``canonical(payload)``: a new dict, the canonical JSON form of the model ``payload``
     validates to (field order, nulls omitted, defaults present, unknown keys dropped); or
-    :data:`BAD`."""
+    :data:`BAD`.
 
-    __slots__ = ("model", "fields", "order", "read", "canonical", "source")
+    ``verify(payload)``: the payload itself if it is that canonical form already (what our own
+    state holds), else :data:`BAD`; builds nothing."""
+
+    __slots__ = ("model", "fields", "order", "read", "canonical", "verify", "source")
 
     def __init__(
         self,
@@ -307,11 +312,13 @@ class ModelSpec:
             "MISSING": _MISSING,
             "NAME_KEYS": name_keys,
             "ALIASES": frozenset(self.order),
+            "RANK": {alias: rank for rank, alias in enumerate(self.order)}.__getitem__,
             "AFTER": after,
             "fresh": _fresh,
         }
         for i, spec in enumerate(fields):
             namespace[f"K{i}"] = spec.kind.check
+            namespace[f"V{i}"] = spec.kind.verify or spec.kind.check
             namespace[f"D{i}"] = spec.default
             for name, value in spec.kind.constants:
                 namespace[f"{name}{i}"] = value
@@ -319,6 +326,7 @@ class ModelSpec:
         exec(code, namespace)  # noqa: S102 - generated from the model's own fields
         self.read: Callable[[Any], Any] = namespace["read"]
         self.canonical: Callable[[Any], Any] = namespace["canonical"]
+        self.verify: Callable[[Any], Any] = namespace["verify"]
 
 
 def _generate(fields: tuple[FieldSpec, ...], forbid: bool, names: bool, after: bool) -> str:
@@ -339,7 +347,41 @@ def _generate(fields: tuple[FieldSpec, ...], forbid: bool, names: bool, after: b
         canonical += ["    if not AFTER(o):", "        return BAD"]
     read.append("    return p")
     canonical.append("    return o")
-    return "\n".join([*read, "", "", *canonical, ""])
+    verify = [
+        "def verify(p):",
+        "    if type(p) is not dict:",
+        "        return BAD",
+        "    try:",
+        "        ranks = list(map(RANK, p))",  # unknown keys (snake_case ones too) fail here
+        "    except KeyError:",
+        "        return BAD",
+        "    if ranks != sorted(ranks) or None in p.values():",
+        "        return BAD",
+    ]
+    for i, spec in enumerate(fields):
+        verify += _verify_code(i, spec)
+    if after:
+        verify += ["    if not AFTER(p):", "        return BAD"]
+    verify.append("    return p")
+    return "\n".join([*read, "", "", *canonical, "", "", *verify, ""])
+
+
+def _verify_code(i: int, spec: FieldSpec) -> list[str]:
+    """The checks of one field of a payload that must be canonical: no conversion allowed, and
+    a field with a default is present (the models write defaults)."""
+    alias = repr(spec.alias)
+    test = spec.kind.test
+    if test is not None:
+        for name, _ in spec.kind.constants:
+            test = re.sub(rf"\b{name}\b", f"{name}{i}", test)
+        bad = f"({test})"
+    else:
+        bad = f"V{i}(v) is not v"
+    if spec.required or spec.default is not _MISSING:
+        lines = [f"v = p.get({alias})", f"if v is None or {bad}:", "    return BAD"]
+    else:
+        lines = [f"v = p.get({alias})", f"if v is not None and {bad}:", "    return BAD"]
+    return [f"    {line}" for line in lines]
 
 
 def _field_code(i: int, spec: FieldSpec, out: str) -> list[str]:
@@ -529,14 +571,16 @@ def _kind(annotation: Any, metadata: list[Any]) -> Kind:
         if len(args) != 2 or args[1] is not Ellipsis:
             raise Unsupported(f"tuple {annotation!r}")
         try:
-            return Kind(_list_check(_kind(args[0], [])))
+            element = _kind(args[0], [])
         except Unsupported:
             return Kind(_only_empty)
+        return Kind(_list_check(element), verify=_list_verify(element))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         try:
-            return Kind(compile_model(annotation).canonical)
+            nested = compile_model(annotation)
         except Unsupported:
             return Kind(_never)
+        return Kind(nested.canonical, verify=nested.verify)
     raise Unsupported(f"type {annotation!r}")
 
 
