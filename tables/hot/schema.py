@@ -72,18 +72,18 @@ def utc_text(value: Any) -> Any:
     if type(value) is not str:
         return BAD
     size = len(value)
+    # The canonical shapes (the common case), their separators read in one stride:
+    # 2026-11-23T09:00:00Z and 2026-11-23T09:00:00.123456Z are their own canonical form.
     if (
-        (size == 20 or (size == 27 and value[19] == "." and value[20:26] != "000000"))
-        and value[-1] == "Z"
-        and value[4] == "-"
-        and value[7] == "-"
-        and value[10] == "T"
-        and value[13] == ":"
-        and value[16] == ":"
-        and value.isascii()
-        and (size == 20 or value[20:26].isdigit())
-    ):
-        # The canonical shape (the common case): the text is its own canonical form.
+        (size == 20 and value[4:20:3] == "--T::Z")
+        or (
+            size == 27
+            and value[4:20:3] == "--T::."
+            and value[26] == "Z"
+            and value[20:26].isdigit()
+            and value[20:26] != "000000"
+        )
+    ) and value.isascii():
         try:
             moment = _fromisoformat(value)
         except ValueError:  # a non-digit, hour 24, second 60, 30 February, ...
