@@ -137,7 +137,7 @@ def _last_line_of_tracebacks(outputs: list[Any], engine: FoldEngine) -> list[Any
     return fixed
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(sorted(POLICIES)), fold_inputs(), st.integers(min_value=0, max_value=30))
 def test_fold_batch_with_the_hot_path_folds_as_the_engine_does(
     policy: str, inputs: list[Input], cut: int

@@ -47,7 +47,7 @@ from tests.strategies import POLICIES, Input, fold_inputs
 
 LIMITS = Limits(max_input_bytes=4_096, max_record_bytes=3_000)
 EQUIVALENCE = settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 PYDANTIC_DECODERS = {
     codec.SEND: decode_send_result,
