@@ -243,15 +243,20 @@ def fold_batch(
             batch.marks[message_id] = (step.new_marker, step.marker_json)
         outputs.extend(step.outputs)
         result.hot += step.hot
-    for message_id in changed:
-        last, raw = current[message_id]
+    _finish(batch, result)
+    return result
+
+
+def _finish(batch: _Batch, result: BatchResult) -> None:
+    """The batch's changes: each changed record (and marker) once, with its JSON."""
+    for message_id in batch.changed:
+        last, raw = batch.current[message_id]
         if last is not None and raw is None:
             raw = encode_record(last) if isinstance(last, TrackingRecord) else last.json
         result.changes[message_id] = (batch.before[message_id], last, raw)
     for message_id, (mark, raw) in batch.marks.items():
         if mark is not batch.marks_before[message_id]:
             result.markers[message_id] = (batch.marks_before[message_id], mark, raw)
-    return result
 
 
 def _refusal(exc: Exception) -> tuple[str, str]:

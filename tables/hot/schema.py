@@ -445,26 +445,8 @@ def compile_model(
     if validators is None and model in _SPECS:
         return _SPECS[model]
     given = dict(validators or {})
+    _check_supported(model, given)
     config = model.model_config
-    unknown = set(config) - _ALLOWED_CONFIG
-    if unknown or any(config.get(k, v) != v for k, v in _KNOWN_CONFIG.items()):
-        raise Unsupported(f"{model.__name__}: model config {sorted(unknown) or config}")
-    if config.get("extra") not in ("forbid", "ignore"):
-        raise Unsupported(f"{model.__name__}: extra={config.get('extra')!r}")
-    decorators = model.__pydantic_decorators__
-    own = {**decorators.field_validators, **decorators.model_validators}
-    others = (
-        decorators.validators,
-        decorators.root_validators,
-        decorators.field_serializers,
-        decorators.model_serializers,
-        decorators.computed_fields,
-    )
-    if set(own) != set(given) or any(others):
-        raise Unsupported(
-            f"{model.__name__}: validators {sorted(own)} (checked by hand: {sorted(given)}), "
-            f"serializers or computed fields {[list(o) for o in others if o]}"
-        )
     specs: list[FieldSpec] = []
     name_keys: set[str] = set()
     for name, info in model.model_fields.items():
@@ -507,6 +489,30 @@ def compile_model(
     return spec
 
 
+def _check_supported(model: type[BaseModel], given: Mapping[str, Any]) -> None:
+    """Raise :class:`Unsupported` for config, validators or serializers not accounted for."""
+    config = model.model_config
+    unknown = set(config) - _ALLOWED_CONFIG
+    if unknown or any(config.get(k, v) != v for k, v in _KNOWN_CONFIG.items()):
+        raise Unsupported(f"{model.__name__}: model config {sorted(unknown) or config}")
+    if config.get("extra") not in ("forbid", "ignore"):
+        raise Unsupported(f"{model.__name__}: extra={config.get('extra')!r}")
+    decorators = model.__pydantic_decorators__
+    own = {**decorators.field_validators, **decorators.model_validators}
+    others = (
+        decorators.validators,
+        decorators.root_validators,
+        decorators.field_serializers,
+        decorators.model_serializers,
+        decorators.computed_fields,
+    )
+    if set(own) != set(given) or any(others):
+        raise Unsupported(
+            f"{model.__name__}: validators {sorted(own)} (checked by hand: {sorted(given)}), "
+            f"serializers or computed fields {[list(o) for o in others if o]}"
+        )
+
+
 def _field_kind(annotation: Any, metadata: list[Any]) -> tuple[bool, Kind]:
     """(null allowed, how to check a value) of one field."""
     origin = get_origin(annotation)
@@ -522,25 +528,7 @@ def _kind(annotation: Any, metadata: list[Any]) -> Kind:
     if get_origin(annotation) is Annotated:
         base, *extra = get_args(annotation)
         return _kind(base, [*extra, *metadata])
-    min_length, max_length = 0, None
-    low: int | None = None
-    high: int | None = None
-    after: list[Callable[..., Any]] = []
-    for item in metadata:
-        if isinstance(item, annotated_types.MinLen):
-            min_length = item.min_length
-        elif isinstance(item, annotated_types.MaxLen):
-            max_length = item.max_length
-        elif isinstance(item, annotated_types.Ge) and type(item.ge) is int:
-            low = item.ge
-        elif isinstance(item, annotated_types.Le) and type(item.le) is int:
-            high = item.le
-        elif isinstance(item, Strict) and item.strict:
-            pass  # the hot checkers are stricter than strict already
-        elif isinstance(item, AfterValidator):
-            after.append(item.func)
-        else:
-            raise Unsupported(f"constraint {item!r}")
+    min_length, max_length, low, high, after = _constraints(metadata)
     lengths = (min_length, max_length) != (0, None)
     bounds = (low, high) != (None, None)
     if after:
@@ -582,6 +570,32 @@ def _kind(annotation: Any, metadata: list[Any]) -> Kind:
             return Kind(_never)
         return Kind(nested.canonical, verify=nested.verify)
     raise Unsupported(f"type {annotation!r}")
+
+
+def _constraints(
+    metadata: list[Any],
+) -> tuple[int, int | None, int | None, int | None, list[Callable[..., Any]]]:
+    """(min length, max length, lowest, highest, after-validators) of a field's metadata."""
+    min_length, max_length = 0, None
+    low: int | None = None
+    high: int | None = None
+    after: list[Callable[..., Any]] = []
+    for item in metadata:
+        if isinstance(item, annotated_types.MinLen):
+            min_length = item.min_length
+        elif isinstance(item, annotated_types.MaxLen):
+            max_length = item.max_length
+        elif isinstance(item, annotated_types.Ge) and type(item.ge) is int:
+            low = item.ge
+        elif isinstance(item, annotated_types.Le) and type(item.le) is int:
+            high = item.le
+        elif isinstance(item, Strict) and item.strict:
+            pass  # the hot checkers are stricter than strict already
+        elif isinstance(item, AfterValidator):
+            after.append(item.func)
+        else:
+            raise Unsupported(f"constraint {item!r}")
+    return min_length, max_length, low, high, after
 
 
 def _validated_kind(annotation: Any, after: list[Callable[..., Any]]) -> Kind:
