@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated, Any, Final, Literal, Union, cast, get_args, get_origin
 
 import annotated_types
@@ -610,26 +610,57 @@ def _validated_kind(annotation: Any, after: list[Callable[..., Any]]) -> Kind:
 
 # --- the contract the hot path was written against ---------------------------------------------
 
-_ADDRESS = re.compile(r" at 0x[0-9a-f]+")
-
 
 def describe(model: type[BaseModel]) -> str:
     """A stable description of what a model accepts and writes: config, validators, and per
-    field its alias, type, constraints and default (not its documentation)."""
+    field its alias, type (enums with their values), constraints and default; not its
+    documentation, and spelt the same on every Python version (no ``repr`` of typing forms)."""
     config = {k: getattr(v, "__qualname__", v) for k, v in sorted(model.model_config.items())}
     decorators = model.__pydantic_decorators__
     lines = [
-        f"{model.__qualname__} {config}",
+        f"{model.__module__}.{model.__qualname__} {config}",
         "validators " + repr(sorted([*decorators.field_validators, *decorators.model_validators])),
     ]
     for name, info in model.model_fields.items():
-        metadata = [
-            getattr(getattr(m, "func", None), "__qualname__", None) or repr(m)
-            for m in info.metadata
-        ]
-        default = "required" if info.is_required() else repr(info.default)
-        lines.append(f"{name} {info.alias} {info.annotation!r} {metadata} {default}")
-    return _ADDRESS.sub("", "\n".join(lines))
+        metadata = ", ".join(_metadata_text(m) for m in info.metadata)
+        default = "required" if info.is_required() else _value_text(info.default)
+        lines.append(f"{name} {info.alias} {_type_text(info.annotation)} [{metadata}] {default}")
+    return "\n".join(lines)
+
+
+def _type_text(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Annotated:
+        base, *extra = args
+        return f"Annotated[{_type_text(base)}, {', '.join(_metadata_text(m) for m in extra)}]"
+    if origin in (Union, types.UnionType):
+        return "Union[" + ", ".join(sorted(_type_text(a) for a in args)) + "]"
+    if origin is Literal:
+        return "Literal[" + ", ".join(repr(a) for a in args) + "]"
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_text(a) for a in args)
+        return f"{getattr(origin, '__qualname__', origin)}[{inner}]"
+    if annotation is type(None):
+        return "None"
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return f"{annotation.__qualname__}{[member.value for member in annotation]}"
+    if isinstance(annotation, type):
+        return f"{annotation.__module__}.{annotation.__qualname__}"
+    return str(getattr(annotation, "__name__", annotation))  # JsonValue (a type alias)
+
+
+def _metadata_text(item: Any) -> str:
+    func = getattr(item, "func", None)
+    if func is not None:
+        return f"{type(item).__name__}({func.__module__}.{func.__qualname__})"
+    return repr(item)  # annotated_types and pydantic constraints: dataclass reprs
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, Enum):
+        return repr(value.value)
+    return repr(value)
 
 
 def digest(models: Iterable[type[BaseModel]]) -> str:
