@@ -685,12 +685,14 @@ class FoldEngine:
         margin = self.settings.ordering_margin_ms
         cap = 4 * self.settings.fold_batch_max_records
         released: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
+        ordering: dict[int, tuple[float, int]] = {}  # /metrics: watermark, inputs still held
         for partition in list(self._stores):
             tps = [TopicPartition(topic, partition) for topic in self._rank]
             watermark: float = float("inf")
             for tp in tps:
                 watermark = min(watermark, await self._frontier(consumer, tp, margin))
             pending = sum(len(self._buffer.get(tp, ())) for tp in tps)
+            frontier = watermark
             if pending > cap:
                 log.warning(
                     "fold: partition %s has %s records waiting for the watermark; folding "
@@ -709,6 +711,9 @@ class FoldEngine:
                 if cut:
                     released[tp] = buffered[:cut]
                     del buffered[:cut]
+                    pending -= cut
+            ordering[partition] = (frontier, pending)
+        self.metrics.ordering_released(ordering)
         return released
 
     async def _frontier(self, consumer: AIOKafkaConsumer, tp: TopicPartition, margin: int) -> float:
