@@ -79,7 +79,14 @@ def _demo(args: argparse.Namespace) -> int:
     if args.messages < 1 or args.duration <= 0:
         print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
-    return run_demo(args.messages, args.duration, args.broker, args.keep, args.provider_url)
+    return run_demo(
+        args.messages,
+        args.duration,
+        args.broker,
+        args.keep,
+        args.provider_url,
+        serve=not args.exit_after_summary,
+    )
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -150,7 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
 
     demo = commands.add_parser(
-        "demo", help="start a broker, a worker, a simulated provider and traffic; summarise"
+        "demo",
+        help="start a broker, a worker, a simulated provider and traffic; summarise, then keep "
+        "the dashboard up until Ctrl-C",
+        description="Start a Kafka broker, a worker and a simulated provider, send traffic, "
+        "print a summary, then keep everything running so the dashboard (its URL is printed) "
+        "stays up, until Ctrl-C or SIGTERM stops everything (exit code 0). "
+        "--exit-after-summary stops after the summary instead, for scripts and CI.",
     )
     demo.add_argument("--messages", type=int, default=10_000, help="messages to send (10000)")
     demo.add_argument(
@@ -168,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--keep", action="store_true", help="keep the temporary state directory (worker log)"
+    )
+    demo.add_argument(
+        "--exit-after-summary",
+        action="store_true",
+        help="stop everything and exit after the summary (for scripts and CI) instead of "
+        "serving the dashboard until Ctrl-C",
     )
     demo.set_defaults(run=_demo)
 

@@ -3,8 +3,10 @@
 Starts a real Kafka broker (jars from Maven Central, cached), the simulated provider's HTTP
 status API, one worker process (``deliverytrack worker``, exactly as a user runs it), then sends
 messages: mixed types and providers, some scheduled, some failing, some to a provider without a
-status API, a few without a provider message id. Progress is printed while it runs; at the end
-a summary table. Ctrl-C stops everything and leaves no process behind.
+status API, a few without a provider message id. Progress is printed while it runs, then a
+summary table; after it the broker, provider and worker keep running, so the dashboard
+(``/ui``) stays up, until Ctrl-C or SIGTERM (``--exit-after-summary``: stop after the summary,
+for scripts). Ctrl-C stops everything at any point and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -113,12 +115,14 @@ class Demo:
         broker_url: str | None,
         keep: bool,
         provider_url: str | None = None,
+        serve: bool = True,
     ):
         self.messages = messages
         self.duration = duration
         self.external_broker = broker_url
         self.external_provider = provider_url
         self.keep = keep
+        self.serve = serve
         self.workdir = Path(tempfile.mkdtemp(prefix="deliverytrack-demo-"))
         self.broker: KafkaBroker | None = None
         self.server: SimulatedProviderServer | None = None
@@ -130,6 +134,8 @@ class Demo:
         self.task: asyncio.Task[int] | None = None
         self.stopping = False
         self.stdout_closed = False
+        # After the summary, serving the dashboard until Ctrl-C: stopping then is the normal end.
+        self.serving = False
 
     def say(self, text: str) -> None:
         self.out(f"[{time.monotonic() - self.started:6.1f}s] {text}")
@@ -201,9 +207,9 @@ class Demo:
             f"worker ready; HTTP API on http://127.0.0.1:{settings.web_port} (Authorization: "
             f"Bearer $(cat {token_file})), webhooks on http://127.0.0.1:{settings.webhook_port}"
         )
+        dashboard = f"http://127.0.0.1:{settings.web_port}/ui"
         self.say(
-            f"dashboard: http://127.0.0.1:{settings.web_port}/ui (it asks for the API token: "
-            f"the contents of {token_file})"
+            f"dashboard: {dashboard} (it asks for the API token: the contents of {token_file})"
         )
 
         producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=10)
@@ -244,7 +250,24 @@ class Demo:
             await consumer.stop()
             await producer.stop()
         self._summary(settings)
-        return 0
+        if not self.serve:
+            return 0
+        return await self._serve(self.worker, dashboard, token_file)
+
+    async def _serve(
+        self, worker: subprocess.Popen[bytes], dashboard: str, token_file: Path
+    ) -> int:
+        """Keep everything running for the dashboard until Ctrl-C or SIGTERM (run_demo cancels
+        the task; shutdown stops everything). A worker that dies meanwhile ends the demo."""
+        self.serving = True
+        self.out()
+        self.out(
+            f"dashboard still at {dashboard} (API token in {token_file}); Ctrl-C stops everything"
+        )
+        while worker.poll() is None:
+            await asyncio.sleep(1)
+        self.say(f"the worker exited with code {worker.returncode}; stopping")
+        return 1
 
     async def _traffic(
         self, producer: AIOKafkaProducer, client: SimulatedProvider, topics: Topics
@@ -490,8 +513,9 @@ def run_demo(
     broker_url: str | None,
     keep: bool,
     provider_url: str | None = None,
+    serve: bool = True,
 ) -> int:
-    demo = Demo(messages, duration, broker_url, keep, provider_url)
+    demo = Demo(messages, duration, broker_url, keep, provider_url, serve)
     loop = asyncio.new_event_loop()
     task = demo.task = loop.create_task(demo.run())
 
@@ -505,6 +529,9 @@ def run_demo(
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
         demo.out()
+        if demo.serving:  # after the summary, Ctrl-C is how the demo ends
+            demo.out("everything stopped")
+            return 141 if demo.stdout_closed else 0
         demo.out("interrupted: everything stopped")
         return 141 if demo.stdout_closed else 130
     except RuntimeError as exc:
