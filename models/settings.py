@@ -165,8 +165,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Records the fold keeps decoded in memory, per worker (split evenly over "
         "the partitions it owns; the most recently written are kept). A hit saves decoding "
-        "the record from RocksDB (25-70 µs) once per record and batch; each costs ~9.5 KB of "
-        "RSS (10,000: ~95 MB). 0 turns the cache off",
+        "the record from RocksDB (25-70 µs) once per record and batch; each costs ~7 KB of "
+        "RSS (10,000: ~70 MB). 0 turns the cache off",
     )
     rocksdb_memory_mb: int = Field(
         default=256,
