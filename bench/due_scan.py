@@ -24,8 +24,8 @@ from deliverytrack.models.enums import MessageType, is_pollable
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

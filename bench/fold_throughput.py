@@ -85,8 +85,8 @@ from deliverytrack.models.events import (  # noqa: E402
 )
 from deliverytrack.models.records import TrackingRecord  # noqa: E402
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams.engine import FoldEngine  # noqa: E402
-from deliverytrack.streams.store import PartitionStore  # noqa: E402
+from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
+from deliverytrack.streams.state.store import PartitionStore  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 from deliverytrack.tables.fold import fold  # noqa: E402
 
@@ -1332,7 +1332,7 @@ def micro(work: Workload, keys: int = 5_000) -> None:
 
 def offline_fold(work: Workload, gc_enabled: bool) -> tuple[float, float]:
     """The engine's own _fold_partition + store write on in-memory batches (no Kafka)."""
-    from deliverytrack.streams.store import PartitionStore, Position
+    from deliverytrack.streams.state.store import PartitionStore, Position
 
     with tempfile.TemporaryDirectory(prefix="dt-micro-") as tmp:
         settings = Settings(app_id="micro", topic_prefix="micro.", data_dir=Path(tmp))
@@ -1455,7 +1455,7 @@ def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, 
     if args.broker:
         yield args.broker, f"external {args.broker}", None
         return
-    from deliverytrack.streams.kafka_broker import KAFKA_VERSION, KafkaBroker
+    from deliverytrack.streams.dev.kafka_broker import KAFKA_VERSION, KafkaBroker
 
     broker = KafkaBroker(work_dir / "kafka")
     started = time.perf_counter()

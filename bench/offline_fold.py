@@ -24,8 +24,8 @@ from aiokafka.structs import ConsumerRecord  # noqa: E402
 from fold_throughput import generate  # noqa: E402
 
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams.engine import FoldEngine, gc_paused  # noqa: E402
-from deliverytrack.streams.store import PartitionStore, Position  # noqa: E402
+from deliverytrack.streams.engine.loop import FoldEngine, gc_paused  # noqa: E402
+from deliverytrack.streams.state.store import PartitionStore, Position  # noqa: E402
 
 
 def main() -> None:

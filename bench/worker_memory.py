@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 from deliverytrack.streams.topics import Topics
 
 CHUNK = 50_000

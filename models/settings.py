@@ -12,6 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from deliverytrack.models.outbound import (
+    WebhookEndpoint,
+    allowed_host,
+    check_header_set,
+    host_pattern,
+)
 from deliverytrack.models.policy import (
     ApiFailoverPolicy,
     PiiPolicy,
@@ -19,12 +25,6 @@ from deliverytrack.models.policy import (
     WebhookRawMode,
 )
 from deliverytrack.models.retention import RetentionPolicy
-from deliverytrack.models.webhooks import (
-    WebhookEndpoint,
-    allowed_host,
-    check_header_set,
-    host_pattern,
-)
 
 
 class ProviderConfig(BaseModel):
@@ -203,7 +203,7 @@ class Settings(BaseSettings):
         "is logged once per this interval, with how many more it stands for; 0 logs each",
     )
     # Kafka connection security: every Kafka client the project creates applies these
-    # (streams/kafka_config.py).
+    # (streams/kafka/clients.py).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="How every Kafka client connects"
     )

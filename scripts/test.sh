@@ -29,7 +29,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 
 echo "== Kafka broker jars (Maven Central, cached)"
-.venv/bin/python -m deliverytrack.streams.kafka_broker --fetch-only
+.venv/bin/python -m deliverytrack.streams.dev.kafka_broker --fetch-only
 
 echo "== ruff"
 .venv/bin/ruff check .

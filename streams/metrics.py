@@ -36,8 +36,8 @@ from deliverytrack.tables.aggregates import TOTAL
 if TYPE_CHECKING:
     from aiokafka.structs import TopicPartition
 
-    from deliverytrack.streams.dispatcher import WebhookDispatcher
-    from deliverytrack.streams.engine import FoldEngine
+    from deliverytrack.streams.engine.loop import FoldEngine
+    from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)

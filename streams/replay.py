@@ -24,8 +24,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.common import utc_text
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import POSITION_KEY, FoldEngine
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.engine.loop import POSITION_KEY, FoldEngine
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 
 Targets = dict[TopicPartition, int]

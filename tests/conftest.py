@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from deliverytrack.streams.kafka_broker import BrokerInfo, KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import BrokerInfo, KafkaBroker
 
 TEST_BROKER_ENV = "DELIVERYTRACK_TEST_BROKER"
 

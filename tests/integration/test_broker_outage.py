@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 from deliverytrack.streams.topics import Topics
 from tests.factories import send_recorded_factory
 from tests.integration.conftest import WorkerProcess, free_port

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deliverytrack.streams.admin import ensure_topics
+from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.metrics import CONTENT_TYPE
 from tests.integration.conftest import WorkerProcess
 from tests.integration.support import FAST_POLLING, Provider, send

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.auth import check_listeners
-from deliverytrack.streams.cli import parse_args
+from deliverytrack.streams.cli.entry import parse_args
+from deliverytrack.streams.http.auth import check_listeners
 
 ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -27,11 +27,11 @@ from deliverytrack.models.events import (
     RecordFailoverOutcome,
     StatusChanged,
 )
+from deliverytrack.models.outbound import WebhookAttempted
 from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
-from deliverytrack.models.webhooks import WebhookAttempted
 from deliverytrack.streams import contract
 from deliverytrack.streams.boundary import Source, dead_letter
-from deliverytrack.streams.cli import build_parser
+from deliverytrack.streams.cli.entry import build_parser
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.fold import fold
 from tests.factories import (

@@ -17,30 +17,30 @@ for m in engine:engine/loop query:query/service webhooks:webhooks/ingress worker
   git mv "streams/$old.py" "streams/_${old}_moving.py"
   mvp "streams/_${old}_moving.py" "streams/$new.py"
 done
-mvp streams/store.py            streams/state/store.py
-mvp streams/poller.py           streams/polling/poller.py
-mvp streams/poll_loop.py        streams/polling/loop.py
-mvp streams/webhook_listener.py streams/webhooks/listener.py
-mvp streams/dispatcher.py       streams/webhooks/dispatcher.py
-mvp streams/egress.py           streams/webhooks/egress.py
-mvp streams/query_limits.py     streams/query/limits.py
-mvp streams/web.py              streams/http/views.py
-mvp streams/auth.py             streams/http/auth.py
-mvp streams/app.py              streams/worker/app.py
-mvp streams/logs.py             streams/worker/logs.py
-mvp streams/broker_watch.py     streams/worker/broker_watch.py
-mvp streams/kafka_config.py     streams/kafka/clients.py
-mvp streams/admin.py            streams/kafka/topic_admin.py
-mvp streams/membership.py       streams/kafka/membership.py
-mvp streams/client.py           streams/api/client.py
-mvp streams/facades.py          streams/api/facades.py
-mvp streams/cli_query.py        streams/cli/query.py
-mvp streams/kafka_broker.py     streams/dev/kafka_broker.py
-mvp streams/demo.py             streams/dev/demo.py
-git mv models/webhooks.py models/outbound.py
+mvp streams/state/store.py            streams/state/store.py
+mvp streams/polling/poller.py           streams/polling/poller.py
+mvp streams/polling/loop.py        streams/polling/loop.py
+mvp streams/webhooks/listener.py streams/webhooks/listener.py
+mvp streams/webhooks/dispatcher.py       streams/webhooks/dispatcher.py
+mvp streams/webhooks/egress.py           streams/webhooks/egress.py
+mvp streams/query/limits.py     streams/query/limits.py
+mvp streams/http/views.py              streams/http/views.py
+mvp streams/http/auth.py             streams/http/auth.py
+mvp streams/worker/app.py              streams/worker/app.py
+mvp streams/worker/logs.py             streams/worker/logs.py
+mvp streams/worker/broker_watch.py     streams/worker/broker_watch.py
+mvp streams/kafka/clients.py     streams/kafka/clients.py
+mvp streams/kafka/topic_admin.py            streams/kafka/topic_admin.py
+mvp streams/kafka/membership.py       streams/kafka/membership.py
+mvp streams/api/client.py           streams/api/client.py
+mvp streams/api/facades.py          streams/api/facades.py
+mvp streams/cli/query.py        streams/cli/query.py
+mvp streams/dev/kafka_broker.py     streams/dev/kafka_broker.py
+mvp streams/dev/demo.py             streams/dev/demo.py
+git mv models/outbound.py models/outbound.py
 # in flight when the plan was written: move them too if they exist by then
-[ ! -e streams/memory.py ] || mvp streams/memory.py streams/state/memory.py
-[ ! -e streams/http_server.py ] || mvp streams/http_server.py streams/http/server.py
+[ ! -e streams/state/memory.py ] || mvp streams/state/memory.py streams/state/memory.py
+[ ! -e streams/http/server.py ] || mvp streams/http/server.py streams/http/server.py
 # Anything else still flat in streams/ besides these is new: place it by the concern table.
 ls streams/*.py | grep -vE "streams/(__init__|topics|boundary|supervision|clock|contract|replay)\.py$" || true
 git status --short | head -60

@@ -19,15 +19,15 @@ from pydantic import SecretStr
 
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.auth import (
+from deliverytrack.streams.http.auth import (
     ApiTokens,
     ListenerConfigError,
     check_listeners,
     is_loopback,
 )
-from deliverytrack.streams.store import PartitionStore, Position
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.state.store import PartitionStore, Position
+from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import send_recorded_factory
 

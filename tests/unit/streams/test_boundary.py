@@ -42,15 +42,15 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams import engine as engine_module
 from deliverytrack.streams.boundary import MAX_KEY_BYTES, Source, dead_letter
-from deliverytrack.streams.engine import (
+from deliverytrack.streams.engine import loop as engine_module
+from deliverytrack.streams.engine.loop import (
     CORRELATION_PREFIX,
     MARKER_PREFIX,
     FoldEngine,
     _Output,
 )
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.deletion import fold_marked
 from tests.factories import T0
 

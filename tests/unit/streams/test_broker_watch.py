@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.broker_watch import BrokerWatch
-from deliverytrack.streams.store import PartitionStore
+from deliverytrack.streams.state.store import PartitionStore
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
+from deliverytrack.streams.worker.broker_watch import BrokerWatch
 
 NOW = 1_796_461_200.25  # 2026-12-05T09:00:00.250000Z
 

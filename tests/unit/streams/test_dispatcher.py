@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from deliverytrack.models.codec import encode
+from deliverytrack.models.outbound import WebhookDelivery, WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookDelivery, WebhookEndpoint
-from deliverytrack.streams.dispatcher import (
+from deliverytrack.streams.webhooks.dispatcher import (
     MAX_METADATA_CHARS,
     WebhookDispatcher,
     decode_done,

@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.cli_query import format_change
-from deliverytrack.streams.http_server import JsonErrorAppRunner
-from deliverytrack.streams.store import PartitionStore
+from deliverytrack.streams.cli.query import format_change
+from deliverytrack.streams.http.server import JsonErrorAppRunner
+from deliverytrack.streams.state.store import PartitionStore
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory
 

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_config import (
+from deliverytrack.streams.kafka.clients import (
     KafkaConfigError,
     faust_credentials,
     kafka_client_kwargs,

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.metrics import (
     DirectorySizes,
     Metrics,

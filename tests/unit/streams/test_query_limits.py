@@ -13,10 +13,10 @@ import pytest
 
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.enums import MessageType
-from deliverytrack.streams import query_limits
-from deliverytrack.streams.query import LocalQueries
-from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBudget, ScanBusy
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.query import limits as query_limits
+from deliverytrack.streams.query.limits import QueryLimitExceeded, ScanBudget, ScanBusy
+from deliverytrack.streams.query.service import LocalQueries
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.fold import fold
 from deliverytrack.tables.query import (

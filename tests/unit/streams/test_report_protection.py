@@ -1,5 +1,5 @@
 """Provider reports that apps publish on provider-webhooks themselves pass personal-data
-protection in the correlator (streams/engine.py ``_correlate_one``) before anything of them is
+protection in the correlator (streams/engine/loop.py ``_correlate_one``) before anything of them is
 stored or forwarded: the held state (and the bytes it keeps for a dead letter), the correlated
 reports and the dead letters hold no plain phone number, whatever key, depth or spelling it
 had. Engine batch functions on a real RocksDB, no broker."""
@@ -25,8 +25,8 @@ from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.events import DeadLetter, HoldExpiryDue, ProviderIdLinked
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Source, dead_letter
-from deliverytrack.streams.engine import FoldEngine, _Output
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine, _Output
+from deliverytrack.streams.state.store import PartitionStore, Position
 from tests.factories import T0
 
 K1 = base64.b64encode(bytes(range(32))).decode()

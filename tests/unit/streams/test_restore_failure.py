@@ -11,8 +11,8 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.state.store import PartitionStore, Position
 
 
 async def test_a_failed_restore_keeps_the_partition_out_and_fails_the_loop(

@@ -13,8 +13,8 @@ from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine, gc_paused
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine, gc_paused
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
 

@@ -12,8 +12,8 @@ from deliverytrack.models.codec import encode, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import MessageEvent, RecordExpiryDue
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine, _Output
-from deliverytrack.streams.store import MarkerChange, PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine, _Output
+from deliverytrack.streams.state.store import MarkerChange, PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
 

@@ -16,14 +16,15 @@ skips them instead of repeating them. A kill during an attempt may repeat it (re
 deduplicate by ``X-DeliveryTrack-Delivery``). Every attempt's outcome is a ``WebhookAttempted``
 on ``webhook-deliveries``; after the last retry the delivery goes to ``dead-letters``.
 
-Where a delivery may go (streams/egress.py, tables/outbound.py): every target is checked before
-it is called (OWASP SSRF rules: no loopback, private, link-local, multicast, unspecified,
-reserved or metadata address unless ``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS`` allows it; the
-connection goes to the address that was checked; no redirects; at most a few KiB of an answer
-read, only its status and a short sanitised reason published). A per-message endpoint may use a
-``secretRef`` (its signing secret and header set) only on the hosts the operator bound it to
-(``DELIVERYTRACK_WEBHOOK_SECRET_HOSTS``); operator endpoints (``DELIVERYTRACK_WEBHOOKS``) may use
-any. A target refused is an outcome ``refused`` with the reason: not retried, not a dead letter.
+Where a delivery may go (streams/webhooks/egress.py, tables/outbound.py): every target is
+checked before it is called (OWASP SSRF rules: no loopback, private, link-local, multicast,
+unspecified, reserved or metadata address unless ``DELIVERYTRACK_WEBHOOK_ALLOWED_HOSTS`` allows
+it; the connection goes to the address that was checked; no redirects; at most a few KiB of an
+answer read, only its status and a short sanitised reason published). A per-message endpoint
+may use a ``secretRef`` (its signing secret and header set) only on the hosts the operator bound
+it to (``DELIVERYTRACK_WEBHOOK_SECRET_HOSTS``); operator endpoints (``DELIVERYTRACK_WEBHOOKS``)
+may use any. A target refused is an outcome ``refused`` with the reason: not retried, not a
+dead letter.
 
 Per-input boundary (streams/boundary.py): whatever goes wrong with ONE status change, ONE
 delivery or ONE retry record (it does not decode, an endpoint is invalid, building or making the
@@ -52,26 +53,26 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from multidict import CIMultiDict
 
 from deliverytrack.models.codec import encode
+from deliverytrack.models.outbound import WebhookAttempted, WebhookDelivery, WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookAttempted, WebhookDelivery, WebhookEndpoint
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
-from deliverytrack.streams.egress import (
-    MAX_RESPONSE_BYTES,
-    TargetRefused,
-    check_literal,
-    guarded_session,
-    sanitised,
-)
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
-from deliverytrack.streams.membership import Rebalance
-from deliverytrack.streams.poll_loop import (
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.membership import Rebalance
+from deliverytrack.streams.polling.loop import (
     REFUSED_RECORD_ERRORS,
     PendingOffsets,
     published_refusal,
 )
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.egress import (
+    MAX_RESPONSE_BYTES,
+    TargetRefused,
+    check_literal,
+    guarded_session,
+    sanitised,
+)
+from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import (
     AllowList,
     deliveries_for,
@@ -318,7 +319,7 @@ class WebhookDispatcher:
 
     def new_session(self) -> aiohttp.ClientSession:
         """The HTTP session of the attempts: connections only to the addresses the SSRF rules
-        allow (streams/egress.py)."""
+        allow (streams/webhooks/egress.py)."""
         return guarded_session(self.allowed, USER_AGENT)
 
     @property

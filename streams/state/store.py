@@ -40,7 +40,7 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.streams.memory import RocksMemory
+from deliverytrack.streams.state.memory import RocksMemory
 from deliverytrack.tables.aggregates import (
     TOTAL,
     Counter,

@@ -40,11 +40,11 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> str:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from deliverytrack.streams.admin import ensure_topics
-    from deliverytrack.streams.app import app_failure, create_app
-    from deliverytrack.streams.auth import ListenerConfigError, check_listeners
+    from deliverytrack.streams.http.auth import ListenerConfigError, check_listeners
+    from deliverytrack.streams.kafka.topic_admin import ensure_topics
     from deliverytrack.streams.topics import Topics
-    from deliverytrack.streams.worker import Worker
+    from deliverytrack.streams.worker.app import app_failure, create_app
+    from deliverytrack.streams.worker.process import Worker
 
     settings = _settings(
         {
@@ -74,7 +74,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from deliverytrack.streams.demo import run_demo
+    from deliverytrack.streams.dev.demo import run_demo
 
     if args.messages < 1 or args.duration <= 0:
         print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="JSON for scripts")
     history.set_defaults(run=_history)
 
-    from deliverytrack.streams.cli_query import add_query_commands
+    from deliverytrack.streams.cli.query import add_query_commands
 
     add_query_commands(commands, _settings)
     from deliverytrack.streams import contract
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
         )
-        from deliverytrack.streams.logs import install_log_gate
+        from deliverytrack.streams.worker.logs import install_log_gate
 
         install_log_gate()  # the worker's start-up wait for Kafka: a line per 10 s
         # The tools say themselves what failed (one line, below); the worker logs what its

@@ -37,8 +37,8 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_broker import KafkaBroker
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
 from deliverytrack.streams.providers.simulated import (
     SimulatedProvider,
     SimulatedProviderConfig,

@@ -2,7 +2,7 @@
 
 ``DELIVERYTRACK_WEBHOOK_HOST``/``_PORT`` (default ``127.0.0.1:6067``) serve exactly two routes:
 
-- ``POST /webhooks/{providerId}``: the webhook ingress (``streams/webhooks.py``), which
+- ``POST /webhooks/{providerId}``: the webhook ingress (``streams/webhooks/ingress.py``), which
   verifies each provider's own signature or token;
 - ``GET /health``: ``{"status": "ok"}`` (200) or ``{"status": "unavailable"}`` (503), for a
   load balancer in front of it; no counters, URLs or errors.
@@ -22,10 +22,10 @@ from collections.abc import Callable
 from aiohttp import web as aiohttp_web
 from multidict import CIMultiDict
 
-from deliverytrack.streams.http_server import JsonErrorAppRunner
+from deliverytrack.streams.http.server import JsonErrorAppRunner
+from deliverytrack.streams.http.views import _dumps, json_errors
 from deliverytrack.streams.metrics import UNKNOWN, Metrics
-from deliverytrack.streams.web import _dumps, json_errors
-from deliverytrack.streams.webhooks import WebhookIngress
+from deliverytrack.streams.webhooks.ingress import WebhookIngress
 
 log = logging.getLogger(__name__)
 

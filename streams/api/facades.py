@@ -29,10 +29,10 @@ from deliverytrack.models.enums import (
     is_terminal,
 )
 from deliverytrack.models.events import SendRecorded, SendWarning, StatusChanged
+from deliverytrack.models.outbound import WebhookEndpoint
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookEndpoint
-from deliverytrack.streams.client import DeliveryTrackClient, FilterLike, follow_status_changes
+from deliverytrack.streams.api.client import DeliveryTrackClient, FilterLike, follow_status_changes
 from deliverytrack.tables.fold import can_transition
 from deliverytrack.tables.query import MAX_LIMIT
 

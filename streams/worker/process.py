@@ -1,6 +1,6 @@
 """The Faust worker that ``deliverytrack worker`` runs: its log and its stop.
 
-- Logging: Faust's own set-up, then the :class:`~deliverytrack.streams.logs.LogGate` on the
+- Logging: Faust's own set-up, then the :class:`~deliverytrack.streams.worker.logs.LogGate` on the
   root handlers (expected noise demoted, repeats rate-limited). Standard output is not
   redirected into the log (a traceback printed by a library thread stays one block).
 - Stopping: on SIGTERM/SIGINT (or a crash), the worker stops its services as usual, but never
@@ -24,8 +24,8 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-from deliverytrack.streams.logs import install_log_gate
-from deliverytrack.streams.memory import tune_heap
+from deliverytrack.streams.state.memory import tune_heap
+from deliverytrack.streams.worker.logs import install_log_gate
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Worker(faust.Worker):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("redirect_stdouts", False)
-        tune_heap()  # before Faust's and RocksDB's threads start (streams/memory.py)
+        tune_heap()  # before Faust's and RocksDB's threads start (streams/state/memory.py)
         super().__init__(app, **kwargs)
         self.log_repeat_interval_s = log_repeat_interval_s
         self.deadline = ShutdownDeadline(

@@ -10,7 +10,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 
 log = logging.getLogger(__name__)

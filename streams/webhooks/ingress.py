@@ -34,13 +34,13 @@ from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, provider_key
 from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.http.views import INPUT_ERRORS, describe_input_error
 from deliverytrack.streams.providers.base import (
     MAX_EVENT_ID_CHARS,
     MAX_REPORTS_PER_REQUEST,
     WebhookAdapter,
     WebhookRejected,
 )
-from deliverytrack.streams.web import INPUT_ERRORS, describe_input_error
 from deliverytrack.tables.pii import mask_phone_numbers, mask_phone_text, protect_report
 
 log = logging.getLogger(__name__)

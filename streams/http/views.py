@@ -1,6 +1,6 @@
 """HTTP on the worker's API listener (Faust's aiohttp server): the query API. JSON, camelCase.
-Every route but ``/health`` needs a bearer token (``streams/auth.py``); the webhook ingress is
-on its own listener (``streams/webhook_listener.py``), which shares :func:`json_errors`.
+Every route but ``/health`` needs a bearer token (``streams/http/auth.py``); the webhook ingress is
+on its own listener (``streams/webhooks/listener.py``), which shares :func:`json_errors`.
 
 - ``GET /records/{messageId}``, ``GET /records/{messageId}/history``
 - ``GET /records`` (k-msg filters, limit, offset, orderBy, orderDirection)
@@ -19,7 +19,7 @@ Errors are JSON ``{"error": "<what is wrong>"}``, through one mechanism, the
   with the reason; aiohttp's own 4xx (404 no such route, 405, 413 for a body over its size
   limit, ...) become JSON too;
 - a table that is not fully served (rebalancing) is 503, and so is a long query that found
-  every scan slot taken; a query over its budget (``streams/query_limits.py``) is 422;
+  every scan slot taken; a query over its budget (``streams/query/limits.py``) is 422;
 - anything else raised while *answering* a valid request is a server bug: logged with its
   traceback and answered 500 ``{"error": "internal error ..."}``, never disguised as a 4xx.
 """
@@ -41,9 +41,9 @@ from faust.web import Request, Response, View
 from pydantic import ValidationError
 
 from deliverytrack.models.common import utc_text
-from deliverytrack.streams.auth import caller_of
-from deliverytrack.streams.query import QueryService, Unavailable, parse_internal_query
-from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBusy
+from deliverytrack.streams.http.auth import caller_of
+from deliverytrack.streams.query.limits import QueryLimitExceeded, ScanBusy
+from deliverytrack.streams.query.service import QueryService, Unavailable, parse_internal_query
 from deliverytrack.tables.query import (
     LIST_PARAMS,
     RecordFilter,

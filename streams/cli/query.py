@@ -23,7 +23,7 @@ import orjson
 from deliverytrack.models.common import utc_text
 from deliverytrack.models.events import StatusChanged
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import auth_headers, record_path, resolve_token
+from deliverytrack.streams.api.client import auth_headers, record_path, resolve_token
 
 FILTERS = (
     ("message-id", "messageId"),
@@ -272,7 +272,7 @@ def format_change(change: StatusChanged, as_json: bool = False) -> str:
 
 
 def _tail(args: argparse.Namespace, settings_of: Callable[[dict[str, Any]], Settings]) -> int:
-    from deliverytrack.streams.client import follow_status_changes
+    from deliverytrack.streams.api.client import follow_status_changes
 
     settings = settings_of({"broker": args.broker})
 

@@ -1,6 +1,6 @@
 """The dashboard page (``GET /ui``) and the data only it needs (``GET /recent``).
 
-The page is static HTML, JavaScript and CSS shipped in the package (``streams/ui/``, package
+The page is static HTML, JavaScript and CSS shipped in the package (``streams/http/ui/``, package
 data): no build step, no CDN, no third-party code, so it works offline. It is served without a
 token (it holds no data); every call it makes for data (``/health``, ``/stats``,
 ``/records/count-by``, ``/records/due``, ``/recent``, ``/records/{id}``,
@@ -8,7 +8,7 @@ token (it holds no data); every call it makes for data (``/health``, ``/stats``,
 when the worker answers 401 and keeps in ``sessionStorage`` (gone when the tab closes).
 
 ``GET /recent`` (token needed): this worker's latest status changes and dead letters (the
-engine's bounded ring, ``streams/recent.py``) and its consumer lag per input partition (the
+engine's bounded ring, ``streams/engine/recent.py``) and its consumer lag per input partition (the
 broker's last known end offset minus the offset folded so far).
 """
 
@@ -20,14 +20,15 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.engine.loop import FoldEngine
 
 UI_FILES: dict[str, str] = {
     "/ui": "index.html",
     "/ui/dashboard.js": "dashboard.js",
     "/ui/dashboard.css": "dashboard.css",
 }
-"""Route -> file in ``streams/ui/``; these routes answer without a token (``streams/auth.py``)."""
+"""Route -> file in ``streams/http/ui/``; these routes answer without a token
+(``streams/http/auth.py``)."""
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -49,7 +50,7 @@ _HEADERS = {
 
 def ui_file(name: str) -> bytes:
     """One file of the page, as shipped in the package."""
-    return (resources.files("deliverytrack.streams") / "ui" / name).read_bytes()
+    return (resources.files("deliverytrack.streams.http") / "ui" / name).read_bytes()
 
 
 def consumer_lag(engine: FoldEngine) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.query import RecordFilter
 

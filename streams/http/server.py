@@ -21,7 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from deliverytrack.streams.web import _dumps
+from deliverytrack.streams.http.views import _dumps
 
 log = logging.getLogger(__name__)
 

@@ -80,14 +80,14 @@ from deliverytrack.models.events import (
 from deliverytrack.models.policy import PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.admin import ensure_topics
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
-from deliverytrack.streams.membership import Membership, Rebalance, query_url
-from deliverytrack.streams.memory import HeapTrimmer, RocksMemory, rss_bytes, tune_heap
+from deliverytrack.streams.engine.recent import RecentOutputs
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.membership import Membership, Rebalance, query_url
+from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.metrics import Metrics
-from deliverytrack.streams.recent import RecentOutputs
-from deliverytrack.streams.store import (
+from deliverytrack.streams.state.memory import HeapTrimmer, RocksMemory, rss_bytes, tune_heap
+from deliverytrack.streams.state.store import (
     CorrelationChange,
     MarkerChange,
     PartitionStore,
@@ -355,7 +355,7 @@ class FoldEngine:
         # A partition restore that failed (in the rebalance listener, whose errors aiokafka
         # swallows): the loop raises it, the worker restarts.
         self._restore_error: Exception | None = None
-        # What bounds the worker's memory (streams/memory.py): one RocksDB budget for all its
+        # What bounds the worker's memory (streams/state/memory.py): one RocksDB budget for all its
         # stores, and the C heap's freed pages returned after batches.
         self.rocks_memory = RocksMemory(settings.rocksdb_memory_mb)
         self.heap = HeapTrimmer()

@@ -1,5 +1,5 @@
 """The latest status changes and dead letters this worker's fold published, for the dashboard
-(``GET /recent``, ``streams/dashboard.py``).
+(``GET /recent``, ``streams/http/dashboard.py``).
 
 A bounded ring per topic: the engine hands over every batch it published (one call), the ring
 keeps the raw values of the last :data:`RECENT_SIZE` of each kind, and only a request parses

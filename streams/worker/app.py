@@ -13,26 +13,26 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.auth import ApiTokens, api_auth, caller_of, check_listeners
-from deliverytrack.streams.broker_watch import BrokerWatch, stale_marker
-from deliverytrack.streams.dashboard import register_dashboard
-from deliverytrack.streams.dispatcher import WebhookDispatcher
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.http_server import JsonErrorAppRunner
-from deliverytrack.streams.kafka_config import faust_credentials
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.http.auth import ApiTokens, api_auth, caller_of, check_listeners
+from deliverytrack.streams.http.dashboard import register_dashboard
+from deliverytrack.streams.http.server import JsonErrorAppRunner
+from deliverytrack.streams.http.views import install_json_errors, register_query_views
+from deliverytrack.streams.kafka.clients import faust_credentials
 from deliverytrack.streams.metrics import register_metrics
-from deliverytrack.streams.poll_loop import PollLoop
-from deliverytrack.streams.poller import Poller, utc_now
+from deliverytrack.streams.polling.loop import PollLoop
+from deliverytrack.streams.polling.poller import Poller, utc_now
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
-from deliverytrack.streams.query import QueryService
+from deliverytrack.streams.query.service import QueryService
 from deliverytrack.streams.topics import faust_leader_topic
-from deliverytrack.streams.web import install_json_errors, register_query_views
-from deliverytrack.streams.webhook_listener import WebhookListener
-from deliverytrack.streams.webhooks import (
+from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
+from deliverytrack.streams.webhooks.ingress import (
     WebhookIngress,
     build_webhook_adapters,
 )
+from deliverytrack.streams.webhooks.listener import WebhookListener
+from deliverytrack.streams.worker.broker_watch import BrokerWatch, stale_marker
 
 log = logging.getLogger(__name__)
 

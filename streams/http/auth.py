@@ -34,7 +34,7 @@ from deliverytrack.models.settings import Settings
 
 PUBLIC_PATHS = frozenset({"/health", "/ui", "/ui/dashboard.js", "/ui/dashboard.css"})
 """Routes of the API listener that answer without a token: ``/health`` (with less) and the
-dashboard's static files (``streams/dashboard.py``; the data they fetch needs a token)."""
+dashboard's static files (``streams/http/dashboard.py``; the data they fetch needs a token)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ Two layers:
 
 - :class:`LocalQueries` answers for the partitions this worker has caught up: aggregates when
   the filter allows (providerId, type, status, requestedAt), an ordered index walk for lists,
-  a scan otherwise. Each query reads and holds within a budget (``streams/query_limits.py``):
+  a scan otherwise. Each query reads and holds within a budget (``streams/query/limits.py``):
   long scans yield to the event loop every few milliseconds so the fold and the webhooks keep
   running, wait for a scan slot, are refused (422) past their budget, and stop if the
   partition is taken away meanwhile.
@@ -31,9 +31,9 @@ import orjson
 
 from deliverytrack.models.codec import decode_record
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.streams.auth import outgoing_tokens
-from deliverytrack.streams.query_limits import QueryLimitExceeded, ScanBudget
-from deliverytrack.streams.store import REQUESTED, UPDATED, PartitionStore
+from deliverytrack.streams.http.auth import outgoing_tokens
+from deliverytrack.streams.query.limits import QueryLimitExceeded, ScanBudget
+from deliverytrack.streams.state.store import REQUESTED, UPDATED, PartitionStore
 from deliverytrack.tables.aggregates import TOTAL, Counter, Dims, contribution, cover
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.pii import to_filter_hashes

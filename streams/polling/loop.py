@@ -45,9 +45,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 from deliverytrack.models.codec import decode_poll_request, encode
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
-from deliverytrack.streams.membership import Rebalance
-from deliverytrack.streams.poller import Poller, utc_now
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.membership import Rebalance
+from deliverytrack.streams.polling.poller import Poller, utc_now
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 
