@@ -69,7 +69,7 @@ def time_tick(engine: FoldEngine, repeats: int) -> tuple[float, int]:
     count = 0
     for _ in range(repeats):
         started = time.perf_counter()
-        count = len(engine.collect_due_checks(NOW))
+        count = len(engine.timers.timers.collect_due_checks(NOW))
         samples.append(time.perf_counter() - started)
     return statistics.median(samples), count
 
@@ -101,7 +101,7 @@ def main() -> None:
             store = build_store(Path(tmp) / f"s{tracked}.db", tracked, args.due)
             built = time.perf_counter() - started
             engine = FoldEngine(Settings(data_dir=Path(tmp), polling={"batchSize": args.due}))
-            engine._stores[0] = store
+            engine.partitions.attach(0, store)
             seconds, count = time_tick(engine, args.repeats)
             assert count == args.due, count
             results[tracked] = seconds

@@ -1,5 +1,5 @@
 """The engine's fold and RocksDB write on in-memory batches, no Kafka: isolates the CPU cost of
-``FoldEngine._fold_partition`` + ``PartitionStore.write`` from the broker and the network.
+``FoldEngine.batch.fold`` + ``PartitionStore.write`` from the broker and the network.
 
 Same workload as fold_throughput.py (200,000 events over 50,000 keys: sends, then commands), in
 20,000-event batches on one partition, with the engine's GC settings (``gc.freeze()``, gen-0
@@ -24,7 +24,8 @@ from aiokafka.structs import ConsumerRecord  # noqa: E402
 from fold_throughput import generate  # noqa: E402
 
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams.engine.loop import FoldEngine, gc_paused  # noqa: E402
+from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
+from deliverytrack.streams.engine.stats import gc_paused  # noqa: E402
 from deliverytrack.streams.state.store import PartitionStore, Position  # noqa: E402
 
 
@@ -40,8 +41,7 @@ def main() -> None:
         settings = Settings(app_id="offline", topic_prefix="offline.", data_dir=Path(tmp))
         engine = FoldEngine(settings)
         store = PartitionStore(Path(tmp) / "p0.db", cache_size=args.record_cache)
-        engine._stores[0] = store
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store)
         items = [*work.sends, *(item for commands in work.commands for item in commands)]
         topics = [engine.topics.send_results] * len(work.sends)
         topics += [engine.topics.commands] * (len(items) - len(work.sends))
@@ -57,7 +57,7 @@ def main() -> None:
         for batch in batches:
             t0 = time.perf_counter()
             with gc_paused():
-                changes = engine._fold_partition(0, batch, [], {})
+                changes = engine.batch.fold(engine.store(0), batch, [], {})
             t1 = time.perf_counter()
             with gc_paused():
                 store.write(changes, Position())

@@ -111,7 +111,7 @@ class Metrics:
         # Status changes by status: the fold adds to this plain tally (a dict increment per
         # change, no metric call on the hot path); exposed by WorkerCollector.
         self.status_changes: Tally[Any] = Tally()
-        # Per fold partition, as of the fold's last release (engine._release): its ordering
+        # Per fold partition, as of the fold's last release (OrderingBuffer.release): its ordering
         # watermark (ms since the epoch; -inf before every input topic was fetched, +inf when
         # every one is paused) and the inputs buffered behind it. Replaced whole each time.
         self.ordering: dict[int, tuple[float, int]] = {}

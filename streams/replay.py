@@ -24,7 +24,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.common import utc_text
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine.loop import POSITION_KEY, FoldEngine
+from deliverytrack.streams.engine.changelog import POSITION_KEY, decode_position, record_id
+from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.kafka.clients import kafka_client_kwargs
 from deliverytrack.streams.topics import Topics
 
@@ -96,38 +97,16 @@ async def read_live_table(settings: Settings, topics: Topics) -> tuple[dict[str,
         targets: Targets = {}
         for msg in await _read_assigned(consumer, tps):
             if msg.key == POSITION_KEY and msg.value is not None:
-                for topic, offset in orjson.loads(msg.value)["offsets"].items():
+                for topic, offset in decode_position(msg.value).items():
                     targets[TopicPartition(topic, msg.partition)] = offset
-            elif msg.key is not None and not msg.key.startswith(b"\x00"):
+            elif (message_id := record_id(msg.key)) is not None:
                 if msg.value is None:
-                    records.pop(msg.key.decode(), None)
+                    records.pop(message_id, None)
                 else:
-                    records[msg.key.decode()] = msg.value
+                    records[message_id] = msg.value
         return records, targets
     finally:
         await consumer.stop()
-
-
-class _BoundedEngine(FoldEngine):
-    """Folds nothing at or past ``targets`` (records past them stay buffered, unfolded)."""
-
-    def __init__(self, settings: Settings, topics: Topics, targets: Targets) -> None:
-        super().__init__(settings, topics, correlate=False)
-        self.targets = targets
-        self.reroute_commands = False
-
-    async def _release(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        released = await super()._release()
-        for tp, records in list(released.items()):
-            limit = self.targets.get(tp, 0)
-            keep = [r for r in records if r.offset < limit]
-            if len(keep) < len(records):
-                self._buffer[tp][:0] = [r for r in records if r.offset >= limit]
-            if keep:
-                released[tp] = keep
-            else:
-                del released[tp]
-        return released
 
 
 async def _end_targets(settings: Settings, topics: Topics) -> Targets:
@@ -183,7 +162,9 @@ async def run_replay(
     total = sum(targets.values())
     replay_settings = settings.model_copy(update={"app_id": replay_app_id, "data_dir": data_dir})
     topics = live_topics.for_replay(settings.topic_prefix, replay_app_id)
-    engine = _BoundedEngine(replay_settings, topics, targets)
+    engine = FoldEngine(
+        replay_settings, topics, correlate=False, reroute_commands=False, stop_at=targets
+    )
     print(
         f"replay: folding {total:,} input events of {settings.app_id!r} into {replay_app_id!r} "
         f"({data_dir})",

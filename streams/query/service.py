@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +31,7 @@ import orjson
 
 from deliverytrack.models.codec import decode_record
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.http.auth import outgoing_tokens
 from deliverytrack.streams.query.limits import QueryLimitExceeded, ScanBudget
 from deliverytrack.streams.state.store import REQUESTED, UPDATED, PartitionStore
@@ -97,12 +98,13 @@ def rows_from_json(items: list[list[Any]]) -> Rows:
 class LocalQueries:
     """Answers over this worker's ready partitions."""
 
-    stores: dict[int, PartitionStore]
+    stores: Mapping[int, PartitionStore]
     ready: set[int]
     budget: ScanBudget = field(default_factory=ScanBudget)
     """What this query may read and hold (unbounded unless the service sets it)."""
 
-    def _store(self, partition: int) -> PartitionStore:
+    def store(self, partition: int) -> PartitionStore:
+        """The partition's store, if it is (still) here and caught up; else PartitionGone."""
         store = self.stores.get(partition)
         if store is None or store.closed or partition not in self.ready:
             raise PartitionGone(partition)
@@ -125,7 +127,7 @@ class LocalQueries:
     # --- rows: counts, count-by, stats ------------------------------------------------------
 
     async def rows(self, partition: int, flt: RecordFilter) -> Rows:
-        store = self._store(partition)
+        store = self.store(partition)
         out: Rows = {}
         if flt.is_empty_match():
             return out
@@ -198,7 +200,7 @@ class LocalQueries:
     ) -> list[tuple[int, str, bytes]]:
         """This partition's first ``offset + limit`` matches in the requested order (after
         ``options.after``, where the walk starts)."""
-        store = self._store(partition)
+        store = self.store(partition)
         wanted = options.offset + options.limit
         found: list[tuple[int, str, bytes]] = []
         if wanted == 0 or flt.is_empty_match():
@@ -244,7 +246,7 @@ class LocalQueries:
 
     async def due(self, partition: int, now: datetime, limit: int) -> list[tuple[int, str, bytes]]:
         """k-msg listDue on this partition: pollable records due at ``now``, oldest first."""
-        store = self._store(partition)
+        store = self.store(partition)
         out: list[tuple[int, str, bytes]] = []
         due = store.due(now, limit)
         for (ms, mid), raw in zip(due, store.get_many_raw([mid for _, mid in due]), strict=True):
@@ -335,7 +337,7 @@ def parse_internal_query(body: bytes) -> tuple[dict[str, Any], list[int]]:
 class QueryService:
     """Answers queries for the whole table, wherever its partitions are."""
 
-    engine: Any  # FoldEngine (not imported: avoids a cycle with the app)
+    engine: FoldEngine
     _session: aiohttp.ClientSession | None = None
     gather_deadline_s: float = GATHER_DEADLINE_S
     _scan_slots: asyncio.Semaphore | None = None
@@ -354,7 +356,8 @@ class QueryService:
             max_bytes=settings.query_max_answer_bytes,
             slots=self._scan_slots,
         )
-        return LocalQueries(self.engine._stores, self.engine.ready_partitions, budget)
+        partitions = self.engine.partitions
+        return LocalQueries(partitions.stores, partitions.ready, budget)
 
     def partitions(self) -> list[int]:
         return list(range(self.engine.partition_count))
@@ -499,7 +502,7 @@ class QueryService:
                     found = await local.due(partition, now, int(payload["limit"]))
                     out[partition] = [[ms, mid, orjson.Fragment(raw)] for ms, mid, raw in found]
                 elif op == "get":
-                    store = local._store(partition)
+                    store = local.store(partition)
                     raw = store.get_raw(payload["messageId"])
                     out[partition] = None if raw is None else orjson.Fragment(raw)
                 else:

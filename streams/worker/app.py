@@ -242,7 +242,7 @@ def _register_polling(app: DeliveryTrackApp) -> None:
     async def emit_due_checks() -> None:
         """Publish due checks for this worker's partitions. Never writes the table."""
         if engine.ready.is_set():
-            await engine.emit_due_checks(utc_now())
+            await engine.timers.emit_due_checks(utc_now())
 
 
 def _register_retention(app: DeliveryTrackApp) -> None:
@@ -253,7 +253,7 @@ def _register_retention(app: DeliveryTrackApp) -> None:
         """Publish expiries of records past their retention or expiresAt, and of deletion
         markers; the fold deletes them. Never writes the table."""
         if engine.ready.is_set():
-            await engine.emit_expiries(utc_now())
+            await engine.timers.emit_expiries(utc_now())
 
 
 def _failure(app: DeliveryTrackApp) -> Any:
@@ -343,4 +343,4 @@ def _register_views(app: DeliveryTrackApp) -> None:
             """Scan this worker's due index now (k-msg ``runOnce``); polling follows as usual."""
             if not engine.ready.is_set():
                 return self.json({"error": "the worker is starting"}, status=503)
-            return self.json({"dueChecks": await engine.emit_due_checks(utc_now())})
+            return self.json({"dueChecks": await engine.timers.emit_due_checks(utc_now())})

@@ -73,12 +73,11 @@ async def test_a_broker_that_never_answers_is_unreachable_too() -> None:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[DeliveryTrackApp, TestClient[Any, Any]]]:
     app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
-    app.engine._stores[0] = PartitionStore(tmp_path / "p0.db")
-    app.engine.ready_partitions.add(0)
+    app.engine.partitions.attach(0, PartitionStore(tmp_path / "p0.db"), ready=True)
     app.engine.ready.set()
     async with TestClient(TestServer(app.web.web_app)) as client:  # type: ignore[attr-defined]
         yield app, client
-    app.engine._stores[0].close()
+    app.engine.store(0).close()
 
 
 async def test_health_and_queries_while_the_broker_is_away(

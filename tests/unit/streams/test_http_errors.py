@@ -110,15 +110,14 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     app = create_app(app_settings(tmp))
     engine = app.engine
     for partition in range(PARTITIONS):
-        engine._stores[partition] = PartitionStore(tmp / f"p{partition}.db")
-        engine.ready_partitions.add(partition)
+        engine.partitions.attach(partition, PartitionStore(tmp / f"p{partition}.db"), ready=True)
     for i, mid in enumerate(MESSAGES):
         record, _ = fold(
             None,
             send_recorded_factory(mid, provider_id="gen", requested_at=T0 + timedelta(minutes=i)),
         )
         assert record is not None
-        engine._stores[engine.partition_of(mid)].write(
+        engine.store(engine.partition_of(mid)).write(
             {mid: (None, record, encode_record(record))}, Position()
         )
     app.queries.gather_deadline_s = 0.5
@@ -126,7 +125,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     async def emit_due_checks(now: Any) -> int:  # the engine would publish them to Kafka
         return 0
 
-    engine.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
+    engine.timers.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
     engine.ready.set()
     async with (
         TestClient(TestServer(app.web.web_app)) as client,  # type: ignore[attr-defined]
@@ -135,8 +134,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
         api = Api(app, client, hooks)
         app.webhooks._publish = api.publish
         yield api
-    for store in engine._stores.values():
-        store.close()
+    engine.partitions.close_all()
 
 
 def signed(body: bytes, secret: str = GEN_SECRET) -> dict[str, str]:

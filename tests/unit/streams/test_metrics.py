@@ -237,18 +237,19 @@ class ReadToEndConsumer:
         return self.polled_ms
 
 
-async def test_the_fold_records_each_partitions_watermark_once_per_release(
+async def test_the_ordering_buffer_records_each_partitions_watermark_once_per_release(
     tmp_path: Path,
 ) -> None:
     engine = FoldEngine(Settings(data_dir=tmp_path, ordering_margin_ms=200))
     behind = TopicPartition(engine.topics.send_results, 0)
-    engine._consumer = ReadToEndConsumer(polled_ms=10_000, behind=behind)
-    engine._stores = {0: object(), 1: object()}  # type: ignore[dict-item]
+    consumer = ReadToEndConsumer(polled_ms=10_000, behind=behind)
     # Partition 0: send results fetched up to 9,000 with more to come (the watermark), the
     # other topics read to their end at 10,000 (less the margin: 9,800).
-    engine._last_ts[behind] = 9_000
-    engine._buffer[behind] = [SimpleNamespace(timestamp=t) for t in (8_000, 8_500, 9_000)]
-    released = await engine._release()
+    fetched = [SimpleNamespace(timestamp=t) for t in (8_000, 8_500, 9_000)]
+    engine.ordering.add({behind: fetched}, {0, 1})  # type: ignore[dict-item]
+    released = await engine.ordering.release(consumer, [0, 1])
     assert [r.timestamp for r in released[behind]] == [8_000, 8_500]
     # Partition 1: every topic read to its end: the last fetch less the margin.
+    assert engine.ordering.watermarks == {0: (9_000, 1), 1: (9_800, 0)}
+    engine.metrics.ordering_released(engine.ordering.watermarks)  # what the fold loop does
     assert engine.metrics.ordering == {0: (9_000, 1), 1: (9_800, 0)}

@@ -146,7 +146,7 @@ def test_long_queries_take_turns_on_the_scan_slots(store: PartitionStore) -> Non
             nonlocal peak
             queries = local(store, budget)
             try:
-                async for _ in queries._candidates(0, queries._store(0), SCAN):
+                async for _ in queries._candidates(0, queries.store(0), SCAN):
                     peak = max(peak, sum(b._has_slot for b in budgets))
             finally:
                 budget.release()
