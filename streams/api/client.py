@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from pydantic import BaseModel, SecretStr
 
@@ -45,7 +45,7 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import new_consumer, new_producer, refresh_metadata
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.query import RecordFilter
 
@@ -100,7 +100,7 @@ def filter_params(flt: FilterLike) -> list[tuple[str, str]] | None:
     return params
 
 
-def _answer(status: int, reason: str | None, body: bytes) -> Any:
+def read_answer(status: int, reason: str | None, body: bytes) -> Any:
     """The JSON answer, or QueryFailed with the worker's reason (JSON or plain text)."""
     try:
         data = orjson.loads(body) if body else None
@@ -139,7 +139,7 @@ class DeliveryTrackClient:
         self.base_url = base_url.rstrip("/")
         self.settings = settings or Settings()
         self._token = resolve_token(token, self.settings)
-        self.topics = Topics.from_prefix(self.settings.topic_prefix, self.settings.app_id)
+        self.topics = Topics.of(self.settings)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -167,8 +167,8 @@ class DeliveryTrackClient:
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                **kafka_client_kwargs(self.settings),
+            producer = new_producer(
+                self.settings,
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
@@ -255,11 +255,11 @@ class DeliveryTrackClient:
         async with self._http().get(
             self.base_url + path, params=list(params), headers=auth_headers(self._token)
         ) as response:
-            return _answer(response.status, response.reason, await response.read())
+            return read_answer(response.status, response.reason, await response.read())
 
     async def _post(self, url: str) -> Any:
         async with self._http().post(url, headers=auth_headers(self._token)) as response:
-            return _answer(response.status, response.reason, await response.read())
+            return read_answer(response.status, response.reason, await response.read())
 
     async def get_record(self, message_id: str) -> TrackingRecord | None:
         try:
@@ -455,9 +455,9 @@ async def follow_status_changes(
     (a restart resumes); without one every partition is read from the end (or the beginning)
     and ``on_ready`` is called once the start positions are fixed, so nothing published after
     it is missed. The topic is at-least-once: drop repeats by ``eventId``."""
-    topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
-    consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings),
+    topics = Topics.of(settings)
+    consumer = new_consumer(
+        settings,
         group_id=group_id,
         enable_auto_commit=group_id is not None,
         auto_offset_reset="earliest" if from_beginning else "latest",
@@ -468,7 +468,7 @@ async def follow_status_changes(
         if group_id is None:
             partitions = consumer.partitions_for_topic(topics.status_changes)
             if not partitions:
-                await consumer._client.force_metadata_update()
+                await refresh_metadata(consumer)
                 partitions = consumer.partitions_for_topic(topics.status_changes) or set()
             tps = [TopicPartition(topics.status_changes, p) for p in sorted(partitions)]
             consumer.assign(tps)

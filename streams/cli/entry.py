@@ -3,124 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import socket
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
-
 from deliverytrack.models.settings import Settings
-
-
-def _settings(overrides: dict[str, Any]) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except (ValidationError, SettingsError) as exc:
-        print(f"deliverytrack: invalid configuration:\n{describe_settings_error(exc)}",
-              file=sys.stderr)  # fmt: skip
-        raise SystemExit(2) from None
-
-
-def describe_settings_error(exc: ValidationError | SettingsError) -> str:
-    """What is wrong with the configuration, one line per problem, without the values given:
-    pydantic's own text shows them (``input_value=...``), and they may be keys or secrets."""
-    if isinstance(exc, SettingsError):
-        # "error parsing value for field "x" from source "EnvSettingsSource"" (never the value)
-        return f"  {exc}"
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in error["loc"]) or "<settings>"
-        env = "DELIVERYTRACK_" + str(error["loc"][0]).upper() if error["loc"] else ""
-        lines.append(f"  {where}{f' ({env})' if env else ''}: {error['msg']}")
-    return "\n".join(lines)
-
-
-def _worker(args: argparse.Namespace) -> int:
-    from deliverytrack.streams.http.auth import ListenerConfigError, check_listeners
-    from deliverytrack.streams.kafka.topic_admin import ensure_topics
-    from deliverytrack.streams.topics import Topics
-    from deliverytrack.streams.worker.app import app_failure, create_app
-    from deliverytrack.streams.worker.process import Worker
-
-    settings = _settings(
-        {
-            "broker": args.broker,
-            "data_dir": args.data_dir,
-            "web_port": args.web_port,
-            "webhook_port": args.webhook_port,
-        }
-    )
-    try:
-        check_listeners(settings)  # before anything is created on the broker
-    except ListenerConfigError as exc:
-        print(f"deliverytrack worker: {exc}", file=sys.stderr)
-        return 2
-    asyncio.run(ensure_topics(settings, Topics.from_prefix(settings.topic_prefix, settings.app_id)))
-    app = create_app(settings)
-    worker = Worker(
-        app,
-        loglevel=settings.log_level.upper(),
-        quiet=True,
-        shutdown_timeout_s=settings.shutdown_timeout_ms / 1000,
-        log_repeat_interval_s=settings.log_repeat_interval_ms / 1000,
-        crashed=lambda: app_failure(app) is not None,
-    )
-    worker.execute_from_commandline()
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from deliverytrack.streams.dev.demo import run_demo
-
-    if args.messages < 1 or args.duration <= 0:
-        print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
-        return 2
-    return run_demo(
-        args.messages,
-        args.duration,
-        args.broker,
-        args.keep,
-        args.provider_url,
-        serve=not args.exit_after_summary,
-    )
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from deliverytrack.streams.replay import run_replay
-
-    settings = _settings({"broker": args.broker})
-    return asyncio.run(
-        run_replay(
-            settings,
-            replay_app_id=args.app_id,
-            data_dir=Path(args.data_dir) if args.data_dir else None,
-            verify=args.verify,
-            timeout_s=args.timeout,
-        )
-    )
-
-
-def _history(args: argparse.Namespace) -> int:
-    import orjson
-
-    from deliverytrack.streams.replay import format_history, message_history
-
-    settings = _settings({"broker": args.broker})
-    events = asyncio.run(message_history(settings, args.message_id))
-    if args.json:
-        print(orjson.dumps(events, option=orjson.OPT_INDENT_2).decode())
-    elif not events:
-        print(f"no events for messageId {args.message_id!r}", file=sys.stderr)
-    else:
-        print(format_history(events, settings.topic_prefix))
-    return 0 if events else 1
-
+from deliverytrack.streams import contract
+from deliverytrack.streams.cli import demo, query, replay, tail, worker
+from deliverytrack.streams.cli.config import settings_of
 
 GLOBAL_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--url", "url", {"help": "a worker's HTTP API (get, list, count, count-by, stats)"}),
@@ -143,81 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         # Stored apart (a subcommand's own default would overwrite it), merged by parse_args.
         parser.add_argument(flag, dest=f"global_{dest}", default=None, **options)
     commands = parser.add_subparsers(dest="command", required=True)
-    worker = commands.add_parser("worker", help="run a worker (fold engine + web server)")
-    worker.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
-    worker.add_argument("--data-dir", help="state directory (DELIVERYTRACK_DATA_DIR)")
-    worker.add_argument(
-        "--web-port", type=int, help="API listener port, private (DELIVERYTRACK_WEB_PORT)"
-    )
-    worker.add_argument(
-        "--webhook-port",
-        type=int,
-        help="webhook listener port, public (DELIVERYTRACK_WEBHOOK_PORT)",
-    )
-    worker.set_defaults(run=_worker)
-
-    demo = commands.add_parser(
-        "demo",
-        help="start a broker, a worker, a simulated provider and traffic; summarise, then keep "
-        "the dashboard up until Ctrl-C",
-        description="Start a Kafka broker, a worker and a simulated provider, send traffic, "
-        "print a summary, then keep everything running so the dashboard (its URL is printed) "
-        "stays up, until Ctrl-C or SIGTERM stops everything (exit code 0). "
-        "--exit-after-summary stops after the summary instead, for scripts and CI.",
-    )
-    demo.add_argument("--messages", type=int, default=10_000, help="messages to send (10000)")
-    demo.add_argument(
-        "--duration",
-        type=float,
-        default=60.0,
-        help="seconds to send them over; then the demo waits up to 90 s more for every record "
-        "to reach a final status (a progress line every 2 s), and prints the summary",
-    )
-    demo.add_argument("--broker", help="use this kafka://host:port instead of starting one")
-    demo.add_argument(
-        "--provider-url",
-        help="use the simulated provider at this URL (python -m "
-        "deliverytrack.streams.providers.simulated) instead of starting one",
-    )
-    demo.add_argument(
-        "--keep", action="store_true", help="keep the temporary state directory (worker log)"
-    )
-    demo.add_argument(
-        "--exit-after-summary",
-        action="store_true",
-        help="stop everything and exit after the summary (for scripts and CI) instead of "
-        "serving the dashboard until Ctrl-C",
-    )
-    demo.set_defaults(run=_demo)
-
-    replay = commands.add_parser(
-        "replay",
-        help="rebuild the table from the input topics into fresh state (new app id, data dir)",
-    )
-    replay.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
-    replay.add_argument("--app-id", help="app id of the rebuilt state (<appId>-replay-<time>)")
-    replay.add_argument("--data-dir", help="where the rebuilt state goes (<dataDir>/replays)")
-    replay.add_argument(
-        "--verify",
-        action="store_true",
-        help="stop where the live table is and compare every record; exit 1 on a difference",
-    )
-    replay.add_argument("--timeout", type=float, default=3_600, help="give up after (s)")
-    replay.set_defaults(run=_replay)
-
-    history = commands.add_parser(
-        "history", help="every event of one message across the topics, in fold order"
-    )
-    history.add_argument("message_id")
-    history.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
-    history.add_argument("--json", action="store_true", help="JSON for scripts")
-    history.set_defaults(run=_history)
-
-    from deliverytrack.streams.cli.query import add_query_commands
-
-    add_query_commands(commands, _settings)
-    from deliverytrack.streams import contract
-
+    worker.add_to(commands)
+    demo.add_to(commands)
+    replay.add_to(commands)
+    query.add_query_commands(commands, settings_of)
+    tail.add_to(commands, settings_of)
     contract.add_command(commands)  # deliverytrack schemas
     return parser
 

@@ -1,18 +1,16 @@
-"""``deliverytrack get | list | count | count-by | stats | tail``: the query API from a shell.
+"""``deliverytrack get | list | count | count-by | stats``: the query API from a shell.
 
-Reads go to a worker's HTTP API (``--url``, default ``http://127.0.0.1:<DELIVERYTRACK_WEB_PORT>``),
-which gathers from every worker, with a bearer token (``--token``, else
-``DELIVERYTRACK_API_TOKEN``, else the first of ``DELIVERYTRACK_API_TOKENS``); ``tail`` follows
-the status-change topic. Tables for people, ``--json`` for scripts. A refused query exits 2 with
-the worker's reason (a missing or wrong token too); an unreachable worker exits 3; an unknown
-record exits 1.
+Reads go to a worker's HTTP API (``--url``, default
+``http://127.0.0.1:<DELIVERYTRACK_WEB_PORT>``), which gathers from every worker, with a bearer
+token (``--token``, else ``DELIVERYTRACK_API_TOKEN``, else the first of
+``DELIVERYTRACK_API_TOKENS``). Tables for people, ``--json`` for scripts. A refused query exits
+2 with the worker's reason (a missing or wrong token too); an unreachable worker exits 3; an
+unknown record exits 1. ``tail`` (streams/cli/tail.py) follows the status-change topic.
 """
-
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,10 +18,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from deliverytrack.models.common import utc_text
-from deliverytrack.models.events import StatusChanged
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.api.client import auth_headers, record_path, resolve_token
+from deliverytrack.streams.api.client import (
+    QueryFailed,
+    auth_headers,
+    read_answer,
+    record_path,
+    resolve_token,
+)
 
 FILTERS = (
     ("message-id", "messageId"),
@@ -38,12 +40,6 @@ FILTERS = (
     ("updated-from", "statusUpdatedAtFrom"),
     ("updated-to", "statusUpdatedAtTo"),
 )
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def add_query_commands(commands: Any, settings_of: Callable[[dict[str, Any]], Settings]) -> None:
@@ -92,13 +88,6 @@ def add_query_commands(commands: Any, settings_of: Callable[[dict[str, Any]], Se
     stats.add_argument("--provider-id", action="append")
     stats.set_defaults(run=lambda a: _run(a, settings_of, _stats))
 
-    tail = commands.add_parser("tail", help="follow the status-change topic")
-    tail.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
-    tail.add_argument("--from-beginning", action="store_true")
-    tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.add_argument("--max", type=int, help="stop after this many changes")
-    tail.set_defaults(run=lambda a: _tail(a, settings_of))
-
 
 Handler = Callable[[aiohttp.ClientSession, str, argparse.Namespace], Any]
 
@@ -119,8 +108,8 @@ def _run(
 
     try:
         return asyncio.run(main())
-    except Refused as exc:
-        print(f"deliverytrack: {exc} (HTTP {exc.status})", file=sys.stderr)
+    except QueryFailed as exc:
+        print(f"deliverytrack: {exc.message or 'refused'} (HTTP {exc.status})", file=sys.stderr)
         return 1 if exc.status == 404 else 2
     except (aiohttp.ClientError, TimeoutError) as exc:
         print(f"deliverytrack: cannot reach the worker at {url}: {exc}", file=sys.stderr)
@@ -131,15 +120,7 @@ async def _fetch(
     session: aiohttp.ClientSession, url: str, params: Sequence[tuple[str, str]] = ()
 ) -> Any:
     async with session.get(url, params=list(params)) as response:
-        raw = await response.read()
-        try:
-            body = orjson.loads(raw or b"null")
-        except orjson.JSONDecodeError:
-            body = raw.decode(errors="replace")
-        if response.status != 200:
-            message = body.get("error") if isinstance(body, dict) else body
-            raise Refused(response.status, str(message or response.reason or "refused"))
-        return body
+        return read_answer(response.status, response.reason, await response.read())
 
 
 def _filter_params(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -256,39 +237,4 @@ async def _stats(session: aiohttp.ClientSession, url: str, args: argparse.Namesp
     for title, key in (("status", "byStatus"), ("provider", "byProvider"), ("type", "byType")):
         print()
         print(table([[k, str(v)] for k, v in body[key].items()], [title, "count"]))
-    return 0
-
-
-def format_change(change: StatusChanged, as_json: bool = False) -> str:
-    """One line of ``tail``: JSON without the record, or time, id, transition, source."""
-    if as_json:
-        data = change.model_dump(mode="json", by_alias=True, exclude={"record"})
-        return orjson.dumps(data).decode()
-    previous = change.previous_status.value if change.previous_status else "-"
-    return (
-        f"{utc_text(change.changed_at)}  {change.message_id}  "
-        f"{previous} -> {change.status.value}  ({change.source.value})"
-    )
-
-
-def _tail(args: argparse.Namespace, settings_of: Callable[[dict[str, Any]], Settings]) -> int:
-    from deliverytrack.streams.api.client import follow_status_changes
-
-    settings = settings_of({"broker": args.broker})
-
-    async def main() -> None:
-        seen = 0
-        ready = asyncio.Event()
-        stream = follow_status_changes(
-            settings, from_beginning=args.from_beginning, on_ready=ready.set
-        )
-        async for change in stream:
-            print(format_change(change, as_json=args.json), flush=True)
-            seen += 1
-            if args.max is not None and seen >= args.max:
-                await stream.aclose()
-                return
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
     return 0

@@ -38,7 +38,7 @@ from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.dev.kafka_broker import KafkaBroker
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import new_consumer, new_producer
 from deliverytrack.streams.providers.simulated import (
     SimulatedProvider,
     SimulatedProviderConfig,
@@ -193,7 +193,7 @@ class Demo:
                 "legacy": {"kind": "none"},
             },
         )
-        topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        topics = Topics.of(settings)
         self.worker = _start_worker(settings, self.workdir / "worker.log")
         kept = "kept" if self.keep else "removed on exit; --keep keeps them"
         self.say(
@@ -212,10 +212,10 @@ class Demo:
             f"dashboard: {dashboard} (it asks for the API token: the contents of {token_file})"
         )
 
-        producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=10)
-        consumer = AIOKafkaConsumer(
+        producer = new_producer(settings, linger_ms=10)
+        consumer = new_consumer(
+            settings,
             topics.status_changes,
-            **kafka_client_kwargs(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

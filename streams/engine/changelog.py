@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.codec import decode_correlation_state, decode_marker, decode_record
@@ -32,7 +31,7 @@ from deliverytrack.streams.engine.batch import Change, PartitionResult, read_sta
 from deliverytrack.streams.engine.publisher import Publisher
 from deliverytrack.streams.engine.routing import Output, Router
 from deliverytrack.streams.engine.stats import EngineStats
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import new_consumer
 from deliverytrack.streams.state.store import (
     CorrelationChange,
     MarkerChange,
@@ -134,8 +133,8 @@ class Changelog:
         bytes and passed over; the key keeps what the store had."""
         position = store.position() or Position()
         tp = TopicPartition(self.topic, partition)
-        restorer = AIOKafkaConsumer(
-            **kafka_client_kwargs(self.settings),
+        restorer = new_consumer(
+            self.settings,
             client_id=f"{self.settings.app_id}-restore",
             group_id=None,
             enable_auto_commit=False,

@@ -56,7 +56,7 @@ from deliverytrack.streams.engine.stats import (
     gc_paused,
 )
 from deliverytrack.streams.engine.timers import Timers
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import new_consumer, new_producer
 from deliverytrack.streams.kafka.membership import Membership, Rebalance, query_url
 from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.metrics import Metrics
@@ -86,7 +86,7 @@ class FoldEngine:
         nothing at or past those offsets (a replay bounded by the live table); ``sensor`` is
         told about each batch (a benchmark, a metrics exporter)."""
         self.settings = settings
-        self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.topics = topics or Topics.of(settings)
         self.policy: PollingPolicy = settings.fold_policy
         self.stats = EngineStats()
         self.sensor = sensor or NoSensor()
@@ -136,8 +136,8 @@ class FoldEngine:
         settings = self.settings
         topic_limit = await ensure_topics(settings, self.topics)
         self._limit_records(topic_limit)
-        producer = AIOKafkaProducer(
-            **kafka_client_kwargs(settings),
+        producer = new_producer(
+            settings,
             client_id=f"{settings.app_id}-fold",
             acks="all",
             enable_idempotence=True,
@@ -148,8 +148,8 @@ class FoldEngine:
             max_batch_size=min(1_048_576, (topic_limit or 1_048_576 + 1_024) - 1_024),
             max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
         )
-        self._consumer = AIOKafkaConsumer(
-            **kafka_client_kwargs(settings),
+        self._consumer = new_consumer(
+            settings,
             client_id=f"{settings.app_id}-fold",
             group_id=self.group_id,
             enable_auto_commit=False,

@@ -21,7 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from deliverytrack.streams.http.views import _dumps
+from deliverytrack.streams.http.errors import dumps_json
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class JsonErrorRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send an error response")
         response = web.Response(
-            status=status, body=_dumps({"error": text}), content_type="application/json"
+            status=status, body=dumps_json({"error": text}), content_type="application/json"
         )
         response.force_close()
         return response

@@ -19,6 +19,9 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
 from deliverytrack.models.settings import Settings
 
 
@@ -100,3 +103,31 @@ def faust_credentials(settings: Settings) -> Any:
             mechanism=settings.kafka_sasl_mechanism,
         )
     return None
+
+
+# --- the one place Kafka clients are built ---------------------------------------------------
+
+
+def new_producer(settings: Settings, **options: Any) -> AIOKafkaProducer:
+    """An aiokafka producer connected as the settings say (``options`` as aiokafka takes them)."""
+    return AIOKafkaProducer(**kafka_client_kwargs(settings), **options)
+
+
+def new_consumer(settings: Settings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    """An aiokafka consumer connected as the settings say, subscribed to ``topics`` if any."""
+    return AIOKafkaConsumer(*topics, **kafka_client_kwargs(settings), **options)
+
+
+def new_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
+    """An aiokafka admin client connected as the settings say."""
+    return AIOKafkaAdminClient(**kafka_client_kwargs(settings), **options)
+
+
+async def refresh_metadata(consumer: AIOKafkaConsumer, *topics: str) -> None:
+    """Make a fresh consumer know ``topics`` (all topics if none): aiokafka has no public call
+    for it, so this is the one place that uses its client's private API."""
+    client = consumer._client  # noqa: SLF001 - no public equivalent in aiokafka 0.10-0.14
+    if not topics:
+        await client.force_metadata_update()
+    for topic in topics:
+        await client._wait_on_metadata(topic)  # noqa: SLF001 - as above

@@ -10,7 +10,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.clients import new_admin
 from deliverytrack.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -26,9 +26,7 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
     the changelog always get the partition count of send-results (they are co-partitioned).
     Returns the smallest ``max.message.bytes`` of the topics the fold writes (None if the
     broker does not say): existing topics may take less than the worker would write."""
-    admin = AIOKafkaAdminClient(
-        **kafka_client_kwargs(settings), client_id=f"{settings.app_id}-admin"
-    )
+    admin = new_admin(settings, client_id=f"{settings.app_id}-admin")
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:

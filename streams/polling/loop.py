@@ -31,23 +31,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import (
-    CommitFailedError,
-    CorruptRecordException,
-    InvalidTimestampError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from deliverytrack.models.codec import decode_poll_request, encode
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.boundary import (
+    REFUSED_RECORD_ERRORS,
+    Refused,
+    Source,
+    check_size,
+    dead_letter,
+    published_refusal,
+    refusal,
+)
+from deliverytrack.streams.clock import utc_now
+from deliverytrack.streams.kafka.clients import new_consumer
 from deliverytrack.streams.kafka.membership import Rebalance
-from deliverytrack.streams.polling.poller import Poller, utc_now
+from deliverytrack.streams.kafka.offsets import PendingOffsets
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 
@@ -69,56 +71,6 @@ class PollLoopStats:
     given_up: int = 0
 
 
-REFUSED_RECORD_ERRORS: tuple[type[KafkaError], ...] = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    CorruptRecordException,
-    InvalidTimestampError,
-)
-"""Publish errors that concern one record (the broker or the producer refuses it), not the
-broker's availability: the input that produced the record is dead-lettered."""
-
-
-def published_refusal(exc: KafkaError) -> Refused:
-    """The refusal of an input whose own output the producer or the broker refused."""
-    return Refused("output-refused", f"{type(exc).__name__}: {exc}")
-
-
-class PendingOffsets:
-    """Per partition: offsets handed out and not yet finished; what may be committed."""
-
-    def __init__(self) -> None:
-        self.next_fetched: dict[TopicPartition, int] = {}
-        self.in_flight: dict[TopicPartition, set[int]] = {}
-        self.committed: dict[TopicPartition, int] = {}
-
-    def started(self, tp: TopicPartition, offset: int) -> None:
-        self.in_flight.setdefault(tp, set()).add(offset)
-        self.next_fetched[tp] = max(self.next_fetched.get(tp, 0), offset + 1)
-
-    def finished(self, tp: TopicPartition, offset: int) -> None:
-        self.in_flight.get(tp, set()).discard(offset)
-
-    def committable(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The next offset to read per partition: below the oldest request still in flight."""
-        result: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            if tp not in self.next_fetched:
-                continue
-            pending = self.in_flight.get(tp)
-            position = min(pending) if pending else self.next_fetched[tp]
-            if position > self.committed.get(tp, -1):
-                result[tp] = position
-        return result
-
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
-            self.next_fetched.pop(tp, None)
-            self.in_flight.pop(tp, None)
-            self.committed.pop(tp, None)
-
-
 class PollLoop:
     def __init__(
         self,
@@ -129,7 +81,7 @@ class PollLoop:
     ) -> None:
         self.settings = settings
         self.poller = poller
-        self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.topics = topics or Topics.of(settings)
         self.clock = clock
         self.lease = timedelta(milliseconds=settings.polling.lease_ms)
         self.stats = PollLoopStats()
@@ -147,8 +99,8 @@ class PollLoop:
     async def start(self, producer: AIOKafkaProducer) -> None:
         """Start consuming; observations go out through ``producer`` (the engine's)."""
         settings = self.settings
-        self._consumer = AIOKafkaConsumer(
-            **kafka_client_kwargs(settings),
+        self._consumer = new_consumer(
+            settings,
             client_id=f"{settings.app_id}-poller",
             group_id=f"{settings.app_id}.poller",
             enable_auto_commit=False,

@@ -8,7 +8,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 
 from deliverytrack.models.events import (
     ObservationOutcome,
@@ -18,6 +18,7 @@ from deliverytrack.models.events import (
     StatusObserved,
 )
 from deliverytrack.models.policy import PiiPolicy
+from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.metrics import Metrics
 from deliverytrack.streams.providers.base import ProviderError, StatusProvider, StatusQuery
 from deliverytrack.tables.pii import (
@@ -29,10 +30,6 @@ from deliverytrack.tables.pii import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Poller:

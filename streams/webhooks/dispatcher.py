@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -55,14 +55,19 @@ from multidict import CIMultiDict
 from deliverytrack.models.codec import encode
 from deliverytrack.models.outbound import WebhookAttempted, WebhookDelivery, WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.boundary import Refused, Source, check_size, dead_letter, refusal
-from deliverytrack.streams.kafka.clients import kafka_client_kwargs
-from deliverytrack.streams.kafka.membership import Rebalance
-from deliverytrack.streams.polling.loop import (
+from deliverytrack.streams.boundary import (
     REFUSED_RECORD_ERRORS,
-    PendingOffsets,
+    Refused,
+    Source,
+    check_size,
+    dead_letter,
     published_refusal,
+    refusal,
 )
+from deliverytrack.streams.clock import utc_now
+from deliverytrack.streams.kafka.clients import new_consumer, new_producer
+from deliverytrack.streams.kafka.membership import Rebalance
+from deliverytrack.streams.kafka.offsets import PendingOffsets
 from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import Topics
 from deliverytrack.streams.webhooks.egress import (
@@ -72,7 +77,7 @@ from deliverytrack.streams.webhooks.egress import (
     guarded_session,
     sanitised,
 )
-from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import (
     AllowList,
     deliveries_for,
@@ -99,10 +104,6 @@ MAX_METADATA_CHARS = 3_000
 """The broker keeps at most ``offset.metadata.max.bytes`` (default 4,096) per commit."""
 
 Outputs = list[tuple[str, bytes | None, bytes]]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def encode_done(position: int, done: Iterable[int]) -> str:
@@ -218,7 +219,7 @@ class WebhookDispatcher:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
-        self.topics = topics or Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.topics = topics or Topics.of(settings)
         self.clock = clock
         self.delivered = 0
         self.failed_attempts = 0
@@ -250,8 +251,8 @@ class WebhookDispatcher:
 
     async def start(self) -> None:
         settings = self.settings
-        self._producer = AIOKafkaProducer(
-            **kafka_client_kwargs(settings),
+        self._producer = new_producer(
+            settings,
             client_id=f"{settings.app_id}-webhooks",
             acks="all",
             enable_idempotence=True,
@@ -274,15 +275,15 @@ class WebhookDispatcher:
             "max_partition_fetch_bytes": fetch_bytes,
         }
         changes_group = f"{settings.app_id}.webhooks"
-        changes = AIOKafkaConsumer(
+        changes = new_consumer(
+            settings,
             self.topics.status_changes,
-            **kafka_client_kwargs(settings),
             group_id=changes_group,
             **common,
         )
         retries_group = f"{settings.app_id}.webhook-retries"
-        retries = AIOKafkaConsumer(
-            **kafka_client_kwargs(settings),
+        retries = new_consumer(
+            settings,
             group_id=retries_group,
             rebalance_timeout_ms=int(1000 * DRAIN_TIMEOUT_S) + 5_000,
             **common,

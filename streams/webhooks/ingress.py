@@ -34,32 +34,24 @@ from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, provider_key
 from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.http.views import INPUT_ERRORS, describe_input_error
+from deliverytrack.streams.http.errors import INPUT_ERRORS, describe_input_error
 from deliverytrack.streams.providers.base import (
     MAX_EVENT_ID_CHARS,
     MAX_REPORTS_PER_REQUEST,
     WebhookAdapter,
     WebhookRejected,
 )
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.pii import mask_phone_numbers, mask_phone_text, protect_report
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "X-DeliveryTrack-Timestamp"
-SIGNATURE_HEADER = "X-DeliveryTrack-Signature"
 WEBHOOK_ACK_TIMEOUT_S = 10.0
 """How long the ingress waits for Kafka to acknowledge a request's reports before it answers
 503 (``Settings.webhook_ack_timeout_ms`` where that setting exists)."""
 MAX_REPORT_BYTES = 1_048_576
 """The largest encoded report the ingress publishes (``Settings.max_input_bytes`` where that
 setting exists): a larger one would be refused by the worker as an input, so it is 413 here."""
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The generic signature header value: ``v1=`` + hex HMAC-SHA256 over
-    ``"<timestamp>." + body`` with the provider's webhook secret."""
-    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return "v1=" + mac.hexdigest()
 
 
 class GenericReport(Frozen):

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from aiohttp import web as aiohttp_web
 from multidict import CIMultiDict
 
+from deliverytrack.streams.http.errors import dumps_json, json_errors
 from deliverytrack.streams.http.server import JsonErrorAppRunner
-from deliverytrack.streams.http.views import _dumps, json_errors
 from deliverytrack.streams.metrics import UNKNOWN, Metrics
 from deliverytrack.streams.webhooks.ingress import WebhookIngress
 
@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def _json(body: object, status: int = 200) -> aiohttp_web.Response:
-    return aiohttp_web.Response(body=_dumps(body), status=status, content_type="application/json")
+    return aiohttp_web.Response(
+        body=dumps_json(body), status=status, content_type="application/json"
+    )
 
 
 def webhook_application(

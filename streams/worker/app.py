@@ -5,26 +5,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from faust.assignor import LeaderAssignor
-from faust.web import Request, Response, View
 from mode import Service
 
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.engine.loop import FoldEngine
-from deliverytrack.streams.http.auth import ApiTokens, api_auth, caller_of, check_listeners
+from deliverytrack.streams.http.auth import ApiTokens, api_auth, check_listeners
 from deliverytrack.streams.http.dashboard import register_dashboard
+from deliverytrack.streams.http.query_views import register_query_views
 from deliverytrack.streams.http.server import JsonErrorAppRunner
-from deliverytrack.streams.http.views import install_json_errors, register_query_views
+from deliverytrack.streams.http.worker_views import register_worker_views
 from deliverytrack.streams.kafka.clients import faust_credentials
 from deliverytrack.streams.metrics import register_metrics
 from deliverytrack.streams.polling.loop import PollLoop
-from deliverytrack.streams.polling.poller import Poller, utc_now
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.providers.base import StatusProvider
 from deliverytrack.streams.providers.registry import build_registry, close_registry
 from deliverytrack.streams.query.service import QueryService
+from deliverytrack.streams.supervision import TaskFailure
 from deliverytrack.streams.topics import faust_leader_topic
 from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
 from deliverytrack.streams.webhooks.ingress import (
@@ -35,6 +37,18 @@ from deliverytrack.streams.webhooks.listener import WebhookListener
 from deliverytrack.streams.worker.broker_watch import BrokerWatch, stale_marker
 
 log = logging.getLogger(__name__)
+
+
+class _Components(Protocol):
+    engine: FoldEngine
+    poll_loop: PollLoop
+    dispatcher: WebhookDispatcher
+
+
+def component_failures(components: _Components) -> tuple[TaskFailure, ...]:
+    """The components whose error stops the worker: the fold engine, the poll loop and the
+    webhook dispatcher (the one list the supervisor and /health both read)."""
+    return (components.engine.failure, components.poll_loop.failure, components.dispatcher.failure)
 
 
 class FoldService(Service):
@@ -75,7 +89,7 @@ class FoldService(Service):
         """A fold engine, poll loop or webhook dispatcher that stopped on an error crashes the
         worker: it exits non-zero, and a restart recovers from RocksDB, the changelog and the
         committed offsets (a worker that stayed up would answer /health doing nothing)."""
-        failures = [self.engine.failure, self.poll_loop.failure, self.dispatcher.failure]
+        failures = component_failures(self)
         waits = [asyncio.ensure_future(failure.event.wait()) for failure in failures]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +124,10 @@ class DeliveryTrackApp(faust.App):
     api_tokens: ApiTokens
     webhook_listener: WebhookListener
     broker_watch: BrokerWatch
+
+    def failure(self) -> TaskFailure | None:
+        """The first component that stopped on an error, or None."""
+        return next((f for f in component_failures(self) if f.error is not None), None)
 
 
 def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
@@ -156,7 +174,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.webhooks = _ingress(settings, app.engine)
     app.webhook_listener = WebhookListener(
         app.webhooks,
-        lambda: _failure(app) is None and not app.broker_watch.unreachable,
+        lambda: app.failure() is None and not app.broker_watch.unreachable,
         settings.webhook_host,
         settings.webhook_port,
         shutdown_timeout_s=settings.webhook_ack_timeout_ms / 1000 + 1,
@@ -181,7 +199,7 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     _warn_pii(settings)
     _register_polling(app)
     _register_retention(app)
-    _register_views(app)
+    register_worker_views(app)
     register_query_views(app, app.queries)
     register_metrics(app)
     register_dashboard(app, app.engine)
@@ -256,91 +274,6 @@ def _register_retention(app: DeliveryTrackApp) -> None:
             await engine.timers.emit_expiries(utc_now())
 
 
-def _failure(app: DeliveryTrackApp) -> Any:
-    """The first component that stopped on an error (its ``Failure``), or None."""
-    return next(
-        (
-            f
-            for f in (app.engine.failure, app.poll_loop.failure, app.dispatcher.failure)
-            if f.error is not None
-        ),
-        None,
-    )
-
-
-def app_failure(app: DeliveryTrackApp) -> Any:
+def app_failure(app: DeliveryTrackApp) -> TaskFailure | None:
     """The first component that stopped on an error, or None (the worker's exit code)."""
-    return _failure(app)
-
-
-def _register_views(app: DeliveryTrackApp) -> None:
-    engine, poller, webhooks = app.engine, app.poller, app.webhooks
-    install_json_errors(app)  # every route's errors as JSON, a bad request never a 500
-
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            stats = engine.stats
-            failure = _failure(app)
-            watch = app.broker_watch
-            healthy = engine.ready.is_set() and failure is None and not watch.unreachable
-            if failure is not None:
-                state = f"{failure.component} failed"
-            elif watch.unreachable:
-                state = "broker unreachable"
-            else:
-                state = "ok" if healthy else "starting"
-            since = {"since": watch.since_text()} if state == "broker unreachable" else {}
-            if not caller_of(request).authenticated:
-                # A probe without a token learns the state only: no URLs, counters or errors.
-                return self.json({"status": state, **since}, status=200 if healthy else 503)
-            body = {
-                "status": state,
-                **since,
-                "broker": watch.describe(),
-                "memory": engine.memory(),
-                "assignedPartitions": engine.assigned_partitions,
-                "readyPartitions": sorted(engine.ready_partitions),
-                "queryUrl": engine.membership.url,
-                "owners": {str(p): url for p, url in sorted(engine.membership.owners.items())},
-                "events": stats.events,
-                "applied": stats.applied,
-                "statusChanges": stats.status_changes,
-                "deadLetters": stats.dead_letters,
-                "restored": stats.restored,
-                "dueScans": stats.due_scans,
-                "dueChecks": stats.due_checks,
-                "pollRequests": stats.poll_requests,
-                "providerCalls": poller.calls,
-                "pollsInFlight": app.poll_loop.in_flight,
-                "pollRequestsSkippedExpired": app.poll_loop.stats.skipped_expired,
-                "webhooksAccepted": webhooks.accepted,
-                "webhooksRejected": webhooks.rejected,
-                "webhooksUnacknowledged": webhooks.unacknowledged,
-                "reports": stats.reports,
-                "reportsCorrelated": stats.reports_correlated,
-                "holdExpiries": stats.hold_expiries,
-                "expiries": stats.expiries,
-                "recordsDeleted": stats.deletions,
-                "webhooksDelivered": app.dispatcher.delivered,
-                "webhookAttemptsFailed": app.dispatcher.failed_attempts,
-                "webhooksExhausted": app.dispatcher.exhausted,
-                "webhooksRefused": app.dispatcher.refused,
-                "webhookDeadLetters": app.dispatcher.dead_letters,
-                "webhookRetriesPending": app.dispatcher.pending_retries,
-                "pollDeadLetters": app.poll_loop.stats.dead_letters,
-                "pollRequestsGivenUp": app.poll_loop.stats.given_up,
-                "heldCommands": engine.held_commands(),
-                "apiRequestsRefused": app.api_tokens.refused,
-            }
-            if failure is not None:
-                body["error"] = repr(failure.error)
-            return self.json(body, status=200 if healthy else 503)
-
-    @app.page("/admin/due-scan")
-    class DueScan(View):
-        async def post(self, request: Request) -> Response:
-            """Scan this worker's due index now (k-msg ``runOnce``); polling follows as usual."""
-            if not engine.ready.is_set():
-                return self.json({"error": "the worker is starting"}, status=503)
-            return self.json({"dueChecks": await engine.timers.emit_due_checks(utc_now())})
+    return app.failure()

@@ -262,7 +262,7 @@ class KafkaIO:
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.settings = settings
-        self.topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.topics = Topics.of(settings)
         self.producer = producer
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:

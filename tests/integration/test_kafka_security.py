@@ -141,7 +141,7 @@ async def test_each_protocol_connects_with_its_settings(
     secure: tuple[KafkaBroker, Pki], settings_factory: Any, connection: Any
 ) -> None:
     settings = settings_factory(**connection(secure))
-    topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+    topics = Topics.of(settings)
     await ensure_topics(settings, topics, timeout=20)  # the admin client
     client = DeliveryTrackClient("http://127.0.0.1:1", settings)
     try:

@@ -26,7 +26,7 @@ import pytest
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.api.client import DeliveryTrackClient, QueryFailed
-from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.integration.conftest import ROOT, WorkerProcess, free_port, settings_env
 from tests.integration.support import send
 

@@ -26,7 +26,7 @@ from deliverytrack.streams.http.auth import (
     is_loopback,
 )
 from deliverytrack.streams.state.store import PartitionStore, Position
-from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import send_recorded_factory

@@ -25,7 +25,7 @@ from deliverytrack.models.outbound import WebhookEndpoint
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
 from deliverytrack.streams.webhooks.egress import GuardedResolver, TargetRefused, sanitised
-from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import AllowList, deliveries_for
 from tests.unit.streams.test_dispatcher import Producer, change, record
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.cli.query import format_change
+from deliverytrack.streams.cli.tail import format_change
 from deliverytrack.streams.http.server import JsonErrorAppRunner
 from deliverytrack.streams.state.store import PartitionStore
 from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app

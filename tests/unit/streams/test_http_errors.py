@@ -32,7 +32,7 @@ from deliverytrack.models.settings import Settings
 from deliverytrack.streams.providers.base import MAX_REPORTS_PER_REQUEST
 from deliverytrack.streams.query.service import QueryService
 from deliverytrack.streams.state.store import PartitionStore, Position
-from deliverytrack.streams.webhooks.ingress import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory
@@ -820,9 +820,9 @@ async def test_undecodable_bytes_in_a_request_are_not_a_500(
 
 
 def test_an_error_message_that_is_not_valid_unicode_is_still_json() -> None:
-    from deliverytrack.streams.http.views import _dumps
+    from deliverytrack.streams.http.errors import dumps_json
 
-    assert json.loads(_dumps({"error": "token \udcff"})) == {"error": "token \udcff"}
+    assert json.loads(dumps_json({"error": "token \udcff"})) == {"error": "token \udcff"}
 
 
 @pytest.mark.parametrize(
