@@ -83,12 +83,6 @@ class Topics:
         )
 
     @property
-    def correlation_inputs(self) -> tuple[str, ...]:
-        """Topics the correlator consumes, keyed ``providerId:providerMessageId``; links
-        sort before reports when their timestamps tie."""
-        return (self.provider_ids, self.provider_webhooks)
-
-    @property
     def co_partitioned(self) -> tuple[str, ...]:
         """Public topics that must have the partition count of send-results."""
         return (self.commands, self.provider_webhooks)

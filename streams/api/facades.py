@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -600,7 +599,3 @@ class DeliveryTracker:
 
     async def get_stats_for_period(self, start: datetime, end: datetime) -> dict[str, Any]:
         return await self.client.stats(start, end)
-
-
-def new_message_id() -> str:
-    return f"msg-{uuid.uuid4().hex}"

@@ -7,6 +7,7 @@ token (``--token``, else ``DELIVERYTRACK_API_TOKEN``, else the first of
 2 with the worker's reason (a missing or wrong token too); an unreachable worker exits 3; an
 unknown record exits 1. ``tail`` (streams/cli/tail.py) follows the status-change topic.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -23,7 +23,7 @@ def gc_paused(limit_s: float | None = None) -> Iterator[None]:
     A batch allocates millions of short-lived objects without reference cycles (refcounting
     frees them). With the collector on, every 50,000 allocations it scanned whatever was alive
     at that moment (the batch's records, outputs), promoting it to older generations to be
-    scanned again: 7-9 % of the engine's time at 200,000 events. Paused, the next collection
+    scanned again (bench/README.md measured the cost). Paused, the next collection
     after the batch sees only what survived it. Nothing the collector has to free is lost,
     only collected a batch later. The engine holds it over a whole batch, awaits included
     (other tasks, poller and web, leave their cyclic garbage to the end of the batch), with

@@ -1,10 +1,10 @@
 """The poller's consumer: poll requests in, provider calls, observations out.
 
-A plain aiokafka consumer (group ``<appId>.poller``) rather than a Faust agent: measured at
-1,000 polls/s, requests waited ~1.2 s in the agent's delivery path before their provider call
-(bench/README.md). Here a request is handed to its own task as soon as it is fetched; at most
-``polling.concurrency`` provider calls are in flight, and a fetch waits for a free slot
-(backpressure), so one slow provider holds only the slots it occupies.
+A plain aiokafka consumer (group ``<appId>.poller``) rather than a Faust agent (which delayed
+requests in its delivery path before their provider call: bench/README.md). Here a request is
+handed to its own task as soon as it is fetched; at most ``polling.concurrency`` provider calls
+are in flight, and a fetch waits for a free slot (backpressure), so one slow provider holds only
+the slots it occupies.
 
 At least once: a request's offset is committed only after its observation is acknowledged by
 Kafka, per partition up to the oldest request still in flight. A worker killed mid-call polls

@@ -1,12 +1,11 @@
-"""What bounds a worker's memory (measured in bench/worker_memory.py; numbers in bench/README.md).
-
-Measured before these bounds: RSS 567 MB after folding 50,000 records and ~1.1 GB at
-1,000,000. Three things held it, none of them the table itself (that lives in RocksDB files):
+"""What bounds a worker's memory (bench/worker_memory.py measures it; the numbers are in
+bench/README.md and the README's "Memory"). Three things held it, none of them the table
+itself (that lives in RocksDB files):
 
 - **The C heap kept what the batches had freed.** A fold batch (up to 20,000 events) decodes,
   encodes and sends tens of MB of short-lived buffers; glibc's malloc keeps freed memory in its
   heap and raises its mmap threshold as large blocks are freed, so every batch's high-water mark
-  stayed resident (with 50,000 records: 219 MB after ``malloc_trim``, 493 MB before). The worker
+  stayed resident. The worker
   fixes the mmap threshold (large buffers are mapped and unmapped, never parked in the heap),
   caps the malloc arenas of its threads, and returns the heap's free pages to the system after
   a batch (``malloc_trim``, at most once per ``TRIM_INTERVAL_S``: a few ms each).
