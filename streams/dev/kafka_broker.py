@@ -403,7 +403,7 @@ def _stop_live_brokers() -> None:
         brokers = list(_LIVE_BROKERS)
     for broker in brokers:
         with contextlib.suppress(Exception):
-            broker._terminate(timeout=10.0)  # no lock: never block interpreter exit
+            broker._terminate(timeout=10.0)  # noqa: SLF001 - its own module; no lock at exit
 
 
 atexit.register(_stop_live_brokers)

@@ -56,7 +56,7 @@ from deliverytrack.streams.engine.stats import (
     gc_paused,
 )
 from deliverytrack.streams.engine.timers import Timers
-from deliverytrack.streams.kafka.clients import new_consumer, new_producer
+from deliverytrack.streams.kafka.clients import fold_consumer, fold_producer
 from deliverytrack.streams.kafka.membership import Membership, Rebalance, query_url
 from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.metrics import Metrics
@@ -135,34 +135,9 @@ class FoldEngine:
     async def start(self) -> None:
         settings = self.settings
         topic_limit = await ensure_topics(settings, self.topics)
-        self._limit_records(topic_limit)
-        producer = new_producer(
-            settings,
-            client_id=f"{settings.app_id}-fold",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=settings.producer_linger_ms,
-            compression_type=None
-            if settings.producer_compression == "none"
-            else settings.producer_compression,
-            max_batch_size=min(1_048_576, (topic_limit or 1_048_576 + 1_024) - 1_024),
-            max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
-        )
-        self._consumer = new_consumer(
-            settings,
-            client_id=f"{settings.app_id}-fold",
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            partition_assignment_strategy=(self.membership.assignor(),),
-            session_timeout_ms=settings.consumer_session_timeout_ms,
-            heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
-            max_partition_fetch_bytes=max(4_194_304, 2 * settings.max_message_bytes),
-            fetch_max_bytes=16_777_216,
-            max_poll_interval_ms=600_000,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        )
+        self.router.limit_records(topic_limit)
+        producer = fold_producer(settings, topic_limit)
+        self._consumer = fold_consumer(settings, self.group_id, self.membership.assignor())
         self.publisher.producer = producer
         tune_heap()
         await producer.start()
@@ -178,24 +153,6 @@ class FoldEngine:
         gc.set_threshold(max(gc.get_threshold()[0], 50_000), 20, 20)
         self._task = asyncio.create_task(self.run(), name="fold-engine")
         self.failure.watch(self._task, lambda: self._stopping)
-
-    def _limit_records(self, topic_limit: int | None) -> None:
-        """Existing topics that take less than the settings would write: refuse (dead-letter)
-        the inputs whose record would not fit, instead of failing the batch on every
-        restart."""
-        settings = self.settings
-        self.router.record_limit = settings.max_record_bytes
-        if topic_limit is not None and topic_limit - 65_536 < settings.max_record_bytes:
-            self.router.record_limit = max(4_096, topic_limit - 65_536)
-            log.warning(
-                "fold: topics take records up to max.message.bytes=%s; records over %s bytes "
-                "are refused (record-too-large). Raise max.message.bytes on the topics to %s "
-                "for DELIVERYTRACK_MAX_RECORD_BYTES=%s",
-                topic_limit,
-                self.router.record_limit,
-                settings.max_message_bytes,
-                settings.max_record_bytes,
-            )
 
     async def stop(self) -> None:
         self._stopping = True

@@ -83,6 +83,24 @@ class Router:
     def __post_init__(self) -> None:
         self.record_limit = self.record_limit or self.settings.max_record_bytes
 
+    def limit_records(self, topic_limit: int | None) -> None:
+        """Existing topics that take less than the settings would write (their smallest
+        ``max.message.bytes``, ``topic_limit``): refuse (dead-letter) the inputs whose record
+        would not fit, instead of failing the batch on every restart."""
+        settings = self.settings
+        self.record_limit = settings.max_record_bytes
+        if topic_limit is not None and topic_limit - 65_536 < settings.max_record_bytes:
+            self.record_limit = max(4_096, topic_limit - 65_536)
+            log.warning(
+                "fold: topics take records up to max.message.bytes=%s; records over %s bytes "
+                "are refused (record-too-large). Raise max.message.bytes on the topics to %s "
+                "for DELIVERYTRACK_MAX_RECORD_BYTES=%s",
+                topic_limit,
+                self.record_limit,
+                settings.max_message_bytes,
+                settings.max_record_bytes,
+            )
+
     def fold_outputs(
         self, msg: Input, emitted: Iterable[Emitted | DeadLetter], step: FoldStep
     ) -> None:

@@ -123,6 +123,43 @@ def new_admin(settings: Settings, **options: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**kafka_client_kwargs(settings), **options)
 
 
+def fold_producer(settings: Settings, topic_limit: int | None) -> AIOKafkaProducer:
+    """The fold engine's producer: idempotent, every write acked by all replicas, batches no
+    larger than the smallest ``max.message.bytes`` of the topics it writes (``topic_limit``)."""
+    compression = settings.producer_compression
+    return new_producer(
+        settings,
+        client_id=f"{settings.app_id}-fold",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.producer_linger_ms,
+        compression_type=None if compression == "none" else compression,
+        max_batch_size=min(1_048_576, (topic_limit or 1_048_576 + 1_024) - 1_024),
+        max_request_size=max(4_194_304, settings.max_message_bytes + 65_536),
+    )
+
+
+def fold_consumer(settings: Settings, group_id: str, assignor: Any) -> AIOKafkaConsumer:
+    """The fold engine's consumer: offsets committed by the engine, committed data only,
+    partitions assigned by ``assignor`` (co-partitioned inputs on one worker), fetches large
+    enough for a batch of the largest inputs."""
+    return new_consumer(
+        settings,
+        client_id=f"{settings.app_id}-fold",
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        partition_assignment_strategy=(assignor,),
+        session_timeout_ms=settings.consumer_session_timeout_ms,
+        heartbeat_interval_ms=settings.consumer_heartbeat_interval_ms,
+        max_partition_fetch_bytes=max(4_194_304, 2 * settings.max_message_bytes),
+        fetch_max_bytes=16_777_216,
+        max_poll_interval_ms=600_000,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
+
+
 async def refresh_metadata(consumer: AIOKafkaConsumer, *topics: str) -> None:
     """Make a fresh consumer know ``topics`` (all topics if none): aiokafka has no public call
     for it, so this is the one place that uses its client's private API."""

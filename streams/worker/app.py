@@ -161,7 +161,8 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.settings = settings
     # Requests aiohttp's HTTP parser refuses before any route (a URL over 8,190 bytes, ...) get
     # a JSON answer too, without a traceback in the log (Faust's runner, not yet set up).
-    app.web._runner = JsonErrorAppRunner(app.web.web_app, access_log=None)  # type: ignore[attr-defined]
+    runner = JsonErrorAppRunner(app.web.web_app, access_log=None)  # type: ignore[attr-defined]
+    app.web._runner = runner  # type: ignore[attr-defined]  # noqa: SLF001 - Faust has no setter
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
     app.poller = Poller(

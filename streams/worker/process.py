@@ -120,5 +120,5 @@ def _quiet_thread_errors_while_stopping() -> None:
             return
         previous(args)
 
-    hook._deliverytrack = True  # type: ignore[attr-defined]
+    hook._deliverytrack = True  # type: ignore[attr-defined]  # noqa: SLF001 - our own marker
     threading.excepthook = hook

@@ -693,7 +693,7 @@ async def test_random_query_parameters_are_never_a_500(
     answer = await api.call("GET", route, params=params)
     if answer.status in (400, 414) and answer.content_type == "text/plain":
         # aiohttp's HTTP parser refuses a request line over 8,190 bytes before any route runs
-        # (plain text, see README "HTTP API"); anything shorter must reach our JSON errors.
+        # (plain text, see docs/http-api.md); anything shorter must reach our JSON errors.
         assert len(urlencode(params)) + len(route) > 8_000, (route, params)
         return
     assert_no_500(answer, (route, params))

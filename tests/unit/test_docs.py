@@ -3,7 +3,8 @@ executes its docs). Links and anchors resolve; every ``deliverytrack ...`` comma
 shell block parses; every ``python -m`` module and ``deliverytrack.*`` name exists; every
 setting has its ``DELIVERYTRACK_*`` variable in docs/configuration.md; Python blocks compile,
 and the ones that need no worker run (the documented webhook receiver verifies what the
-dispatcher signs). Blocks that need a worker run in tests/integration/test_docs_examples.py."""
+dispatcher signs). docs/examples/send_one.py runs against a real worker in
+tests/integration/test_docs_example.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.cli.entry import parse_args
-from deliverytrack.streams.webhooks.ingress.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
