@@ -22,14 +22,14 @@ from pathlib import Path
 from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import MessageType, is_pollable
 from deliverytrack.models.events import SendRecorded
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-POLICY = PollingPolicy()
+POLICY = FoldPolicy()
 
 
 def build_store(path: Path, tracked: int, due: int) -> PartitionStore:

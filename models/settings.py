@@ -20,6 +20,7 @@ from deliverytrack.models.outbound import (
 )
 from deliverytrack.models.policy import (
     ApiFailoverPolicy,
+    FoldPolicy,
     PiiPolicy,
     PollingPolicy,
     WebhookRawMode,
@@ -437,16 +438,15 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def fold_policy(self) -> PollingPolicy:
-        """What the fold is configured with: polling rules, API failover, personal data and
-        retention."""
-        return self.polling.model_copy(
-            update={
-                "api_failover": self.api_failover,
-                "pii": self.pii,
-                "retention": self.retention,
-                "command_hold_ms": self.command_hold_ms,
-            }
+    def fold_policy(self) -> FoldPolicy:
+        """What the fold is configured with: polling rules, API failover, personal data,
+        retention and the command hold."""
+        return FoldPolicy(
+            polling=self.polling,
+            api_failover=self.api_failover,
+            pii=self.pii,
+            retention=self.retention,
+            command_hold_ms=self.command_hold_ms,
         )
 
     @property

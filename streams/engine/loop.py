@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine.batch import BatchFold, PartitionResult
@@ -87,7 +87,7 @@ class FoldEngine:
         told about each batch (a benchmark, a metrics exporter)."""
         self.settings = settings
         self.topics = topics or Topics.of(settings)
-        self.policy: PollingPolicy = settings.fold_policy
+        self.policy: FoldPolicy = settings.fold_policy
         self.stats = EngineStats()
         self.sensor = sensor or NoSensor()
         self.metrics = Metrics()  # GET /metrics (streams/metrics.py)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.events import DueCheckIssued, HoldExpiryDue, RecordExpiryDue
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.streams.engine.routing import Output
 from deliverytrack.streams.engine.stats import EngineStats
 from deliverytrack.streams.state.store import PartitionStore
@@ -41,7 +41,7 @@ class Timers:
 
     def __init__(
         self,
-        policy: PollingPolicy,
+        policy: FoldPolicy,
         topics: Topics,
         stats: EngineStats,
         stores: Callable[[], Iterable[PartitionStore]],
@@ -66,7 +66,7 @@ class Timers:
         already in flight (emitted, not yet folded): at 1,000 polls/s there are more of those
         than ``batchSize``, and counting them would stall the scan behind them. The entries
         skipped are bounded by the number in flight, so a tick stays O(records due)."""
-        limit, emitted = self.policy.batch_size, self._emitted
+        limit, emitted = self.policy.polling.batch_size, self._emitted
 
         def in_flight(due_ms: int, message_id: str) -> bool:
             return ("due", due_ms, message_id) in emitted
@@ -74,7 +74,7 @@ class Timers:
         return scan(self.stores(), limit, lambda s: s.due(now, limit, in_flight, len(emitted)))
 
     def scan_holds(self, now: datetime) -> list[Due]:
-        limit = self.policy.batch_size
+        limit = self.policy.polling.batch_size
         return scan(self.stores(), limit, lambda s: s.expired_holds(now, limit))
 
     def scan_expiries(self, now: datetime) -> list[Due]:
@@ -116,7 +116,7 @@ class Timers:
     def _recent_emissions(self) -> tuple[float, dict[tuple[str, int, str], float]]:
         """(now on the monotonic clock, what the timers emitted less than a lease ago)."""
         clock = time.monotonic()
-        horizon = clock - self.policy.lease_ms / 1000
+        horizon = clock - self.policy.polling.lease_ms / 1000
         emitted = self._emitted
         for marker in [marker for marker, at in emitted.items() if at < horizon]:
             del emitted[marker]
