@@ -343,6 +343,9 @@ class FoldEngine:
             async with self._lock:
                 self.ordering.clear()  # re-fetched from the stored offsets below
                 await self.partitions.assign(partitions, self.changelog.catch_up)
+                # One seek_to_beginning for all: each call waits for the fetcher's next offset
+                # reset (~100 ms), so one per partition took seconds per assignment.
+                from_beginning: list[TopicPartition] = []
                 for tp in assigned:
                     offset = self.partitions.positions[tp.partition].offsets.get(tp.topic)
                     if offset is None:
@@ -350,7 +353,9 @@ class FoldEngine:
                     if offset is not None:
                         self.consumer.seek(tp, offset)
                     else:
-                        await self.consumer.seek_to_beginning(tp)
+                        from_beginning.append(tp)
+                if from_beginning:
+                    await self.consumer.seek_to_beginning(*from_beginning)
                 self.partitions.ready = set(partitions)
         except Exception as exc:
             # aiokafka logs and swallows a listener's error; the loop raises it instead.
