@@ -14,7 +14,7 @@ fi
 pip_log=.venv/pip-install.log
 install() { .venv/bin/python -m pip install --quiet "$@" >"$pip_log" 2>&1 || { cat "$pip_log"; exit 1; }; }
 install --upgrade pip
-install -e '.[dev]'
+install --no-compile -e '.[dev]'  # bytecode as imported: ~8 s less
 
 # The dashboard's browser test (tests/integration/test_dashboard.py) drives Debian's headless
 # Chromium through Selenium: no browser download. About a minute of apt the first time.
