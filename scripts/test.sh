@@ -38,9 +38,10 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
 # In parallel processes (pytest-xdist), each with its own session broker; a test file stays
-# on one process (--dist loadfile: module fixtures such as the TLS broker start once). The
+# on one process (--dist loadfile: module fixtures such as the TLS broker start once), the
+# slowest files first (SLOW_FILES_FIRST in tests/conftest.py, --no-loadscope-reorder). The
 # integration tests mostly wait on brokers and workers: 3 processes on 2 cores ran the suite in
 # ~5.5-6 min against ~15 min in one. PYTEST_XDIST_AUTO_NUM_WORKERS sets how many; `-n 0` as
 # an argument runs the tests in this process.
 export PYTEST_XDIST_AUTO_NUM_WORKERS=${PYTEST_XDIST_AUTO_NUM_WORKERS:-3}
-.venv/bin/python -m pytest -n auto --dist loadfile "$@"
+.venv/bin/python -m pytest -n auto --dist loadfile --no-loadscope-reorder "$@"
