@@ -22,14 +22,14 @@ from pathlib import Path
 from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import MessageType, is_pollable
 from deliverytrack.models.events import SendRecorded
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-POLICY = PollingPolicy()
+POLICY = FoldPolicy()
 
 
 def build_store(path: Path, tracked: int, due: int) -> PartitionStore:
@@ -69,7 +69,7 @@ def time_tick(engine: FoldEngine, repeats: int) -> tuple[float, int]:
     count = 0
     for _ in range(repeats):
         started = time.perf_counter()
-        count = len(engine.collect_due_checks(NOW))
+        count = len(engine.timers.timers.collect_due_checks(NOW))
         samples.append(time.perf_counter() - started)
     return statistics.median(samples), count
 
@@ -101,7 +101,7 @@ def main() -> None:
             store = build_store(Path(tmp) / f"s{tracked}.db", tracked, args.due)
             built = time.perf_counter() - started
             engine = FoldEngine(Settings(data_dir=Path(tmp), polling={"batchSize": args.due}))
-            engine._stores[0] = store
+            engine.partitions.attach(0, store)
             seconds, count = time_tick(engine, args.repeats)
             assert count == args.due, count
             results[tracked] = seconds

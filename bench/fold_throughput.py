@@ -85,8 +85,8 @@ from deliverytrack.models.events import (  # noqa: E402
 )
 from deliverytrack.models.records import TrackingRecord  # noqa: E402
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams.engine import FoldEngine  # noqa: E402
-from deliverytrack.streams.store import PartitionStore  # noqa: E402
+from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
+from deliverytrack.streams.state.store import PartitionStore  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 from deliverytrack.tables.fold import fold  # noqa: E402
 
@@ -486,86 +486,52 @@ class LogCounter(logging.Handler):
 # --- contender: deliverytrack engine --------------------------------------------------------
 
 
-class TimedEngine(FoldEngine):
-    """The real FoldEngine with timing hooks only (each calls super(); no behaviour change).
+class TimedSensor:
+    """Timing hooks on the real FoldEngine (its ``sensor``: no behaviour change).
 
-    A window opens at the entry of ``_process`` (a batch arrived) and closes at the return of
-    the ``_process`` call that brought ``stats.events`` to the target: that batch's status
-    changes and changelog are acked and its RocksDB WriteBatch is written (durable). The offset
-    commit after it is outside the window.
+    A window opens when a batch is handed to ``process`` (a batch arrived) and closes when the
+    ``process`` call that brought the workload events to the target returns: that batch's
+    status changes and changelog are acked and its RocksDB WriteBatch is written (durable). The
+    offset commit after it is outside the window.
     """
 
-    def __init__(self, settings: Settings, windows: Windows) -> None:
-        super().__init__(settings)
+    LABELS = {
+        "process": "_process total",
+        "fold": "_fold_partition (decode, fold, encode)",
+        "correlate": "_correlate_partition (provider-id links)",
+        "write": "_write (RocksDB batch, aggregates, indexes)",
+        "publish": "_publish status changes (until acked)",
+        "changelog": "_publish_changelog (until acked)",
+        "commit": "_commit offsets",
+    }
+
+    def __init__(self, windows: Windows, workload_topics: set[str]) -> None:
         self.windows = windows
-        self.phase: Counter[str] = Counter()
+        self.phases: Counter[str] = Counter()
         self.batch_sizes: list[int] = []
         # Workload events only: the engine also folds what it feeds itself (provider-id
         # links for the webhook correlator), which must not close a window early.
-        self.workload_topics = {self.topics.send_results, self.topics.commands}
+        self.workload_topics = workload_topics
         self.workload_events = 0
-        self.stores_seen: dict[int, PartitionStore] = {}
 
-    async def _process(self, batch: Any) -> dict[TopicPartition, int]:
+    def batch_started(self, batch: Any) -> None:
         self.windows.batch_arrived()
-        started = time.perf_counter()
-        before = self.stats.events
-        offsets = await super()._process(batch)
-        self.phase["_process total"] += time.perf_counter() - started
-        self.batch_sizes.append(self.stats.events - before)
+
+    def batch_done(self, batch: Any) -> None:
+        self.batch_sizes.append(sum(len(records) for records in batch.values()))
         self.workload_events += sum(
             len(records) for tp, records in batch.items() if tp.topic in self.workload_topics
         )
         self.windows.batch_done(self.workload_events)
-        return offsets
 
-    # Overrides take *args so they follow the engine's signatures.
-    def _fold_partition(self, *args: Any) -> Any:
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
-            return super()._fold_partition(*args)
+            yield
         finally:
-            self.phase["_fold_partition (decode, fold, encode)"] += time.perf_counter() - started
-
-    def _correlate_partition(self, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return super()._correlate_partition(*args)
-        finally:
-            self.phase["_correlate_partition (provider-id links)"] += time.perf_counter() - started
-
-    def _write(self, *args: Any) -> None:
-        partition = args[0]
-        self.stores_seen[partition] = self._stores[partition]
-        started = time.perf_counter()
-        try:
-            super()._write(*args)
-        finally:
-            self.phase["_write (RocksDB batch, aggregates, indexes)"] += (
-                time.perf_counter() - started
-            )
-
-    async def _publish(self, *args: Any) -> None:
-        started = time.perf_counter()
-        try:
-            await super()._publish(*args)
-        finally:
-            self.phase["_publish status changes (until acked)"] += time.perf_counter() - started
-
-    async def _publish_changelog(self, *args: Any) -> dict[int, int]:
-        started = time.perf_counter()
-        try:
-            return await super()._publish_changelog(*args)
-        finally:
-            self.phase["_publish_changelog (until acked)"] += time.perf_counter() - started
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        started = time.perf_counter()
-        try:
-            await super()._commit(offsets)
-        finally:
-            if not self.windows.done:
-                self.phase["_commit offsets"] += time.perf_counter() - started
+            if name != "commit" or not self.windows.done:
+                self.phases[self.LABELS[name]] += time.perf_counter() - started
 
 
 def _paused(consumer: AIOKafkaConsumer, topic: str, pause: bool) -> Callable[[], None]:
@@ -600,7 +566,8 @@ async def run_engine(
     assert (topics.send_results, topics.commands) == (feed.send_topic, feed.commands_topic)
     await feed.prepare(partitions)
     windows = Windows(feed.targets, profiler)
-    engine = TimedEngine(settings, windows)
+    sensor = TimedSensor(windows, {topics.send_results, topics.commands})
+    engine = FoldEngine(settings, sensor=sensor)
     await engine.start()
     try:
         ok, note = await drive(
@@ -609,15 +576,16 @@ async def run_engine(
             lambda: _paused(engine.consumer, feed.commands_topic, True)(),
             lambda: _paused(engine.consumer, feed.commands_topic, False)(),
             timeout,
-            lambda: engine.workload_events,
+            lambda: sensor.workload_events,
         )
         stats = engine.stats
         seconds = windows.seconds
-        phases = {name: round(value, 2) for name, value in engine.phase.items()}
+        phases = {name: round(value, 2) for name, value in sensor.phases.items()}
         phases["outside _process (getmany, commit, loop)"] = round(
-            seconds - engine.phase["_process total"], 2
+            seconds - sensor.phases["_process total"], 2
         )
-        sizes = engine.batch_sizes
+        sizes = sensor.batch_sizes
+        stores = [s for p in engine.assigned_partitions if (s := engine.store(p)) is not None]
         extra = {
             "windows_s": [round(s, 2) for s in windows.spans],
             "cpu_in_windows": windows.cpu_share(),
@@ -640,16 +608,16 @@ async def run_engine(
                 f"record_cache_size={settings.record_cache_size}"
             ),
             "record_cache_hits/misses": (
-                sum(engine.stores_seen[p].cache_hits for p in engine.stores_seen),
-                sum(engine.stores_seen[p].cache_misses for p in engine.stores_seen),
+                sum(store.cache_hits for store in stores),
+                sum(store.cache_misses for store in stores),
             ),
             "loading": feed.load_log,
         }
         mode = "phased" if feed.phased else "backlog"
         extra["self_fed_events (provider-id links, also folded)"] = (
-            stats.events - engine.workload_events
+            stats.events - sensor.workload_events
         )
-        events = engine.workload_events
+        events = sensor.workload_events
         return Result("deliverytrack engine", mode, events, seconds, extra, ok, note)
     finally:
         await engine.stop()
@@ -1324,21 +1292,20 @@ def micro(work: Workload, keys: int = 5_000) -> None:
     for collector in ("gc on", "gc off"):
         sends_us, commands_us = offline_fold(subset, gc_enabled=collector == "gc on")
         print(
-            f"engine._fold_partition offline ({collector}): {sends_us:.1f} µs/event on a batch "
+            f"engine.batch.fold offline ({collector}): {sends_us:.1f} µs/event on a batch "
             f"of {subset.keys:,} sends, {commands_us:.1f} µs/event on a batch of "
             f"{subset.events - subset.keys:,} commands"
         )
 
 
 def offline_fold(work: Workload, gc_enabled: bool) -> tuple[float, float]:
-    """The engine's own _fold_partition + store write on in-memory batches (no Kafka)."""
-    from deliverytrack.streams.store import PartitionStore, Position
+    """The engine's own batch fold + store write on in-memory batches (no Kafka)."""
+    from deliverytrack.streams.state.store import Position
 
     with tempfile.TemporaryDirectory(prefix="dt-micro-") as tmp:
         settings = Settings(app_id="micro", topic_prefix="micro.", data_dir=Path(tmp))
         engine = FoldEngine(settings)
-        engine._stores[0] = store = PartitionStore(Path(tmp) / "p0.db")
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store := PartitionStore(Path(tmp) / "p0.db"))
 
         def records(topic: str, items: list[Item]) -> list[ConsumerRecord[bytes, bytes]]:
             return [
@@ -1357,7 +1324,7 @@ def offline_fold(work: Workload, gc_enabled: bool) -> tuple[float, float]:
         try:
             for batch in batches:
                 started = time.perf_counter()
-                changes = engine._fold_partition(0, batch, [])
+                changes = engine.batch.fold(engine.store(0), batch, [])
                 store.write(changes, Position())
                 per_event.append(1e6 * (time.perf_counter() - started) / len(batch))
         finally:
@@ -1455,7 +1422,7 @@ def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, 
     if args.broker:
         yield args.broker, f"external {args.broker}", None
         return
-    from deliverytrack.streams.kafka_broker import KAFKA_VERSION, KafkaBroker
+    from deliverytrack.streams.dev.kafka_broker import KAFKA_VERSION, KafkaBroker
 
     broker = KafkaBroker(work_dir / "kafka")
     started = time.perf_counter()

@@ -1,5 +1,5 @@
 """The engine's fold and RocksDB write on in-memory batches, no Kafka: isolates the CPU cost of
-``FoldEngine._fold_partition`` + ``PartitionStore.write`` from the broker and the network.
+``FoldEngine.batch.fold`` + ``PartitionStore.write`` from the broker and the network.
 
 Same workload as fold_throughput.py (200,000 events over 50,000 keys: sends, then commands), in
 20,000-event batches on one partition, with the engine's GC settings (``gc.freeze()``, gen-0
@@ -10,7 +10,7 @@ threshold 50,000, collector paused during each batch's synchronous work).
 
 ``--compare`` times the CPU of decode + fold + encode per event (``time.process_time``, so
 other processes on the machine inflate it less than wall time; no RocksDB write) of
-today's path (the engine's own ``_fold_partition``: pydantic decode, ``fold_marked``,
+today's path (the engine's own ``batch.fold``: pydantic decode, ``fold_marked``,
 ``encode_record``/``encode_status_changed``) and of the hot path (``tables.hot.batch
 .fold_batch``: hand-checked dicts and orjson, pydantic per input where the hot path declines),
 alternated in one process, and checks that both wrote the same bytes:
@@ -44,8 +44,9 @@ from aiokafka.structs import ConsumerRecord  # noqa: E402
 from fold_throughput import Workload, generate  # noqa: E402
 
 from deliverytrack.models.settings import Settings  # noqa: E402
-from deliverytrack.streams.engine import FoldEngine, gc_paused  # noqa: E402
-from deliverytrack.streams.store import PartitionStore, Position  # noqa: E402
+from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
+from deliverytrack.streams.engine.stats import gc_paused  # noqa: E402
+from deliverytrack.streams.state.store import PartitionStore, Position  # noqa: E402
 from deliverytrack.tables.hot.batch import FoldInput, Limits, Record, fold_batch  # noqa: E402
 from deliverytrack.tables.hot.codec import COMMAND, SEND, load_record  # noqa: E402
 from deliverytrack.tables.hot.fold import HotFold  # noqa: E402
@@ -105,8 +106,7 @@ def engine_with_write(work: Workload, args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="dt-offline-") as tmp:
         engine = _engine(tmp)
         store = PartitionStore(Path(tmp) / "p0.db", cache_size=args.record_cache)
-        engine._stores[0] = store
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store)
         batches = _batches(engine, work, args.batch)
         events = sum(len(b) for b in batches)
         gc.freeze()
@@ -116,7 +116,7 @@ def engine_with_write(work: Workload, args: argparse.Namespace) -> None:
         for batch in batches:
             t0 = time.perf_counter()
             with gc_paused():
-                changes = engine._fold_partition(0, batch, [], {})
+                changes = engine.batch.fold(engine.store(0), batch, [], {})
             t1 = time.perf_counter()
             with gc_paused():
                 store.write(changes, Position())
@@ -167,19 +167,18 @@ class _GcClock:
 
 
 def run_engine(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
-    """Today's path: the engine's ``_fold_partition`` (timed) + ``PartitionStore.write`` (not
+    """Today's path: the engine's ``batch.fold`` (timed) + ``PartitionStore.write`` (not
     timed: it fills the record cache the next batches read, as in the engine)."""
     engine = _engine(tmp)
     store = PartitionStore(Path(tmp) / "engine.db", cache_size=args.record_cache)
-    engine._stores[0] = store
-    engine._positions[0] = Position()
+    engine.partitions.attach(0, store)
     run = Run()
     with _GcClock(run):
         for batch in _batches(engine, work, args.batch):
             out: list[Any] = []
             with gc_paused():
                 t0 = time.process_time()
-                changes = engine._fold_partition(0, batch, out, {})
+                changes = engine.batch.fold(store, batch, out, {})
                 run.fold_s += time.process_time() - t0
             with gc_paused():
                 store.write(changes, Position())
@@ -194,9 +193,9 @@ def run_hot(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
     store's cache would keep them (hot records), or with ``--record-cache 0`` as their bytes,
     read back through ``load_record`` in the timed part (a RocksDB read after the get)."""
     engine = _engine(tmp)
-    hot = HotFold(engine.policy)
+    hot = HotFold(engine.settings.fold_policy)
     kinds = {engine.topics.send_results: SEND, engine.topics.commands: COMMAND}
-    limits = Limits(engine.settings.max_input_bytes, engine.record_limit)
+    limits = Limits(engine.settings.max_input_bytes, engine.router.record_limit)
     kept: dict[str, Record | None] = {}
     stored: dict[str, bytes] = {}
 
@@ -283,7 +282,7 @@ def compare(work: Workload, args: argparse.Namespace) -> None:
     print(
         f"\nCPU of decode + fold + encode, {events:,} events, record cache "
         f"{args.record_cache:,}, median of {args.rounds}:\n"
-        f"{line('engine', 'today (engine _fold_partition):')}\n"
+        f"{line('engine', 'today (engine batch.fold):')}\n"
         f"{line('hot', 'hot path (tables.hot fold_batch):')}\n"
         f"  ratio today / hot: {ratio:.2f}x; outputs and records byte-identical"
     )

@@ -36,7 +36,7 @@ from aiokafka.structs import TopicPartition
 from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded, UpdateStatus
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 from deliverytrack.streams.providers.simulated import (
     SendRequest,
     SimulatedProviderConfig,

@@ -26,8 +26,8 @@ from typing import Any
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
-from deliverytrack.streams.query import LocalQueries, Rows
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.query.service import LocalQueries, Rows
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.aggregates import Counter, contribution
 from deliverytrack.tables.query import RecordFilter, matches, stats
 

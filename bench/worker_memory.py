@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 from deliverytrack.streams.topics import Topics
 
 CHUNK = 50_000
@@ -312,7 +312,7 @@ def main() -> int:
         body = worker.wait("worker ready", lambda b: b.get("status") == "ok", 120)
         base = worker.memory()
         print(f"idle worker: RSS {mb(base['VmRSS'])} MB", flush=True)
-        topic = Topics.from_prefix(settings.topic_prefix, settings.app_id).send_results
+        topic = Topics.of(settings).send_results
         done = 0
         for target in checkpoints:
             started = time.monotonic()

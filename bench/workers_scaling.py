@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fold_throughput import cpu_seconds, generate, produce  # noqa: E402
 
-from deliverytrack.streams.kafka_broker import KafkaBroker  # noqa: E402
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 
 API_TOKEN = secrets.token_urlsafe(24)
@@ -67,7 +67,7 @@ async def run_once(broker: KafkaBroker, workers: int, args: argparse.Namespace, 
         # workload is produced (sends, then commands) and the clock runs from the first event
         # any worker folds to the last transition applied and the last link folded.
         from deliverytrack.models.settings import Settings
-        from deliverytrack.streams.admin import ensure_topics
+        from deliverytrack.streams.kafka.topic_admin import ensure_topics
 
         await ensure_topics(
             Settings(broker=broker.url, topic_prefix=prefix, app_id=app_id, partitions=4), topics

@@ -1,3 +1,3 @@
-from deliverytrack.streams.cli import main
+from deliverytrack.streams.cli.entry import main
 
 raise SystemExit(main())

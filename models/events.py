@@ -26,9 +26,9 @@ from deliverytrack.models.enums import (
     StatusSource,
     TrackingStatus,
 )
+from deliverytrack.models.outbound import WebhookEndpoint
 from deliverytrack.models.records import RetentionClass, TrackingRecord
 from deliverytrack.models.retention import DeletionReason
-from deliverytrack.models.webhooks import WebhookEndpoint
 
 SCHEMA_VERSION = 1
 

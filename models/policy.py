@@ -127,15 +127,6 @@ class PollingPolicy(BaseModel):
     provider_timeout_ms: int = Field(default=10_000, ge=1)
     # How long a poll may stay unanswered before the record is due again (a lost request).
     lease_ms: int = Field(default=60_000, ge=1)
-    # Set from Settings.command_hold_ms by the worker: how long a command for an unknown
-    # messageId is held for its send result.
-    command_hold_ms: int = Field(default=3_600_000, ge=0)
-    # Set from Settings.api_failover by the worker (the fold reads one policy object).
-    api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
-    # Set from Settings.pii by the worker: the fold protects personal data with it.
-    pii: PiiPolicy = PiiPolicy()
-    # Set from Settings.retention by the worker: record labels and deletion deadlines.
-    retention: RetentionPolicy = DEFAULT_RETENTION
 
     def backoff_delay_ms(self, attempt_count_after: int) -> int:
         """k-msg ``computeNextCheckAt``: delay after the Nth poll; an empty table gives 60 s."""
@@ -145,4 +136,21 @@ class PollingPolicy(BaseModel):
         return max(0, self.backoff_ms[index])
 
 
-DEFAULT_POLICY = PollingPolicy()
+class FoldPolicy(BaseModel):
+    """Everything the fold is configured with, one policy per concern (``Settings.fold_policy``
+    builds it from the worker's settings)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    polling: PollingPolicy = PollingPolicy()
+    """k-msg's polling rules: first check, backoff, grace, tracking timeout, leases."""
+    api_failover: ApiFailoverPolicy = ApiFailoverPolicy()
+    pii: PiiPolicy = PiiPolicy()
+    """Personal data: what the fold hashes, masks or encrypts before it writes."""
+    retention: RetentionPolicy = DEFAULT_RETENTION
+    """Record labels and deletion deadlines."""
+    command_hold_ms: int = Field(default=3_600_000, ge=0)
+    """How long a command for a messageId with no record yet waits for its send result."""
+
+
+DEFAULT_POLICY = FoldPolicy()

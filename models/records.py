@@ -8,7 +8,7 @@ from pydantic import Field
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
-from deliverytrack.models.webhooks import WebhookEndpoint
+from deliverytrack.models.outbound import WebhookEndpoint
 
 CryptoState = Literal["plain", "encrypted", "degraded"]
 RetentionClass = Literal["opsLogs", "telecomMetadata", "billingEvidence"]

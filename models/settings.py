@@ -12,19 +12,20 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from deliverytrack.models.policy import (
-    ApiFailoverPolicy,
-    PiiPolicy,
-    PollingPolicy,
-    WebhookRawMode,
-)
-from deliverytrack.models.retention import RetentionPolicy
-from deliverytrack.models.webhooks import (
+from deliverytrack.models.outbound import (
     WebhookEndpoint,
     allowed_host,
     check_header_set,
     host_pattern,
 )
+from deliverytrack.models.policy import (
+    ApiFailoverPolicy,
+    FoldPolicy,
+    PiiPolicy,
+    PollingPolicy,
+    WebhookRawMode,
+)
+from deliverytrack.models.retention import RetentionPolicy
 
 
 class ProviderConfig(BaseModel):
@@ -165,8 +166,8 @@ class Settings(BaseSettings):
         ge=0,
         description="Records the fold keeps decoded in memory, per worker (split evenly over "
         "the partitions it owns; the most recently written are kept). A hit saves decoding "
-        "the record from RocksDB (25-70 µs) once per record and batch; each costs ~9.5 KB of "
-        "RSS (10,000: ~95 MB). 0 turns the cache off",
+        "the record from RocksDB (25-70 µs) once per record and batch; each costs ~7 KB of "
+        "RSS (10,000: ~70 MB). 0 turns the cache off",
     )
     rocksdb_memory_mb: int = Field(
         default=256,
@@ -203,7 +204,7 @@ class Settings(BaseSettings):
         "is logged once per this interval, with how many more it stands for; 0 logs each",
     )
     # Kafka connection security: every Kafka client the project creates applies these
-    # (streams/kafka_config.py).
+    # (streams/kafka/clients.py).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         default="PLAINTEXT", description="How every Kafka client connects"
     )
@@ -437,16 +438,15 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def fold_policy(self) -> PollingPolicy:
-        """What the fold is configured with: polling rules, API failover, personal data and
-        retention."""
-        return self.polling.model_copy(
-            update={
-                "api_failover": self.api_failover,
-                "pii": self.pii,
-                "retention": self.retention,
-                "command_hold_ms": self.command_hold_ms,
-            }
+    def fold_policy(self) -> FoldPolicy:
+        """What the fold is configured with: polling rules, API failover, personal data,
+        retention and the command hold."""
+        return FoldPolicy(
+            polling=self.polling,
+            api_failover=self.api_failover,
+            pii=self.pii,
+            retention=self.retention,
+            command_hold_ms=self.command_hold_ms,
         )
 
     @property

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo on a fresh machine: venv, packages, Kafka jars (Maven), then broker + worker +
-# simulated provider + traffic, with progress and a summary. Ctrl-C stops everything.
+# simulated provider + traffic, with progress and a summary, then the dashboard until Ctrl-C
+# (--exit-after-summary: exit after the summary). Ctrl-C stops everything.
 # Extra arguments go to `deliverytrack demo`, e.g. `scripts/demo.sh --messages 2000 --duration 20`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

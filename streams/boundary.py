@@ -27,6 +27,15 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
+
 from deliverytrack.models.codec import DecodeError, encode
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.tables.pii import mask_phone_text, masked_copy
@@ -141,3 +150,19 @@ def _masked_dead_letter(
         failed_at=failed_at,
     )
     return bounded_key(key), encode(letter)
+
+
+REFUSED_RECORD_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+)
+"""Publish errors that concern one record (the broker or the producer refuses it), not the
+broker's availability: the input that produced the record is dead-lettered."""
+
+
+def published_refusal(exc: KafkaError) -> Refused:
+    """The refusal of an input whose own output the producer or the broker refused."""
+    return Refused("output-refused", f"{type(exc).__name__}: {exc}")

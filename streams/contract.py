@@ -33,8 +33,8 @@ from deliverytrack.models.codec import (
     StatusChangedAdapter,
 )
 from deliverytrack.models.events import FailoverRequested, RecordDeleted
+from deliverytrack.models.outbound import WebhookAttempted
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookAttempted
 from deliverytrack.streams.topics import Topics
 
 REGENERATE = "deliverytrack schemas --out docs/schemas/"

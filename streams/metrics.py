@@ -4,11 +4,12 @@ Each :class:`Metrics` has its own registry (never the library's global one), so 
 one process (tests) do not collide. Two kinds of metric:
 
 - counted where it happens, at most once per fold *batch* on the fold's path (inputs by topic,
-  batch size and duration), once per rare event elsewhere (refusals, dead letters, provider
-  calls, webhook requests);
+  batch size and duration; the ordering watermarks, once per fetch), once per rare event
+  elsewhere (refusals, dead letters, provider calls, webhook requests);
 - read at scrape time from state the worker keeps anyway (:class:`WorkerCollector`): consumer
   lag, assigned partitions, records by status and due now (aggregate rows and the due index,
-  not a scan of records), status changes, outbound webhook attempts, RocksDB size (cached).
+  not a scan of records), status changes, outbound webhook attempts, RocksDB size (cached),
+  the ordering watermark's delay behind the clock.
 
 Labels are bounded: topics, partitions, configured providers, statuses, outcomes and refusal
 reasons; never a messageId, a phone number or a provider id taken from a request as is.
@@ -16,6 +17,7 @@ reasons; never a messageId, a phone number or a provider id taken from a request
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -34,8 +36,8 @@ from deliverytrack.tables.aggregates import TOTAL
 if TYPE_CHECKING:
     from aiokafka.structs import TopicPartition
 
-    from deliverytrack.streams.dispatcher import WebhookDispatcher
-    from deliverytrack.streams.engine import FoldEngine
+    from deliverytrack.streams.engine.loop import FoldEngine
+    from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000)
@@ -109,6 +111,10 @@ class Metrics:
         # Status changes by status: the fold adds to this plain tally (a dict increment per
         # change, no metric call on the hot path); exposed by WorkerCollector.
         self.status_changes: Tally[Any] = Tally()
+        # Per fold partition, as of the fold's last release (OrderingBuffer.release): its ordering
+        # watermark (ms since the epoch; -inf before every input topic was fetched, +inf when
+        # every one is paused) and the inputs buffered behind it. Replaced whole each time.
+        self.ordering: dict[int, tuple[float, int]] = {}
 
     # --- updates ----------------------------------------------------------------------------
 
@@ -122,6 +128,11 @@ class Metrics:
             self.inputs.labels(topic).inc(count)
         self.batch_size.observe(sum(by_topic.values()))
         self.batch_seconds.observe(time.perf_counter() - started)
+
+    def ordering_released(self, ordering: dict[int, tuple[float, int]]) -> None:
+        """The fold released what its watermarks allow: ``{partition: (watermark_ms, still
+        buffered)}``, once per fetch (the delay behind the clock is computed at scrape time)."""
+        self.ordering = ordering
 
     def input_refused(self, topic: str, reason: str) -> None:
         self.refused.labels(topic, reason).inc()
@@ -149,6 +160,15 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def watermark_delay_s(watermark_ms: float, now: datetime) -> float | None:
+    """Seconds the ordering watermark is behind ``now``: None while it is unknown (an input
+    topic not fetched yet) or does not hold anything back (every input topic paused); never
+    below 0 (a broker clock ahead of ours)."""
+    if not math.isfinite(watermark_ms):
+        return None
+    return max(0.0, (now.timestamp() * 1000 - watermark_ms) / 1000)
 
 
 def webhook_outcome(status: int) -> str:
@@ -211,6 +231,7 @@ class WorkerCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._partitions()
         yield from self._lag()
+        yield from self._ordering()
         yield from self._records()
         yield self._status_changes()
         if self.dispatcher is not None:
@@ -259,6 +280,33 @@ class WorkerCollector(Collector):
                 continue  # not fetched yet: unknown
             lag.add_metric([tp.topic, str(tp.partition)], max(0, end - applied.get(tp, 0)))
         yield lag
+
+    def _ordering(self) -> Iterator[Any]:
+        delay = GaugeMetricFamily(
+            "deliverytrack_ordering_watermark_delay_seconds",
+            "How far a fold partition's ordering watermark is behind now: the oldest point "
+            "every input topic of the partition is known up to (the last record fetched from a "
+            "topic with more, else that topic's last fetch less the ordering margin); inputs "
+            "newer than it wait. Absent until every input topic was fetched.",
+            labels=["partition"],
+        )
+        buffered = GaugeMetricFamily(
+            "deliverytrack_ordering_buffered_inputs",
+            "Inputs fetched but waiting for their partition's ordering watermark, as of the "
+            "fold's last release.",
+            labels=["partition"],
+        )
+        assigned = set(self.engine.assigned_partitions)
+        now = self.clock()
+        for partition, (watermark, held) in sorted(self.metrics.ordering.items()):
+            if partition not in assigned:
+                continue  # revoked since the last release
+            seconds = watermark_delay_s(watermark, now)
+            if seconds is not None:
+                delay.add_metric([str(partition)], seconds)
+            buffered.add_metric([str(partition)], held)
+        yield delay
+        yield buffered
 
     def _records(self) -> Iterator[Any]:
         engine = self.engine

@@ -24,16 +24,17 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.common import utc_text
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import POSITION_KEY, FoldEngine
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.engine.changelog import POSITION_KEY, decode_position, record_id
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.kafka.clients import new_consumer, refresh_metadata
 from deliverytrack.streams.topics import Topics
 
 Targets = dict[TopicPartition, int]
 
 
 async def _consumer(settings: Settings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings),
+    consumer = new_consumer(
+        settings,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -63,7 +64,7 @@ async def _read_assigned(
     consumer: AIOKafkaConsumer, tps: list[TopicPartition]
 ) -> list[ConsumerRecord[bytes, bytes]]:
     for topic in {tp.topic for tp in tps}:
-        await consumer._client._wait_on_metadata(topic)  # a fresh client knows no topic yet
+        await refresh_metadata(consumer, topic)  # a fresh client knows no topic yet
     consumer.assign(tps)
     ends = await consumer.end_offsets(tps)
     await consumer.seek_to_beginning(*tps)
@@ -89,51 +90,29 @@ async def read_live_table(settings: Settings, topics: Topics) -> tuple[dict[str,
     try:
         partitions = consumer.partitions_for_topic(topics.records_changelog)
         if partitions is None:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(topics.records_changelog) or set()
         tps = [TopicPartition(topics.records_changelog, p) for p in sorted(partitions)]
         records: dict[str, bytes] = {}
         targets: Targets = {}
         for msg in await _read_assigned(consumer, tps):
             if msg.key == POSITION_KEY and msg.value is not None:
-                for topic, offset in orjson.loads(msg.value)["offsets"].items():
+                for topic, offset in decode_position(msg.value).items():
                     targets[TopicPartition(topic, msg.partition)] = offset
-            elif msg.key is not None and not msg.key.startswith(b"\x00"):
+            elif (message_id := record_id(msg.key)) is not None:
                 if msg.value is None:
-                    records.pop(msg.key.decode(), None)
+                    records.pop(message_id, None)
                 else:
-                    records[msg.key.decode()] = msg.value
+                    records[message_id] = msg.value
         return records, targets
     finally:
         await consumer.stop()
 
 
-class _BoundedEngine(FoldEngine):
-    """Folds nothing at or past ``targets`` (records past them stay buffered, unfolded)."""
-
-    def __init__(self, settings: Settings, topics: Topics, targets: Targets) -> None:
-        super().__init__(settings, topics, correlate=False)
-        self.targets = targets
-        self.reroute_commands = False
-
-    async def _release(self) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        released = await super()._release()
-        for tp, records in list(released.items()):
-            limit = self.targets.get(tp, 0)
-            keep = [r for r in records if r.offset < limit]
-            if len(keep) < len(records):
-                self._buffer[tp][:0] = [r for r in records if r.offset >= limit]
-            if keep:
-                released[tp] = keep
-            else:
-                del released[tp]
-        return released
-
-
 async def _end_targets(settings: Settings, topics: Topics) -> Targets:
     consumer = await _consumer(settings)
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         tps = [
             TopicPartition(topic, p)
             for topic in topics.fold_inputs
@@ -170,7 +149,7 @@ async def run_replay(
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     replay_app_id = replay_app_id or f"{settings.app_id}-replay-{stamp}"
     data_dir = data_dir or Path(settings.data_dir) / "replays"
-    live_topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+    live_topics = Topics.of(settings)
     if verify:
         live, targets = await read_live_table(settings, live_topics)
         if not targets:
@@ -183,7 +162,9 @@ async def run_replay(
     total = sum(targets.values())
     replay_settings = settings.model_copy(update={"app_id": replay_app_id, "data_dir": data_dir})
     topics = live_topics.for_replay(settings.topic_prefix, replay_app_id)
-    engine = _BoundedEngine(replay_settings, topics, targets)
+    engine = FoldEngine(
+        replay_settings, topics, correlate=False, reroute_commands=False, stop_at=targets
+    )
     print(
         f"replay: folding {total:,} input events of {settings.app_id!r} into {replay_app_id!r} "
         f"({data_dir})",
@@ -250,10 +231,10 @@ async def run_replay(
 async def message_history(settings: Settings, message_id: str) -> list[dict[str, Any]]:
     """Every event of one message across the input topics (and its provider reports), in the
     order the fold applies them: (timestamp, topic rank, offset)."""
-    topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+    topics = Topics.of(settings)
     consumer = await _consumer(settings)
     try:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         partitioner = DefaultPartitioner()
         by_key = [*topics.fold_inputs, topics.poll_requests, topics.status_changes]
         # Read the partition counts now: assigning partitions narrows the client's metadata.

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deliverytrack.models.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +27,11 @@ class Topics:
     correlated_reports: str
     webhook_retries: str
     record_deletions: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Topics:
+        """The topics of a deployment (``DELIVERYTRACK_TOPIC_PREFIX`` and ``_APP_ID``)."""
+        return cls.from_prefix(settings.topic_prefix, settings.app_id)
 
     @classmethod
     def from_prefix(cls, prefix: str, app_id: str) -> Topics:
@@ -72,12 +81,6 @@ class Topics:
             self.due_checks,
             self.correlated_reports,
         )
-
-    @property
-    def correlation_inputs(self) -> tuple[str, ...]:
-        """Topics the correlator consumes, keyed ``providerId:providerMessageId``; links
-        sort before reports when their timestamps tie."""
-        return (self.provider_ids, self.provider_webhooks)
 
     @property
     def co_partitioned(self) -> tuple[str, ...]:

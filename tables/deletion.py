@@ -39,7 +39,7 @@ from deliverytrack.models.events import (
     StopTracking,
     UpdateStatus,
 )
-from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
+from deliverytrack.models.policy import DEFAULT_POLICY, FoldPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.tables.correlation import held_dead_letter
@@ -56,7 +56,7 @@ def fold_marked(
     record: TrackingRecord | None,
     marker: Marker | None,
     event: MessageEvent,
-    policy: PollingPolicy = DEFAULT_POLICY,
+    policy: FoldPolicy = DEFAULT_POLICY,
     *,
     source: Callable[[], SourceRef] | None = None,
 ) -> MarkedResult:
@@ -111,7 +111,7 @@ def fold_marked(
 def _with_held(
     hold: CommandHold,
     event: MessageEvent,
-    policy: PollingPolicy,
+    policy: FoldPolicy,
     source: Callable[[], SourceRef] | None,
 ) -> MarkedResult:
     """A messageId with held commands: the send result applies them in their order; more

@@ -42,7 +42,7 @@ from deliverytrack.models.events import (
     StopTracking,
     UpdateStatus,
 )
-from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
+from deliverytrack.models.policy import DEFAULT_POLICY, FoldPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
@@ -90,7 +90,7 @@ def can_transition(current: TrackingStatus | None, new: TrackingStatus) -> bool:
 
 
 def fold(
-    record: TrackingRecord | None, event: MessageEvent, policy: PollingPolicy = DEFAULT_POLICY
+    record: TrackingRecord | None, event: MessageEvent, policy: FoldPolicy = DEFAULT_POLICY
 ) -> FoldResult:
     """Apply one event. Duplicates (a remembered ``eventId``) change nothing and emit nothing."""
     if record is not None and event.event_id in record.processed_event_ids:
@@ -106,9 +106,7 @@ def fold(
     return new, emitted
 
 
-def _dispatch(
-    record: TrackingRecord | None, event: MessageEvent, policy: PollingPolicy
-) -> FoldResult:
+def _dispatch(record: TrackingRecord | None, event: MessageEvent, policy: FoldPolicy) -> FoldResult:
     match event:
         case SendRecorded():
             return _record_send(record, event, policy)
@@ -137,7 +135,7 @@ def _dispatch(
 def replay(
     events: Iterable[MessageEvent],
     record: TrackingRecord | None = None,
-    policy: PollingPolicy = DEFAULT_POLICY,
+    policy: FoldPolicy = DEFAULT_POLICY,
 ) -> tuple[TrackingRecord | None, tuple[Emitted, ...]]:
     """Reduce ``fold`` over events (one message's), collecting everything emitted."""
     emitted: list[Emitted] = []
@@ -151,7 +149,7 @@ def replay(
 
 
 def _record_send(
-    record: TrackingRecord | None, event: SendRecorded, policy: PollingPolicy
+    record: TrackingRecord | None, event: SendRecorded, policy: FoldPolicy
 ) -> FoldResult:
     if record is not None:
         # k-msg replaces the record on a repeated recordSend, resetting even terminal records.
@@ -170,10 +168,12 @@ def _record_send(
         last_error = MISSING_PROVIDER_MESSAGE_ID
     elif event.scheduled_at is not None:
         status = TrackingStatus.PENDING
-        next_check_at = event.scheduled_at + timedelta(milliseconds=policy.scheduled_grace_ms)
+        next_check_at = event.scheduled_at + timedelta(
+            milliseconds=policy.polling.scheduled_grace_ms
+        )
     else:
         status = event.initial_status or TrackingStatus.SENT
-        next_check_at = event.requested_at + timedelta(milliseconds=policy.initial_delay_ms)
+        next_check_at = event.requested_at + timedelta(milliseconds=policy.polling.initial_delay_ms)
     entry = trusted(
         StatusHistoryEntry,
         status=status,
@@ -328,7 +328,7 @@ def _stop_tracking(record: TrackingRecord | None, event: StopTracking) -> FoldRe
 
 
 def _due_check(
-    record: TrackingRecord | None, event: DueCheckIssued, policy: PollingPolicy
+    record: TrackingRecord | None, event: DueCheckIssued, policy: FoldPolicy
 ) -> FoldResult:
     """A timer saw the record due. Stale checks (the due time moved, or the record is not
     polled any more) change nothing; otherwise apply the rules that need no provider, or lease
@@ -347,18 +347,18 @@ def _due_check(
     if not record.provider_message_id:
         return _give_up(record, event.event_id, now, MISSING_PROVIDER_MESSAGE_ID, checked)
     if record.scheduled_at is not None:
-        grace_end = record.scheduled_at + timedelta(milliseconds=policy.scheduled_grace_ms)
+        grace_end = record.scheduled_at + timedelta(milliseconds=policy.polling.scheduled_grace_ms)
         if now < grace_end:
             checked["next_check_at"] = grace_end
             return _changed(record, event.event_id, checked), ()
         tracking_start = grace_end
     else:
         tracking_start = record.requested_at
-    max_ms = policy.max_tracking_duration_ms
+    max_ms = policy.polling.max_tracking_duration_ms
     if max_ms > 0 and now - tracking_start > timedelta(milliseconds=max_ms):
         return _give_up(record, event.event_id, now, TRACKING_TIMEOUT, checked)
     check_seq = record.check_seq + 1
-    lease_until = now + timedelta(milliseconds=policy.lease_ms)
+    lease_until = now + timedelta(milliseconds=policy.polling.lease_ms)
     leased = _changed(
         record, event.event_id, {"check_seq": check_seq, "check_lease_until": lease_until}
     )
@@ -380,7 +380,7 @@ def _due_check(
 
 
 def _observed(
-    record: TrackingRecord | None, event: StatusObserved, policy: PollingPolicy
+    record: TrackingRecord | None, event: StatusObserved, policy: FoldPolicy
 ) -> FoldResult:
     """Reconcile what the poller saw. Only the answer to the current lease counts."""
     if record is None:
@@ -394,7 +394,7 @@ def _observed(
         "last_checked_at": now,
         "check_lease_until": None,
     }
-    backoff = now + timedelta(milliseconds=policy.backoff_delay_ms(attempts))
+    backoff = now + timedelta(milliseconds=policy.polling.backoff_delay_ms(attempts))
     match event.outcome:
         case "provider_not_found":
             error = ErrorInfo(
@@ -402,7 +402,7 @@ def _observed(
             )
             return _give_up(record, event.event_id, now, error, checked)
         case "unsupported":
-            if policy.unsupported_provider_strategy == "unknown":
+            if policy.polling.unsupported_provider_strategy == "unknown":
                 return _give_up(record, event.event_id, now, UNSUPPORTED_PROVIDER, checked)
             checked.update(last_error=UNSUPPORTED_PROVIDER, next_check_at=backoff)
             return _changed(record, event.event_id, checked), ()
@@ -469,7 +469,7 @@ def _apply_result(
 
 
 def _reported(
-    record: TrackingRecord | None, event: ReportCorrelated, policy: PollingPolicy
+    record: TrackingRecord | None, event: ReportCorrelated, policy: FoldPolicy
 ) -> FoldResult:
     """A provider pushed a delivery report. Reports may come late, twice or out of order: the
     status model keeps the furthest status, and what a report teaches (codes, timestamps) is

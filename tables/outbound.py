@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from deliverytrack.models.enums import TrackingStatus
-from deliverytrack.models.webhooks import (
+from deliverytrack.models.outbound import (
     IpNetwork,
     WebhookDelivery,
     WebhookEndpoint,

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import DeliveryTrackClient
+from deliverytrack.streams.api.client import DeliveryTrackClient
 from deliverytrack.streams.providers.simulated import SimulatedProvider
 
 

@@ -76,7 +76,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 
 import aiohttp
@@ -84,6 +84,7 @@ from pydantic import ValidationError
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, ProviderStatus
+from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.providers.base import (
     ProviderError,
     StatusQuery,
@@ -105,10 +106,6 @@ _DATE_FORMAT: Final = "%Y-%m-%d"
 _JSON_CONTENT_TYPE: Final = "application/json;charset=UTF-8"
 
 _SMS_TYPES: Final = frozenset({MessageType.SMS, MessageType.LMS, MessageType.MMS})
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def digits(value: str) -> str:

@@ -112,13 +112,13 @@ def build_webhook_adapter(provider_id: str, config: ProviderConfig) -> WebhookAd
 
             return IwinvWebhookAdapter(provider_id, webhook_secret=_secret(config.webhook_secret))
         case _:
-            # Other kinds: the generic signed adapter (streams/webhooks.py) where a
+            # Other kinds: the generic signed adapter (streams/webhooks/ingress.py) where a
             # webhookSecret is configured.
             return None
 
 
 def build_webhook_adapters(settings: Settings) -> dict[str, WebhookAdapter]:
-    """providerId -> native WebhookAdapter (solapi, iwinv); streams/webhooks.py adds the
+    """providerId -> native WebhookAdapter (solapi, iwinv); streams/webhooks/ingress.py adds the
     generic ones for the other kinds."""
     adapters: dict[str, WebhookAdapter] = {}
     for provider_id, config in settings.providers.items():

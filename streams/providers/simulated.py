@@ -38,6 +38,7 @@ from pydantic.alias_generators import to_camel
 
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import ProviderStatus
+from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.providers.base import (
     ProviderError,
     StatusQuery,
@@ -59,10 +60,6 @@ OUTCOMES: Final[tuple[str, ...]] = (
 SENT_CODE: Final = ("3000", "sent to carrier")
 DELIVERED_CODE: Final = ("4000", "delivered")
 FAILED_CODE: Final = ("3104", "recipient unreachable")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(value: datetime) -> str:

@@ -63,6 +63,7 @@ from pydantic import ValidationError
 
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, ProviderStatus
+from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.providers.base import (
     MAX_REPORTS_PER_REQUEST,
     ProviderError,
@@ -82,10 +83,6 @@ WEBHOOK_TOKEN_HEADER: Final = "X-Webhook-Token"  # noqa: S105 - a header name
 # match before a trailing newline.
 _FAILURE_CODE: Final = re.compile(r"[123][0-9]{3}")
 _SALT_ALPHABET: Final = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def map_solapi_status_code(status_code: str | None) -> TrackingStatus:

@@ -4,6 +4,7 @@ and small Kafka read/write helpers. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import secrets
 import signal
@@ -38,11 +39,36 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
 
 
+def _port_block() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range (so no
+    outgoing connection, of any process, takes one between ``free_port()`` and the worker's
+    bind), one block per xdist worker (so two test processes never hand out the same one)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32_768
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 8
+    size = min(1_500, (low - 10_000) // 8)
+    return range(10_000 + index * size, 10_000 + (index + 1) * size) if size >= 100 else range(0)
+
+
+_PORTS = _port_block()
+_next_port = itertools.count(secrets.randbelow(len(_PORTS) or 1))  # another session: elsewhere
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_port) % len(_PORTS)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # no block below the ephemeral range: any free port
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
 
 
 SettingsFactory = Callable[..., Settings]
@@ -262,7 +288,7 @@ class KafkaIO:
 
     def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
         self.settings = settings
-        self.topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+        self.topics = Topics.of(settings)
         self.producer = producer
 
     async def send(self, topic: str, key: str | bytes | None, value: Any) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from deliverytrack.streams import store
-from deliverytrack.streams.cli import main
+from deliverytrack.streams.cli.entry import main
+from deliverytrack.streams.state import store
 
 
 def inject(healthy_writes: int) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 
 USER = "deliverytrack"
 PASSWORD = "scram-Secret-0f3c9a"

@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.kafka_broker import KafkaBroker
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
 from deliverytrack.streams.topics import Topics
 from tests.factories import send_recorded_factory
 from tests.integration.conftest import WorkerProcess, free_port
@@ -102,7 +102,7 @@ async def _send_one(settings: Settings, message_id: str) -> None:
     await producer.start()
     try:
         event = send_recorded_factory(message_id)
-        topic = Topics.from_prefix(settings.topic_prefix, settings.app_id).send_results
+        topic = Topics.of(settings).send_results
         await producer.send_and_wait(topic, encode(event), key=message_id.encode())
     finally:
         await producer.stop()

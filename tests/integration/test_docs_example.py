@@ -75,7 +75,7 @@ async def test_without_a_provider_the_record_ends_provider_not_found(
 ) -> None:
     from datetime import UTC, datetime
 
-    from deliverytrack.streams.client import DeliveryTrackClient
+    from deliverytrack.streams.api.client import DeliveryTrackClient
     from tests.factories import send_recorded_factory
 
     settings = settings_factory(polling={"initialDelayMs": 1_000, "intervalMs": 500})

@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from deliverytrack.streams import kafka_broker
-from deliverytrack.streams.kafka_broker import BrokerInfo, KafkaBroker, PortInUseError
+from deliverytrack.streams.dev import kafka_broker
+from deliverytrack.streams.dev.kafka_broker import BrokerInfo, KafkaBroker, PortInUseError
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_cli_taken_port_keeps_existing_data(tmp_path: Path) -> None:
     with _listening_socket() as taken:
         port = taken.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "deliverytrack.streams.kafka_broker"]
+            [sys.executable, "-m", "deliverytrack.streams.dev.kafka_broker"]
             + ["--port", str(port), "--dir", str(workdir), "--timeout", "60"],
             stdin=subprocess.DEVNULL,
             capture_output=True,

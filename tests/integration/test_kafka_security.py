@@ -27,10 +27,10 @@ from aiokafka.structs import TopicPartition
 
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.admin import ensure_topics
-from deliverytrack.streams.client import DeliveryTrackClient
-from deliverytrack.streams.kafka_broker import KafkaBroker
-from deliverytrack.streams.kafka_config import kafka_client_kwargs
+from deliverytrack.streams.api.client import DeliveryTrackClient
+from deliverytrack.streams.dev.kafka_broker import KafkaBroker
+from deliverytrack.streams.kafka.clients import kafka_client_kwargs
+from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.topics import Topics
 from tests.integration.conftest import ROOT, WorkerProcess, settings_env
 from tests.integration.secure_broker import (
@@ -141,7 +141,7 @@ async def test_each_protocol_connects_with_its_settings(
     secure: tuple[KafkaBroker, Pki], settings_factory: Any, connection: Any
 ) -> None:
     settings = settings_factory(**connection(secure))
-    topics = Topics.from_prefix(settings.topic_prefix, settings.app_id)
+    topics = Topics.of(settings)
     await ensure_topics(settings, topics, timeout=20)  # the admin client
     client = DeliveryTrackClient("http://127.0.0.1:1", settings)
     try:

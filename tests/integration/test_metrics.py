@@ -4,6 +4,7 @@ backlog is folded (real broker, simulated provider)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deliverytrack.streams.admin import ensure_topics
+from deliverytrack.streams.kafka.topic_admin import ensure_topics
 from deliverytrack.streams.metrics import CONTENT_TYPE
 from tests.integration.conftest import WorkerProcess
 from tests.integration.support import FAST_POLLING, Provider, send
@@ -128,6 +129,27 @@ async def test_metrics_after_traffic_hold_the_counts_and_lag_returns_to_zero(
     assert all(
         v > 0 for (name, _), v in found.items() if name == "deliverytrack_rocksdb_size_bytes"
     )
+
+    # The ordering watermark of every assigned partition, once the backlog is folded: behind
+    # now by the ordering margin plus the time since the last fetch, nothing waiting for it.
+    partitions = [str(p) for p in range(settings.partitions)]
+    margin_s = settings.ordering_margin_ms / 1000
+
+    def ordering(found: Samples, name: str) -> dict[str, float]:
+        return {dict(labels)["partition"]: v for (n, labels), v in found.items() if n == name}
+
+    def watermarks_caught_up(found: Samples) -> bool:
+        delays = ordering(found, "deliverytrack_ordering_watermark_delay_seconds")
+        waiting = ordering(found, "deliverytrack_ordering_buffered_inputs")
+        return (
+            sorted(delays) == partitions
+            and all(margin_s <= d < 5 for d in delays.values())
+            and waiting == dict.fromkeys(partitions, 0)
+        )
+
+    found = await until(worker, watermarks_caught_up)
+    delays = ordering(found, "deliverytrack_ordering_watermark_delay_seconds")
+    assert all(math.isfinite(d) and margin_s <= d < 5 for d in delays.values()), delays
 
     # Webhooks in: one accepted (it delivers m-0), one unsigned, one to an unknown provider.
     body = b'{"providerMessageId": "pm-0", "status": "DELIVERED"}'

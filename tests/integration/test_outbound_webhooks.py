@@ -20,7 +20,7 @@ from aiokafka.structs import TopicPartition
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import TrackingStatus as S
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.factories import send_recorded_factory, update_status_factory
 
 SECRET = "outbound-secret"

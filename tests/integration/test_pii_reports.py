@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from rocksdict import Options, Rdict
 
 from deliverytrack.models.events import SendRecorded
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.pii import hash_phone
 from tests.factories import next_event_id
 from tests.integration.test_pii import PII, read_to_end

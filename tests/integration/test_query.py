@@ -18,8 +18,8 @@ import pytest
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.events import SendRecorded, UpdateStatus
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.streams.client import DeliveryTrackClient
-from deliverytrack.streams.facades import (
+from deliverytrack.streams.api.client import DeliveryTrackClient
+from deliverytrack.streams.api.facades import (
     DeliveryTracker,
     DeliveryTrackingAnalyticsService,
     DeliveryTrackingService,

@@ -12,7 +12,7 @@ import pytest
 
 from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import TrackingStatus
-from deliverytrack.streams.engine import FoldEngine
+from deliverytrack.streams.engine.loop import FoldEngine
 from tests.factories import update_status_factory
 from tests.integration.support import Provider, polling_settings, send
 

@@ -69,6 +69,11 @@ async def test_replay_verify_matches_the_live_table_and_catches_tampering(
             "sim": {"kind": "simulated", "baseUrl": provider.base_url},
             "gen": {"kind": "none", "webhookSecret": SECRET},
         },
+        # Live folding trusts a topic read to its end up to the fetch time less this margin. In
+        # a CI run with load 9 on 2 cores (three test processes and other suites), live and
+        # replay once disagreed on two records that reports and polls raced on: consistent
+        # with fetch results handled later than the default 200 ms margin allows for.
+        ordering_margin_ms=2_000,
     )
     worker = await worker_factory(settings).astart()
     io = await kafka_io_factory(settings)

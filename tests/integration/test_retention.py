@@ -15,9 +15,9 @@ import pytest
 
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import DeliveryTrackClient
-from deliverytrack.streams.facades import DeliveryTracker
-from deliverytrack.streams.store import EXPIRY, MARKER, RECORD, PartitionStore
+from deliverytrack.streams.api.client import DeliveryTrackClient
+from deliverytrack.streams.api.facades import DeliveryTracker
+from deliverytrack.streams.state.store import EXPIRY, MARKER, RECORD, PartitionStore
 from tests.factories import send_recorded_factory, update_status_factory
 from tests.integration.conftest import free_port
 from tests.integration.test_replay_cli import run_cli, settle

@@ -25,8 +25,8 @@ import orjson
 import pytest
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import DeliveryTrackClient, QueryFailed
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.api.client import DeliveryTrackClient, QueryFailed
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.integration.conftest import ROOT, WorkerProcess, free_port, settings_env
 from tests.integration.support import send
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.integration.support import send
 
 SECRET = "whsec-test-1"

@@ -191,7 +191,7 @@ def _expected_files() -> set[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     expected: set[str] = set()
     for package, patterns in config["package-data"].items():
-        base = ROOT / config["package-dir"].get(package, package)
+        base = _package_dir(config["package-dir"], package)
         for pattern in patterns:
             for path in base.glob(pattern):
                 rel = path.relative_to(base)
@@ -204,6 +204,18 @@ def _expected_files() -> set[str]:
                 continue  # deliverytrack/models etc: their own mapping covers them
             expected.add("/".join([*package.split("."), *rel.parts]))
     return expected
+
+
+def _package_dir(mapping: dict[str, str], package: str) -> Path:
+    """Where setuptools finds ``package``: its own ``package-dir`` entry, else its nearest
+    mapped parent's directory plus the rest of its dotted name (``deliverytrack.streams.http``
+    -> ``streams/http``)."""
+    parts = package.split(".")
+    for cut in range(len(parts), 0, -1):
+        parent = ".".join(parts[:cut])
+        if parent in mapping:
+            return ROOT / mapping[parent] / Path(*parts[cut:])
+    return ROOT / Path(*parts)
 
 
 def test_wheel_holds_every_subpackage_and_nothing_top_level(wheel_venv: Path) -> None:
@@ -233,7 +245,7 @@ def test_installed_cli_runs_outside_the_checkout(wheel_venv: Path, outside: Path
         [str(wheel_venv / "bin" / "deliverytrack"), "--help"],
         [python, "-m", "deliverytrack", "--help"],
         [python, "-m", "deliverytrack", "worker", "--help"],
-        [python, "-m", "deliverytrack.streams.kafka_broker", "--help"],
+        [python, "-m", "deliverytrack.streams.dev.kafka_broker", "--help"],
     ):
         proc = subprocess.run(
             argv, cwd=outside, env=env, capture_output=True, text=True, timeout=60, check=False
@@ -243,7 +255,7 @@ def test_installed_cli_runs_outside_the_checkout(wheel_venv: Path, outside: Path
     # The modules come from the venv, never from the checkout; no top-level models/tables/streams.
     probe = (
         "import importlib.util, json, deliverytrack.models.events, deliverytrack.tables.fold,"
-        " deliverytrack.streams.app, deliverytrack.streams.providers.registry as r;"
+        " deliverytrack.streams.worker.app, deliverytrack.streams.providers.registry as r;"
         " print(json.dumps({'file': r.__file__,"
         " 'top': [n for n in ('models', 'tables', 'streams') if importlib.util.find_spec(n)]}))"
     )

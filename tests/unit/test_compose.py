@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.auth import check_listeners
-from deliverytrack.streams.cli import parse_args
+from deliverytrack.streams.cli.entry import parse_args
+from deliverytrack.streams.http.auth import check_listeners
 
 ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -170,6 +170,7 @@ def test_the_demo_profile_runs_the_provider_and_the_demo() -> None:
     assert f"http://127.0.0.1:{served.port}/" in " ".join(provider["healthcheck"]["test"])
     args = parse_args(demo["command"])
     assert args.command == "demo"
+    assert args.exit_after_summary  # its worker's dashboard is inside the container only
     target = urlparse(args.provider_url)
     assert (target.hostname, target.port) == ("provider", served.port)
     assert demo["depends_on"] == {

@@ -27,11 +27,11 @@ from deliverytrack.models.events import (
     RecordFailoverOutcome,
     StatusChanged,
 )
-from deliverytrack.models.policy import ApiFailoverPolicy, PollingPolicy
-from deliverytrack.models.webhooks import WebhookAttempted
+from deliverytrack.models.outbound import WebhookAttempted
+from deliverytrack.models.policy import ApiFailoverPolicy, FoldPolicy
 from deliverytrack.streams import contract
 from deliverytrack.streams.boundary import Source, dead_letter
-from deliverytrack.streams.cli import build_parser
+from deliverytrack.streams.cli.entry import build_parser
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.fold import fold
 from tests.factories import (
@@ -241,7 +241,7 @@ def _route(emitted: tuple[Any, ...]) -> list[tuple[str, bytes]]:
 def _fold_story() -> list[tuple[str, bytes]]:
     """An AlimTalk message that fails for a non-Kakao user (failover requested), its fallback
     sent, the original purged: every kind of fold output."""
-    policy = PollingPolicy(api_failover=ApiFailoverPolicy(enabled=True))
+    policy = FoldPolicy(api_failover=ApiFailoverPolicy(enabled=True))
     outputs: list[tuple[str, bytes]] = []
     original, emitted = fold(None, alimtalk_send_factory("ct-ak"), policy)
     outputs += _route(emitted)

@@ -17,6 +17,8 @@ COLLECTED = {
     "deliverytrack_assigned_partitions",
     "deliverytrack_rocksdb_size_bytes",
     "deliverytrack_consumer_lag",
+    "deliverytrack_ordering_watermark_delay_seconds",
+    "deliverytrack_ordering_buffered_inputs",
     "deliverytrack_records",
     "deliverytrack_records_due",
     "deliverytrack_status_changes_total",

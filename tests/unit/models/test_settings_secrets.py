@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.cli import main
+from deliverytrack.streams.cli.entry import main
 
 SECRET = "s3cr3t-VALUE-0123456789"
 

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from deliverytrack.models.codec import decode_record, decode_send_result, encode
+from deliverytrack.models.outbound import MAX_HEADERS, WebhookDelivery, WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import MAX_HEADERS, WebhookDelivery, WebhookEndpoint
 from tests.factories import send_recorded_factory, sent_record_factory
 
 SECRET = "Bearer sk_live_do_not_leak"

@@ -19,15 +19,15 @@ from pydantic import SecretStr
 
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.auth import (
+from deliverytrack.streams.http.auth import (
     ApiTokens,
     ListenerConfigError,
     check_listeners,
     is_loopback,
 )
-from deliverytrack.streams.store import PartitionStore, Position
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.state.store import PartitionStore, Position
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import send_recorded_factory
 
@@ -97,21 +97,20 @@ def secured_settings(tmp: Path, **overrides: Any) -> Settings:
 async def serve(app: DeliveryTrackApp, tmp: Path) -> AsyncIterator[Listeners]:
     engine = app.engine
     for partition in range(2):
-        engine._stores[partition] = PartitionStore(tmp / f"p{partition}.db")
-        engine.ready_partitions.add(partition)
+        engine.partitions.attach(partition, PartitionStore(tmp / f"p{partition}.db"), ready=True)
     for mid in MESSAGES:
         record, _ = fold(
             None, send_recorded_factory(mid, provider_id="gen"), app.settings.fold_policy
         )
         assert record is not None
-        engine._stores[engine.partition_of(mid)].write(
+        engine.store(engine.partition_of(mid)).write(
             {mid: (None, record, encode_record(record))}, Position()
         )
 
     async def emit_due_checks(now: Any) -> int:
         return 0
 
-    engine.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
+    engine.timers.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
     engine.ready.set()
     app.queries.gather_deadline_s = 0.5
     published: list[bytes] = []
@@ -130,8 +129,7 @@ async def serve(app: DeliveryTrackApp, tmp: Path) -> AsyncIterator[Listeners]:
         TestClient(TestServer(app.webhook_listener.app)) as hooks,
     ):
         yield Listeners(app, api, hooks)
-    for store in engine._stores.values():
-        store.close()
+    engine.partitions.close_all()
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import create_app
 from deliverytrack.streams.topics import faust_leader_topic
+from deliverytrack.streams.worker.app import create_app
 
 
 def test_faust_leader_topic_is_under_the_topic_prefix(tmp_path: Path) -> None:

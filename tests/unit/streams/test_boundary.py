@@ -42,15 +42,12 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams import engine as engine_module
 from deliverytrack.streams.boundary import MAX_KEY_BYTES, Source, dead_letter
-from deliverytrack.streams.engine import (
-    CORRELATION_PREFIX,
-    MARKER_PREFIX,
-    FoldEngine,
-    _Output,
-)
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine import batch as engine_module
+from deliverytrack.streams.engine.changelog import CORRELATION_PREFIX, MARKER_PREFIX, restore_one
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.engine.routing import Output
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.deletion import fold_marked
 from tests.factories import T0
 
@@ -226,8 +223,7 @@ def engine_on_store() -> Iterator[tuple[FoldEngine, PartitionStore]]:
         settings = Settings(data_dir=Path(tmp), dead_letter_value_bytes=KEEP)
         engine = FoldEngine(settings)
         store = PartitionStore(Path(tmp) / "p0.db")
-        engine._stores[0] = store
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store)
         try:
             yield engine, store
         finally:
@@ -250,7 +246,7 @@ def consumed(
     ]
 
 
-def check_outputs(engine: FoldEngine, outputs: list[_Output]) -> int:
+def check_outputs(engine: FoldEngine, outputs: list[Output]) -> int:
     """Every output decodes with its topic's decoder; returns the number of dead letters."""
     topics = engine.topics
     letters = 0
@@ -283,10 +279,10 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
     inputs: list[tuple[str, bytes | None, bytes | None]],
 ) -> None:
     with engine_on_store() as (engine, store):
-        outputs: list[_Output] = []
+        outputs: list[Output] = []
         markers: dict[str, Any] = {}
         records = consumed(engine, inputs)
-        changes = engine._fold_partition(0, records, outputs, markers)
+        changes = engine.batch.fold(engine.store(0), records, outputs, markers)
         check_outputs(engine, outputs)
         for _, after, raw in changes.values():
             assert (raw is None) == (after is None)
@@ -306,7 +302,7 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
         restored: dict[str, Any] = {}
         for offset, (mid, (_, _, raw)) in enumerate(changes.items()):
             msg = ConsumerRecord("cl", 0, offset, 0, 1, mid.encode(), raw, None, 0, 0, ())
-            engine._restore_one(msg, store, Position(), restored, {}, {})  # type: ignore[arg-type]
+            restore_one(msg, store, Position(), restored, {}, {})  # type: ignore[arg-type]
         assert {mid: change[1] for mid, change in restored.items()} == {
             mid: change[1] for mid, change in changes.items()
         }
@@ -315,7 +311,7 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
                 "cl", 0, 0, 0, 1, MARKER_PREFIX + mid.encode(), raw, None, 0, 0, ()
             )
             marks: dict[str, Any] = {}
-            engine._restore_one(msg, store, Position(), {}, {}, marks)  # type: ignore[arg-type]
+            restore_one(msg, store, Position(), {}, {}, marks)  # type: ignore[arg-type]
 
 
 @SETTINGS
@@ -324,8 +320,8 @@ def test_a_correlation_batch_keeps_or_dead_letters_every_input_and_reads_back_it
     inputs: list[tuple[str, bytes | None, bytes | None]],
 ) -> None:
     with engine_on_store() as (engine, store):
-        outputs: list[_Output] = []
-        states = engine._correlate_partition(0, consumed(engine, inputs), outputs)
+        outputs: list[Output] = []
+        states = engine.batch.correlate(engine.store(0), consumed(engine, inputs), outputs)
         check_outputs(engine, outputs)
         for key, (_, after, raw) in states.items():
             assert (raw is None) == (after is None)
@@ -334,7 +330,7 @@ def test_a_correlation_batch_keeps_or_dead_letters_every_input_and_reads_back_it
                 msg = ConsumerRecord(
                     "cl", 0, 0, 0, 1, CORRELATION_PREFIX + key.encode(), raw, None, 0, 0, ()
                 )
-                engine._restore_one(msg, store, Position(), {}, {}, {})  # type: ignore[arg-type]
+                restore_one(msg, store, Position(), {}, {}, {})  # type: ignore[arg-type]
         store.write({}, Position(), states, None)
         for key, (_, after, _) in states.items():
             assert store.get_correlation(key) == after
@@ -350,8 +346,8 @@ def test_a_failing_input_leaves_nothing_behind(
     poisoned = pick % len(inputs)
     with engine_on_store() as (engine, _):
         kept = [item for n, item in enumerate(inputs) if n != poisoned]
-        clean_out: list[_Output] = []
-        clean = engine._fold_partition(0, consumed(engine, kept), clean_out, {})
+        clean_out: list[Output] = []
+        clean = engine.batch.fold(engine.store(0), consumed(engine, kept), clean_out, {})
 
     def fold_then_fail(*args: Any, source: Any = None) -> Any:
         result = fold_marked(*args, source=source)
@@ -363,8 +359,8 @@ def test_a_failing_input_leaves_nothing_behind(
         engine_on_store() as (engine, _),
         patch.object(engine_module, "fold_marked", fold_then_fail),
     ):
-        out: list[_Output] = []
-        dirty = engine._fold_partition(0, consumed(engine, inputs), out, {})
+        out: list[Output] = []
+        dirty = engine.batch.fold(engine.store(0), consumed(engine, inputs), out, {})
     assert {m: c[1] for m, c in dirty.items()} == {m: c[1] for m, c in clean.items()}
     assert len(out) == len(clean_out) + 1
     assert [o.topic for o in out].count(engine.topics.dead_letters) == 1 + [

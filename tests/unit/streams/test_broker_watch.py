@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.broker_watch import BrokerWatch
-from deliverytrack.streams.store import PartitionStore
+from deliverytrack.streams.state.store import PartitionStore
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
+from deliverytrack.streams.worker.broker_watch import BrokerWatch
 
 NOW = 1_796_461_200.25  # 2026-12-05T09:00:00.250000Z
 
@@ -73,12 +73,11 @@ async def test_a_broker_that_never_answers_is_unreachable_too() -> None:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[DeliveryTrackApp, TestClient[Any, Any]]]:
     app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
-    app.engine._stores[0] = PartitionStore(tmp_path / "p0.db")
-    app.engine.ready_partitions.add(0)
+    app.engine.partitions.attach(0, PartitionStore(tmp_path / "p0.db"), ready=True)
     app.engine.ready.set()
     async with TestClient(TestServer(app.web.web_app)) as client:  # type: ignore[attr-defined]
         yield app, client
-    app.engine._stores[0].close()
+    app.engine.store(0).close()
 
 
 async def test_health_and_queries_while_the_broker_is_away(

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from deliverytrack.streams.cli import main, parse_args
+from deliverytrack.streams.cli.entry import main, parse_args
 
 
 @pytest.mark.parametrize(

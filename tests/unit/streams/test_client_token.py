@@ -7,7 +7,7 @@ import pytest
 from pydantic import SecretStr
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import TOKEN_ENV, auth_headers, resolve_token
+from deliverytrack.streams.api.client import TOKEN_ENV, auth_headers, resolve_token
 
 GIVEN = "given-token-0123456789"
 FROM_ENV = "env-token-0123456789ab"

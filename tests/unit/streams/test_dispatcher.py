@@ -21,9 +21,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from deliverytrack.models.codec import encode
+from deliverytrack.models.outbound import WebhookDelivery, WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookDelivery, WebhookEndpoint
-from deliverytrack.streams.dispatcher import (
+from deliverytrack.streams.webhooks.dispatcher import (
     MAX_METADATA_CHARS,
     WebhookDispatcher,
     decode_done,
@@ -315,6 +315,9 @@ async def test_a_retry_due_later_never_holds_up_one_due_sooner(
     worker.schedule_retry(P0, record(P0.topic, 2, retry(receiver, "soon", soon)))
     await receiver.wait("near", 1)
     await receiver.wait("soon", 1)
+    async with asyncio.timeout(5):  # the receiver has the call; the attempt ends just after
+        while worker.pending_retries > 1:
+            await asyncio.sleep(0.01)
     assert receiver.calls["far"] == [] and worker.pending_retries == 1
     assert receiver.calls["soon"][0]["X-DeliveryTrack-Attempt"] == "2"
     # Committed only up to the retry still waiting; the ones done travel in the metadata.

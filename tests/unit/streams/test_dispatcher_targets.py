@@ -21,11 +21,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from deliverytrack.models.codec import encode
+from deliverytrack.models.outbound import WebhookEndpoint
 from deliverytrack.models.settings import Settings
-from deliverytrack.models.webhooks import WebhookEndpoint
-from deliverytrack.streams.dispatcher import WebhookDispatcher
-from deliverytrack.streams.egress import GuardedResolver, TargetRefused, sanitised
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.webhooks.dispatcher import WebhookDispatcher
+from deliverytrack.streams.webhooks.egress import GuardedResolver, TargetRefused, sanitised
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from deliverytrack.tables.outbound import AllowList, deliveries_for
 from tests.unit.streams.test_dispatcher import Producer, change, record
 

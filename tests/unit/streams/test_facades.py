@@ -20,8 +20,8 @@ from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import SendRecorded
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.client import DeliveryTrackClient, QueryFailed
-from deliverytrack.streams.facades import (
+from deliverytrack.streams.api.client import DeliveryTrackClient, QueryFailed
+from deliverytrack.streams.api.facades import (
     DeliveryTracker,
     DeliveryTrackingAnalyticsService,
     DeliveryTrackingService,

@@ -24,10 +24,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
-from deliverytrack.streams.cli_query import format_change
-from deliverytrack.streams.http_server import JsonErrorAppRunner
-from deliverytrack.streams.store import PartitionStore
+from deliverytrack.streams.cli.tail import format_change
+from deliverytrack.streams.http.server import JsonErrorAppRunner
+from deliverytrack.streams.state.store import PartitionStore
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory
 
@@ -35,12 +35,11 @@ from tests.factories import T0, send_recorded_factory
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[DeliveryTrackApp, TestClient[Any, Any]]]:
     app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
-    app.engine._stores[0] = PartitionStore(tmp_path / "p0.db")
-    app.engine.ready_partitions.add(0)
+    app.engine.partitions.attach(0, PartitionStore(tmp_path / "p0.db"), ready=True)
     app.engine.ready.set()
     async with TestClient(TestServer(app.web.web_app)) as client:  # type: ignore[attr-defined]
         yield app, client
-    app.engine._stores[0].close()
+    app.engine.store(0).close()
 
 
 async def _get(client: TestClient[Any, Any], path: str) -> tuple[int, Any]:

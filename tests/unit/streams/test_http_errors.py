@@ -29,11 +29,11 @@ from yarl import URL
 
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.app import DeliveryTrackApp, create_app
 from deliverytrack.streams.providers.base import MAX_REPORTS_PER_REQUEST
-from deliverytrack.streams.query import QueryService
-from deliverytrack.streams.store import PartitionStore, Position
-from deliverytrack.streams.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.query.service import QueryService
+from deliverytrack.streams.state.store import PartitionStore, Position
+from deliverytrack.streams.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from deliverytrack.streams.worker.app import DeliveryTrackApp, create_app
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory
 
@@ -110,15 +110,14 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     app = create_app(app_settings(tmp))
     engine = app.engine
     for partition in range(PARTITIONS):
-        engine._stores[partition] = PartitionStore(tmp / f"p{partition}.db")
-        engine.ready_partitions.add(partition)
+        engine.partitions.attach(partition, PartitionStore(tmp / f"p{partition}.db"), ready=True)
     for i, mid in enumerate(MESSAGES):
         record, _ = fold(
             None,
             send_recorded_factory(mid, provider_id="gen", requested_at=T0 + timedelta(minutes=i)),
         )
         assert record is not None
-        engine._stores[engine.partition_of(mid)].write(
+        engine.store(engine.partition_of(mid)).write(
             {mid: (None, record, encode_record(record))}, Position()
         )
     app.queries.gather_deadline_s = 0.5
@@ -126,7 +125,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     async def emit_due_checks(now: Any) -> int:  # the engine would publish them to Kafka
         return 0
 
-    engine.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
+    engine.timers.emit_due_checks = emit_due_checks  # type: ignore[method-assign]
     engine.ready.set()
     async with (
         TestClient(TestServer(app.web.web_app)) as client,  # type: ignore[attr-defined]
@@ -135,8 +134,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
         api = Api(app, client, hooks)
         app.webhooks._publish = api.publish
         yield api
-    for store in engine._stores.values():
-        store.close()
+    engine.partitions.close_all()
 
 
 def signed(body: bytes, secret: str = GEN_SECRET) -> dict[str, str]:
@@ -695,7 +693,7 @@ async def test_random_query_parameters_are_never_a_500(
     answer = await api.call("GET", route, params=params)
     if answer.status in (400, 414) and answer.content_type == "text/plain":
         # aiohttp's HTTP parser refuses a request line over 8,190 bytes before any route runs
-        # (plain text, see README "HTTP API"); anything shorter must reach our JSON errors.
+        # (plain text, see docs/http-api.md); anything shorter must reach our JSON errors.
         assert len(urlencode(params)) + len(route) > 8_000, (route, params)
         return
     assert_no_500(answer, (route, params))
@@ -822,9 +820,9 @@ async def test_undecodable_bytes_in_a_request_are_not_a_500(
 
 
 def test_an_error_message_that_is_not_valid_unicode_is_still_json() -> None:
-    from deliverytrack.streams.web import _dumps
+    from deliverytrack.streams.http.errors import dumps_json
 
-    assert json.loads(_dumps({"error": "token \udcff"})) == {"error": "token \udcff"}
+    assert json.loads(dumps_json({"error": "token \udcff"})) == {"error": "token \udcff"}
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import pytest
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.enums import MessageType, TrackingStatus
 from deliverytrack.models.records import TrackingRecord
-from deliverytrack.streams.query import LocalQueries, Rows
-from deliverytrack.streams.store import (
+from deliverytrack.streams.query.service import LocalQueries, Rows
+from deliverytrack.streams.state.store import (
     _META_DERIVED,
     AGGREGATE,
     PartitionStore,
@@ -185,7 +185,7 @@ def test_due_listing_is_oldest_first(tmp_path: Path) -> None:
 
 
 def test_a_partition_that_is_not_ready_is_not_answered(tmp_path: Path) -> None:
-    from deliverytrack.streams.query import PartitionGone
+    from deliverytrack.streams.query.service import PartitionGone
 
     store = PartitionStore(tmp_path / "p0.db")
     with pytest.raises(PartitionGone):

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deliverytrack.streams.logs import LogGate, NoiseLimiter
+from deliverytrack.streams.worker.logs import LogGate, NoiseLimiter
 
 
 class Clock:
@@ -80,7 +80,7 @@ def test_connection_errors_of_every_logger_are_one_line_per_interval(
     stream, clock, _ = logged
     client = logging.getLogger("gate-test.aiokafka.client")
     fetcher = logging.getLogger("gate-test.aiokafka.consumer.fetcher")
-    ours = logging.getLogger("gate-test.deliverytrack.streams.engine")
+    ours = logging.getLogger("gate-test.deliverytrack.streams.engine.loop")
     # What 12 s with the broker down looked like: ~400 lines a second, from several loggers.
     for step in range(4_800):
         clock.now = step * 0.0025
@@ -107,7 +107,7 @@ def test_other_repeats_are_limited_per_message_template(
     logged: tuple[io.StringIO, Clock, logging.Handler],
 ) -> None:
     stream, clock, _ = logged
-    log = logging.getLogger("gate-test.deliverytrack.streams.poll_loop")
+    log = logging.getLogger("gate-test.deliverytrack.streams.polling.loop")
     for n in range(100):
         clock.now = n * 0.5  # 50 s
         log.warning("poll: provider %s answered %s", "acme", n)

@@ -1,4 +1,4 @@
-"""What bounds a worker's memory (streams/memory.py): the partition stores share one RocksDB
+"""What bounds a worker's memory (streams/state/memory.py): the partition stores share one RocksDB
 budget (memtables charged to one block cache), the C heap is trimmed after work freed memory
 (at most once per interval), and /health says what the worker holds. The numbers are in
 bench/README.md (bench/worker_memory.py)."""
@@ -12,10 +12,10 @@ import pytest
 
 from deliverytrack.models.codec import encode_record
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams import memory
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.memory import HeapTrimmer, RocksMemory, rss_bytes, tune_heap
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.state import memory
+from deliverytrack.streams.state.memory import HeapTrimmer, RocksMemory, rss_bytes, tune_heap
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import send_recorded_factory
 

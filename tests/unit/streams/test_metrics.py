@@ -1,5 +1,5 @@
 """streams/metrics.py without a broker: per-app registries, batch counts, bounded labels, the
-scrape-time collector over a fake engine."""
+scrape-time collector over a fake engine, the ordering watermarks the fold's release records."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from deliverytrack.models.enums import TrackingStatus
-from deliverytrack.streams.metrics import DirectorySizes, Metrics, webhook_outcome
+from deliverytrack.models.settings import Settings
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.metrics import (
+    DirectorySizes,
+    Metrics,
+    watermark_delay_s,
+    webhook_outcome,
+)
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -166,3 +174,82 @@ def test_scrape_time_gauges_come_from_the_state(tmp_path: Path) -> None:
     assert found[("deliverytrack_consumer_lag", (("partition", "1"), ("topic", "in")))] == 5
     assert found[("deliverytrack_rocksdb_size_bytes", (("partition", "0"),))] == 10
     assert found[("deliverytrack_status_changes_total", (("status", "DELIVERED"),))] == 2
+
+
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+NOW_MS = NOW.timestamp() * 1000
+
+
+def test_the_watermark_delay_is_seconds_behind_now_when_known() -> None:
+    assert watermark_delay_s(NOW_MS - 2_500, NOW) == 2.5
+    assert watermark_delay_s(NOW_MS + 1_000, NOW) == 0.0  # a broker clock ahead of ours
+    assert watermark_delay_s(float("-inf"), NOW) is None  # an input topic not fetched yet
+    assert watermark_delay_s(float("inf"), NOW) is None  # every input paused: holds nothing
+
+
+def test_the_ordering_gauges_cover_the_assigned_partitions_only(tmp_path: Path) -> None:
+    engine: Any = FakeEngine(
+        stores={p: FakeStore(tmp_path, [], 0) for p in (0, 1, 2)},
+        consumer=FakeConsumer({}),
+        applied={},
+    )
+    metrics: Metrics = engine.metrics
+    metrics.ordering_released(
+        {0: (NOW_MS - 300, 4), 1: (float("-inf"), 2), 2: (NOW_MS - 60_000, 0), 7: (NOW_MS, 9)}
+    )
+    metrics.watch(engine, clock=lambda: NOW)
+    found = samples(metrics)
+    delay = {
+        dict(labels)["partition"]: v
+        for (name, labels), v in found.items()
+        if name == "deliverytrack_ordering_watermark_delay_seconds"
+    }
+    buffered = {
+        dict(labels)["partition"]: v
+        for (name, labels), v in found.items()
+        if name == "deliverytrack_ordering_buffered_inputs"
+    }
+    assert delay == {"0": 0.3, "2": 60.0}  # partition 1: unknown yet; 7: not assigned
+    assert buffered == {"0": 4, "1": 2, "2": 0}
+
+
+@dataclass
+class ReadToEndConsumer:
+    """Every input topic-partition read to its end at ``polled_ms``, but ``behind``, which has
+    more to fetch."""
+
+    polled_ms: int
+    behind: TopicPartition
+
+    def paused(self) -> set[TopicPartition]:
+        return set()
+
+    def last_stable_offset(self, tp: TopicPartition) -> int:
+        return 10
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 10
+
+    async def position(self, tp: TopicPartition) -> int:
+        return 5 if tp == self.behind else 10
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        return self.polled_ms
+
+
+async def test_the_ordering_buffer_records_each_partitions_watermark_once_per_release(
+    tmp_path: Path,
+) -> None:
+    engine = FoldEngine(Settings(data_dir=tmp_path, ordering_margin_ms=200))
+    behind = TopicPartition(engine.topics.send_results, 0)
+    consumer = ReadToEndConsumer(polled_ms=10_000, behind=behind)
+    # Partition 0: send results fetched up to 9,000 with more to come (the watermark), the
+    # other topics read to their end at 10,000 (less the margin: 9,800).
+    fetched = [SimpleNamespace(timestamp=t) for t in (8_000, 8_500, 9_000)]
+    engine.ordering.add({behind: fetched}, {0, 1})  # type: ignore[dict-item]
+    released = await engine.ordering.release(consumer, [0, 1])
+    assert [r.timestamp for r in released[behind]] == [8_000, 8_500]
+    # Partition 1: every topic read to its end: the last fetch less the margin.
+    assert engine.ordering.watermarks == {0: (9_000, 1), 1: (9_800, 0)}
+    engine.metrics.ordering_released(engine.ordering.watermarks)  # what the fold loop does
+    assert engine.metrics.ordering == {0: (9_000, 1), 1: (9_800, 0)}

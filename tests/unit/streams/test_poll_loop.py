@@ -19,8 +19,9 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import MessageType
 from deliverytrack.models.events import PollRequested, ProviderStatus
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.poll_loop import PendingOffsets, PollLoop
-from deliverytrack.streams.poller import Poller
+from deliverytrack.streams.kafka.offsets import PendingOffsets
+from deliverytrack.streams.polling.loop import PollLoop
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.providers.base import StatusQuery
 
 P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)

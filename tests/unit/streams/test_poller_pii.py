@@ -13,9 +13,9 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import PollRequested, ProviderStatus
 from deliverytrack.models.policy import PiiPolicy
-from deliverytrack.streams.poller import Poller
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.providers.base import StatusQuery
-from deliverytrack.streams.webhooks import (
+from deliverytrack.streams.webhooks.ingress import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     GenericWebhookAdapter,

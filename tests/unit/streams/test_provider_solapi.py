@@ -577,9 +577,9 @@ def test_event_ids_carry_the_provider_id() -> None:
 
 
 async def test_through_the_webhook_ingress(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The ingress (streams/webhooks.py) picks the native adapter: 401, 400, then 200."""
-    from deliverytrack.streams.webhooks import WebhookIngress
-    from deliverytrack.streams.webhooks import build_webhook_adapters as ingress_adapters
+    """The ingress (streams/webhooks/ingress.py) picks the native adapter: 401, 400, then 200."""
+    from deliverytrack.streams.webhooks.ingress import WebhookIngress
+    from deliverytrack.streams.webhooks.ingress import build_webhook_adapters as ingress_adapters
 
     monkeypatch.setenv(
         "DELIVERYTRACK_PROVIDERS",

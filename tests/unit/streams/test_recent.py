@@ -1,4 +1,4 @@
-"""The dashboard's ring of recent outputs (streams/recent.py) and its static files."""
+"""The dashboard's ring of recent outputs (streams/engine/recent.py) and its static files."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from deliverytrack.streams.auth import PUBLIC_PATHS
-from deliverytrack.streams.dashboard import UI_FILES, ui_file
-from deliverytrack.streams.recent import MAX_VALUE_BYTES, RecentOutputs
+from deliverytrack.streams.engine.recent import MAX_VALUE_BYTES, RecentOutputs
+from deliverytrack.streams.http.auth import PUBLIC_PATHS
+from deliverytrack.streams.http.dashboard import UI_FILES, ui_file
 
 CHANGES, LETTERS = "p-status-changes", "p-dead-letters"
 

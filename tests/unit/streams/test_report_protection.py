@@ -1,5 +1,5 @@
 """Provider reports that apps publish on provider-webhooks themselves pass personal-data
-protection in the correlator (streams/engine.py ``_correlate_one``) before anything of them is
+protection in the correlator (streams/engine/loop.py ``_correlate_one``) before anything of them is
 stored or forwarded: the held state (and the bytes it keeps for a dead letter), the correlated
 reports and the dead letters hold no plain phone number, whatever key, depth or spelling it
 had. Engine batch functions on a real RocksDB, no broker."""
@@ -25,8 +25,9 @@ from deliverytrack.models.correlation import CorrelationState
 from deliverytrack.models.events import DeadLetter, HoldExpiryDue, ProviderIdLinked
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Source, dead_letter
-from deliverytrack.streams.engine import FoldEngine, _Output
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.engine.routing import Output
+from deliverytrack.streams.state.store import PartitionStore, Position
 from tests.factories import T0
 
 K1 = base64.b64encode(bytes(range(32))).decode()
@@ -87,8 +88,7 @@ def engine_on_store(**settings: Any) -> Iterator[tuple[FoldEngine, PartitionStor
     with tempfile.TemporaryDirectory() as tmp:
         engine = FoldEngine(Settings(data_dir=Path(tmp), **settings))
         store = PartitionStore(Path(tmp) / "p0.db")
-        engine._stores[0] = store
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store)
         try:
             yield engine, store
         finally:
@@ -97,15 +97,15 @@ def engine_on_store(**settings: Any) -> Iterator[tuple[FoldEngine, PartitionStor
 
 def correlate(
     engine: FoldEngine, inputs: list[tuple[str, bytes | None, bytes]]
-) -> tuple[dict[str, Any], list[_Output]]:
+) -> tuple[dict[str, Any], list[Output]]:
     topics = engine.topics
     topic_of = {"report": topics.provider_webhooks, "link": topics.provider_ids}
     records = [
         ConsumerRecord(topic_of[kind], 0, offset, 0, 1, key, value, None, 0, 0, ())  # type: ignore[arg-type]
         for offset, (kind, key, value) in enumerate(inputs)
     ]
-    outputs: list[_Output] = []
-    states = engine._correlate_partition(0, records, outputs)
+    outputs: list[Output] = []
+    states = engine.batch.correlate(engine.store(0), records, outputs)
     return states, outputs
 
 
@@ -130,7 +130,7 @@ def expired(pmid: str = "pm-1") -> tuple[str, bytes, bytes]:
     return "link", f"acme:{pmid}".encode(), encode(expiry)
 
 
-def letters(engine: FoldEngine, outputs: list[_Output]) -> list[DeadLetter]:
+def letters(engine: FoldEngine, outputs: list[Output]) -> list[DeadLetter]:
     return [
         DeadLetter.model_validate_json(out.value)
         for out in outputs

@@ -11,8 +11,8 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.state.store import PartitionStore, Position
 
 
 async def test_a_failed_restore_keeps_the_partition_out_and_fails_the_loop(
@@ -27,15 +27,14 @@ async def test_a_failed_restore_keeps_the_partition_out_and_fails_the_loop(
         restored.append(partition)
         return Position()
 
-    monkeypatch.setattr(engine, "_catch_up", catch_up)
+    monkeypatch.setattr(engine.changelog, "catch_up", catch_up)
     assigned = {TopicPartition(engine.topics.send_results, p) for p in (0, 1)}
     with pytest.raises(KafkaConnectionError):
-        await engine._on_assigned(assigned)
+        await engine.on_partitions_assigned(assigned)
     assert restored == [0]
-    assert 1 not in engine._stores and 1 not in engine.ready_partitions
+    assert 1 not in engine.partitions.stores and 1 not in engine.ready_partitions
     assert engine.ready_partitions == set()  # nothing is answered for until all are restored
     assert not engine.ready.is_set()
     with pytest.raises(KafkaConnectionError):
-        await engine._run()  # the loop raises before it fetches anything
-    for store in engine._stores.values():
-        store.close()
+        await engine.run()  # the loop raises before it fetches anything
+    engine.partitions.close_all()

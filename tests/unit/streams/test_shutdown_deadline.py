@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from deliverytrack.streams.worker import ShutdownDeadline
+from deliverytrack.streams.worker.process import ShutdownDeadline
 
 
 def test_a_stop_past_its_deadline_exits_with_the_stop_code() -> None:

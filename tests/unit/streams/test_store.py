@@ -13,8 +13,9 @@ from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine, gc_paused
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.engine.stats import gc_paused
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
 
@@ -70,9 +71,9 @@ def test_the_timer_scan_reads_only(tmp_path: Path) -> None:
     engine = FoldEngine(settings)
     store = PartitionStore(tmp_path / "p0.db")
     fill(store, 20)
-    engine._stores[0] = store
+    engine.partitions.attach(0, store)
     before = list(store.iter_raw()), store.due(T0 + timedelta(days=1), 1000), store.position()
-    checks = engine.collect_due_checks(T0 + timedelta(seconds=45))
+    checks = engine.timers.collect_due_checks(T0 + timedelta(seconds=45))
     after = list(store.iter_raw()), store.due(T0 + timedelta(days=1), 1000), store.position()
     assert before == after
     assert len(checks) == 5  # batchSize

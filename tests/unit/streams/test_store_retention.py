@@ -12,8 +12,9 @@ from deliverytrack.models.codec import encode, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import MessageEvent, RecordExpiryDue
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.engine import FoldEngine, _Output
-from deliverytrack.streams.store import MarkerChange, PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.engine.routing import Output
+from deliverytrack.streams.state.store import MarkerChange, PartitionStore, Position
 from deliverytrack.tables.fold import fold
 from tests.factories import T0, send_recorded_factory, update_status_factory
 
@@ -26,8 +27,7 @@ def engine_with_store(tmp_path: Path, count: int) -> tuple[FoldEngine, Partition
     settings = Settings(data_dir=tmp_path, retention=RETENTION)
     engine = FoldEngine(settings)
     store = PartitionStore(tmp_path / "p0.db")
-    engine._stores[0] = store
-    engine._positions[0] = Position()
+    engine.partitions.attach(0, store)
     changes = {}
     for i in range(count):
         mid = f"m-{i:04d}"
@@ -62,7 +62,7 @@ def test_the_expiry_scan_is_ordered_bounded_and_reads_only(tmp_path: Path) -> No
     assert [mid for _, mid in store.expired(now, 100)] == [f"m-{i:04d}" for i in range(10)]
     assert store.expired(T0 + DAY - timedelta(milliseconds=1), 100) == []
     before = list(store.iter_raw()), store.position()
-    found = engine._scan_expiries(now)
+    found = engine.timers.scan_expiries(now)
     assert (list(store.iter_raw()), store.position()) == before
     assert [mid for _, mid in found] == [f"m-{i:04d}" for i in range(5)]  # scanBatchSize
     store.close()
@@ -81,9 +81,9 @@ def test_a_folded_expiry_deletes_the_record_its_index_entry_and_leaves_a_marker(
         expire_at=record.retention_until,
         issued_at=now,
     )
-    outputs: list[_Output] = []
+    outputs: list[Output] = []
     markers: dict[str, MarkerChange] = {}
-    changes = engine._fold_partition(0, consumed(engine, [expiry]), outputs, markers)
+    changes = engine.batch.fold(engine.store(0), consumed(engine, [expiry]), outputs, markers)
     assert changes == {"m-0001": (record, None, None)}
     assert set(markers) == {"m-0001"} and markers["m-0001"][0] is None
     assert [out.topic for out in outputs] == [engine.topics.record_deletions]
@@ -99,7 +99,9 @@ def test_a_folded_expiry_deletes_the_record_its_index_entry_and_leaves_a_marker(
     again = send_recorded_factory("m-0001", requested_at=T0 + timedelta(seconds=1))
     outputs.clear()
     markers.clear()
-    changes = engine._fold_partition(0, consumed(engine, [again, expiry]), outputs, markers)
+    changes = engine.batch.fold(
+        engine.store(0), consumed(engine, [again, expiry]), outputs, markers
+    )
     assert (changes, markers, outputs) == ({}, {}, [])
 
     # The marker's own expiry forgets it (and its index entry).
@@ -109,7 +111,7 @@ def test_a_folded_expiry_deletes_the_record_its_index_entry_and_leaves_a_marker(
         expire_at=marker.forget_at,
         issued_at=marker.forget_at,
     )
-    changes = engine._fold_partition(0, consumed(engine, [forget]), outputs, markers)
+    changes = engine.batch.fold(engine.store(0), consumed(engine, [forget]), outputs, markers)
     assert changes == {} and markers == {"m-0001": (marker, None, None)}
     store.write(changes, Position(), None, markers)
     assert store.get_marker("m-0001") is None
@@ -127,9 +129,11 @@ def test_delete_and_recreate_in_one_batch(tmp_path: Path) -> None:
         event_id="e", message_id="m-0000", expire_at=record.retention_until, issued_at=T0 + DAY
     )
     new_send = send_recorded_factory("m-0000", requested_at=T0 + 3 * DAY, event_id="send-2")
-    outputs: list[_Output] = []
+    outputs: list[Output] = []
     markers: dict[str, MarkerChange] = {}
-    changes = engine._fold_partition(0, consumed(engine, [expiry, new_send]), outputs, markers)
+    changes = engine.batch.fold(
+        engine.store(0), consumed(engine, [expiry, new_send]), outputs, markers
+    )
     assert markers == {}  # created and removed within the batch: nothing to write
     old, new, _ = changes["m-0000"]
     assert old == record and new is not None and new.requested_at == T0 + 3 * DAY

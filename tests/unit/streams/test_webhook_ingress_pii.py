@@ -21,10 +21,10 @@ from deliverytrack.models.codec import encode
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import ProviderReportReceived, ProviderStatus
 from deliverytrack.models.policy import PiiPolicy, WebhookRawMode
-from deliverytrack.streams.poller import Poller
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.providers.base import ProviderError, StatusQuery, WebhookRejected
 from deliverytrack.streams.providers.iwinv import IwinvWebhookAdapter
-from deliverytrack.streams.webhooks import (
+from deliverytrack.streams.webhooks.ingress import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     GenericWebhookAdapter,

@@ -10,7 +10,7 @@ import pytest
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.providers.base import WebhookRejected
-from deliverytrack.streams.webhooks import (
+from deliverytrack.streams.webhooks.ingress import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     build_webhook_adapters,

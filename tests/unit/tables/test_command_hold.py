@@ -19,13 +19,13 @@ from deliverytrack.models.events import (
     RecordExpiryDue,
     StatusChanged,
 )
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.retention import DeletionMarker
 from deliverytrack.tables.deletion import MAX_HELD_COMMANDS, MarkedResult, fold_marked
 from tests.factories import T0, cancel_factory, send_recorded_factory, update_status_factory
 
 S = TrackingStatus
-POLICY = PollingPolicy(command_hold_ms=60_000)
+POLICY = FoldPolicy(command_hold_ms=60_000)
 
 
 def source_of(event: MessageEvent, offset: int = 7) -> SourceRef:
@@ -120,7 +120,7 @@ def test_the_hold_is_bounded() -> None:
 
 def test_without_a_hold_time_or_a_source_a_command_for_no_record_is_refused_at_once() -> None:
     command = update_status_factory(S.DELIVERED, "m-6")
-    no_hold = PollingPolicy(command_hold_ms=0)
+    no_hold = FoldPolicy(command_hold_ms=0)
     for result in (
         fold_marked(None, None, command, no_hold, source=lambda: source_of(command)),
         fold_marked(None, None, command, POLICY),

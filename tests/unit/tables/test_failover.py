@@ -16,12 +16,12 @@ from deliverytrack.models.events import (
     SendWarning,
     StatusChanged,
 )
-from deliverytrack.models.policy import ApiFailoverPolicy, FailoverRule, PollingPolicy
+from deliverytrack.models.policy import ApiFailoverPolicy, FailoverRule, FoldPolicy, PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.fold import fold, replay
 from tests.factories import T0, send_recorded_factory, update_status_factory
 
-ON = PollingPolicy(api_failover=ApiFailoverPolicy(enabled=True))
+ON = FoldPolicy(api_failover=ApiFailoverPolicy(enabled=True))
 
 
 def alimtalk(
@@ -126,7 +126,7 @@ def test_without_fallback_content_the_attempt_is_skipped_with_kmsgs_warning() ->
 
 
 def test_a_custom_providers_rule_classifies_its_codes() -> None:
-    policy = PollingPolicy(
+    policy = FoldPolicy(
         api_failover=ApiFailoverPolicy(
             enabled=True, rules_by_provider_id={"acme": FailoverRule(status_codes=("9999",))}
         )
@@ -159,7 +159,7 @@ def test_a_failed_sender_is_recorded_with_its_error_and_lms_carries_the_title() 
 @pytest.mark.parametrize(
     ("why", "record", "code", "policy"),
     [
-        ("failover disabled in settings", lambda: alimtalk(), "3104", PollingPolicy()),
+        ("failover disabled in settings", lambda: alimtalk(), "3104", FoldPolicy()),
         ("not requested on the send", lambda: alimtalk(enabled=False), "3104", ON),
         ("no eligible send warning", lambda: alimtalk(warning=None), "3104", ON),
         ("another warning", lambda: alimtalk(warning="OTHER"), "3104", ON),

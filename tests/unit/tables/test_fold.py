@@ -9,7 +9,7 @@ import pytest
 from deliverytrack.models.codec import decode_link_or_expiry, encode
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
 from deliverytrack.models.events import EventRejected, ProviderIdLinked, SendWarning, StatusChanged
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy, PollingPolicy
 from deliverytrack.tables.fold import can_transition, fold, replay
 from tests.factories import (
     T0,
@@ -53,7 +53,7 @@ def test_unscheduled_send_starts_sent_and_is_due_after_initial_delay() -> None:
 
 def test_scheduled_send_starts_pending_with_scheduled_grace() -> None:
     scheduled = T0 + timedelta(seconds=5)
-    policy = PollingPolicy(scheduled_grace_ms=1_000)
+    policy = FoldPolicy(polling=PollingPolicy(scheduled_grace_ms=1_000))
     record, _ = fold(None, send_recorded_factory(scheduled_at=scheduled), policy)
     assert record is not None
     assert record.status == S.PENDING

@@ -8,7 +8,7 @@ import pytest
 
 from deliverytrack.models.enums import StatusSource, TrackingStatus
 from deliverytrack.models.events import PollRequested, StatusChanged
-from deliverytrack.models.policy import DEFAULT_POLICY, PollingPolicy
+from deliverytrack.models.policy import DEFAULT_POLICY, FoldPolicy, PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.due_index import due_key_of, effective_due
 from deliverytrack.tables.fold import fold
@@ -81,7 +81,7 @@ def test_expired_lease_is_polled_again_and_the_late_answer_ignored() -> None:
 
 
 def test_not_yet_follows_the_backoff_table() -> None:
-    policy = PollingPolicy()
+    policy = FoldPolicy()
     record = sent_record(policy)
     now = T0 + 30 * SECOND
     waits = []
@@ -99,7 +99,7 @@ def test_not_yet_follows_the_backoff_table() -> None:
 
 def test_delivered_result_ends_polling_with_one_provider_transition() -> None:
     """k-msg test 1: SENT -> DELIVERED with providerStatusCode "OK"."""
-    policy = PollingPolicy(initial_delay_ms=0)
+    policy = FoldPolicy(polling=PollingPolicy(initial_delay_ms=0))
     record = sent_record(policy)
     now = T0 + SECOND
     leased, _ = lease(record, now, policy)
@@ -149,7 +149,9 @@ def test_regressing_result_is_not_applied() -> None:
 
 def test_scheduled_grace_defers_without_status_change() -> None:
     """k-msg test 3 (reached here by a due check issued before the grace ends)."""
-    policy = PollingPolicy(scheduled_grace_ms=1_000, max_tracking_duration_ms=1_000)
+    policy = FoldPolicy(
+        polling=PollingPolicy(scheduled_grace_ms=1_000, max_tracking_duration_ms=1_000)
+    )
     scheduled = T0 + 20 * SECOND
     record = sent_record(policy, scheduled_at=scheduled, requested_at=T0 - 30 * SECOND)
     early = T0 + 5 * SECOND
@@ -161,7 +163,7 @@ def test_scheduled_grace_defers_without_status_change() -> None:
 
 
 def test_max_tracking_duration_gives_unknown_without_a_poll() -> None:
-    policy = PollingPolicy(max_tracking_duration_ms=60_000)
+    policy = FoldPolicy(polling=PollingPolicy(max_tracking_duration_ms=60_000))
     record = sent_record(policy)
     new, emitted = fold(record, due_check_factory(record, T0 + 61 * SECOND), policy)
     assert new is not None
@@ -173,7 +175,9 @@ def test_max_tracking_duration_gives_unknown_without_a_poll() -> None:
 
 
 def test_scheduled_tracking_starts_after_the_grace() -> None:
-    policy = PollingPolicy(max_tracking_duration_ms=60_000, scheduled_grace_ms=10_000)
+    policy = FoldPolicy(
+        polling=PollingPolicy(max_tracking_duration_ms=60_000, scheduled_grace_ms=10_000)
+    )
     scheduled = T0 + timedelta(hours=1)
     record = sent_record(policy, scheduled_at=scheduled)
     # An hour after the request but within the duration counted from scheduledAt + grace.
@@ -192,7 +196,7 @@ def test_provider_not_found_is_unknown() -> None:
 
 @pytest.mark.parametrize(("strategy", "status"), [("skip", S.SENT), ("unknown", S.UNKNOWN)])
 def test_unsupported_provider_strategies(strategy: str, status: TrackingStatus) -> None:
-    policy = PollingPolicy(unsupported_provider_strategy=strategy)  # type: ignore[arg-type]
+    policy = FoldPolicy(polling=PollingPolicy(unsupported_provider_strategy=strategy))  # type: ignore[arg-type]
     record = sent_record(policy)
     now = T0 + 30 * SECOND
     leased, _ = lease(record, now, policy)

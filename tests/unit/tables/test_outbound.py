@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from deliverytrack.models.codec import DecodeError, decode_send_result, encode
 from deliverytrack.models.common import MAX_JSON_DEPTH
-from deliverytrack.models.webhooks import (
+from deliverytrack.models.outbound import (
     MAX_RETRY_DELAY_MS,
     WebhookAttempted,
     WebhookDelivery,

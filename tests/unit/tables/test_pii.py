@@ -23,7 +23,7 @@ from deliverytrack.models.events import (
     SendWarning,
     StatusChanged,
 )
-from deliverytrack.models.policy import ApiFailoverPolicy, PiiPolicy, PollingPolicy
+from deliverytrack.models.policy import ApiFailoverPolicy, FoldPolicy, PiiPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.settings import Settings
 from deliverytrack.tables.fold import fold, replay
@@ -81,8 +81,8 @@ def rotated(**extra: Any) -> PiiPolicy:
     )
 
 
-def policy_with(p: PiiPolicy, **extra: Any) -> PollingPolicy:
-    return PollingPolicy(pii=p, **extra)
+def policy_with(p: PiiPolicy, **extra: Any) -> FoldPolicy:
+    return FoldPolicy(pii=p, **extra)
 
 
 def recorded(p: PiiPolicy, message_id: str = "msg-1", **extra: Any) -> TrackingRecord:
@@ -187,7 +187,7 @@ def test_status_changes_and_poll_requests_carry_no_plain_number() -> None:
     assert request.to == "" and request.to_encrypted == record.to_encrypted
     assert_no_plain(encode(request))
     # Without personal data the poll request carries the plain number as before.
-    plain, _ = fold(None, send_recorded_factory(), PollingPolicy())
+    plain, _ = fold(None, send_recorded_factory(), FoldPolicy())
     assert plain is not None
     _, (plain_request,) = fold(plain, due_check_factory(plain, T0 + timedelta(seconds=31)))
     assert isinstance(plain_request, PollRequested) and plain_request.to == "01012345678"

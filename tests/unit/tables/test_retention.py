@@ -23,7 +23,7 @@ from deliverytrack.models.events import (
     StatusChanged,
     UpdateStatus,
 )
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy, PollingPolicy
 from deliverytrack.models.records import TrackingRecord
 from deliverytrack.models.retention import DeletionMarker, RetentionPolicy
 from deliverytrack.models.settings import Settings
@@ -46,7 +46,7 @@ from tests.factories import (
 
 S = TrackingStatus
 ENABLED = RetentionPolicy(enabled=True)
-POLICY = PollingPolicy(retention=ENABLED)
+POLICY = FoldPolicy(retention=ENABLED)
 DAY = timedelta(days=1)
 
 
@@ -123,18 +123,18 @@ def test_new_records_get_class_bucket_and_deadline_from_the_policy() -> None:
     assert (ops.retention_class, ops.retention_bucket_ym) == ("opsLogs", 202702)
     billing = created(message_id="m-b", retention_class="billingEvidence")
     assert billing.retention_bucket_ym == 203111  # 1825 days, one leap day on the way
-    overridden = PollingPolicy(
+    overridden = FoldPolicy(
         retention=RetentionPolicy(enabled=True, tenant_override_days={"telecomMetadata": 10})
     )
     assert created(overridden).retention_until == T0 + 10 * DAY
 
 
 def test_labels_are_set_when_disabled_but_no_deadline() -> None:
-    record = created(PollingPolicy())
+    record = created(FoldPolicy())
     assert record.retention_class == "telecomMetadata"
     assert record.retention_bucket_ym == 202711
     assert record.retention_until is None
-    assert expiry_of(delivered(PollingPolicy())) is None
+    assert expiry_of(delivered(FoldPolicy())) is None
 
 
 def test_settings_reach_the_fold_policy() -> None:
@@ -333,7 +333,7 @@ def test_the_marker_is_forgotten_by_its_own_expiry_only() -> None:
 
 
 def test_no_marker_when_markers_are_off_and_none_without_a_deletion() -> None:
-    off = PollingPolicy(retention=RetentionPolicy(enabled=True, deleted_marker_ms=0))
+    off = FoldPolicy(retention=RetentionPolicy(enabled=True, deleted_marker_ms=0))
     record = delivered(off)
     new, marker, emitted = fold_marked(record, None, purge(), off)
     assert new is None and marker is None and isinstance(emitted[0], RecordDeleted)
@@ -384,7 +384,7 @@ def events(draw: st.DrawFn) -> MessageEvent:
     )
 
 
-SHORT = PollingPolicy(
+SHORT = FoldPolicy(
     retention=RetentionPolicy(
         enabled=True,
         tenant_override_days={"opsLogs": 2, "telecomMetadata": 3},

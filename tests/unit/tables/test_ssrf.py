@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from deliverytrack.models.webhooks import allowed_host, host_pattern
+from deliverytrack.models.outbound import allowed_host, host_pattern
 from deliverytrack.tables.outbound import (
     AllowList,
     host_matches,

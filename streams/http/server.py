@@ -1,0 +1,78 @@
+"""The requests aiohttp refuses before any route or middleware runs, answered in JSON.
+
+aiohttp's HTTP parser refuses a request line or header over 8,190 bytes, a malformed request
+line, conflicting framing headers, ... itself, in ``RequestHandler.handle_error``: a plain-text
+400 and an ERROR with a traceback in the log, for what is the client's mistake. No middleware
+sees those requests (there is no request yet), and aiohttp offers no setting for the answer's
+format, so both listeners run their application through :class:`JsonErrorAppRunner`, whose
+request handler answers them like every other error: ``{"error": ...}``, 414 for a request
+target over the limit, 431 for a header, 400 otherwise, and logs one INFO line without the
+traceback. Errors of the server (5xx) keep aiohttp's own handling.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from deliverytrack.streams.http.errors import dumps_json
+
+log = logging.getLogger(__name__)
+
+_REQUEST_TARGET = re.compile(rb"^(?:/|\*|https?://|[A-Z]+ )")
+"""The start of what LineTooLong quotes when it is the request line (or its target)."""
+
+
+def describe_bad_http(exc: HttpProcessingError) -> tuple[int, str]:
+    """(status, message) for a request the HTTP parser refused."""
+    if isinstance(exc, LineTooLong):
+        quoted, limit = exc.args[0], exc.args[1]
+        if isinstance(quoted, bytes | bytearray) and _REQUEST_TARGET.match(bytes(quoted)):
+            return 414, (
+                f"the URL is longer than {limit} bytes: send fewer or shorter query "
+                "parameters (page with after= instead of long lists)"
+            )
+        return 431, f"a request header is longer than {limit} bytes"
+    reason = (exc.message or type(exc).__name__).strip()
+    return 400, f"malformed HTTP request: {reason[:200]}"
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or not isinstance(exc, HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        status, text = describe_bad_http(exc)
+        log.info("refused a malformed request from %s: %s", request.remote, text)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send an error response")
+        response = web.Response(
+            status=status, body=dumps_json({"error": text}), content_type="application/json"
+        )
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class JsonErrorAppRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections are served by :class:`JsonErrorRequestHandler`."""
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = _JsonErrorServer  # the same server; only its handler class differs
+        return server
