@@ -34,7 +34,13 @@ from deliverytrack.models.events import (
     StopTracking,
     UpdateStatus,
 )
-from deliverytrack.models.policy import ApiFailoverPolicy, FailoverRule, PiiPolicy, PollingPolicy
+from deliverytrack.models.policy import (
+    ApiFailoverPolicy,
+    FailoverRule,
+    FoldPolicy,
+    PiiPolicy,
+    PollingPolicy,
+)
 from deliverytrack.models.retention import RetentionPolicy
 from deliverytrack.tables.due_index import effective_due
 from deliverytrack.tables.fold import fold
@@ -47,26 +53,30 @@ Input = tuple[str, bytes | None, bytes | None]
 """(kind, Kafka key, value): ``kind`` as in ``deliverytrack.tables.hot.codec.KINDS``."""
 
 _KEY = base64.b64encode(bytes(range(32))).decode()
-POLICIES: dict[str, PollingPolicy] = {
-    "default": PollingPolicy(),
-    "strict": PollingPolicy(
-        max_tracking_duration_ms=90_000,
-        unsupported_provider_strategy="unknown",
+POLICIES: dict[str, FoldPolicy] = {
+    "default": FoldPolicy(),
+    "strict": FoldPolicy(
+        polling=PollingPolicy(
+            max_tracking_duration_ms=90_000,
+            unsupported_provider_strategy="unknown",
+            backoff_ms=(),
+            lease_ms=30_000,
+            scheduled_grace_ms=60_000,
+        ),
         command_hold_ms=0,
-        backoff_ms=(),
-        lease_ms=30_000,
-        scheduled_grace_ms=60_000,
         retention=RetentionPolicy(enabled=True, tenant_override_days={"opsLogs": 0.5}),
     ),
-    "relaxed": PollingPolicy(
-        max_tracking_duration_ms=0, initial_delay_ms=0, backoff_ms=(30_000, 60_000)
+    "relaxed": FoldPolicy(
+        polling=PollingPolicy(
+            max_tracking_duration_ms=0, initial_delay_ms=0, backoff_ms=(30_000, 60_000)
+        )
     ),
-    "failover": PollingPolicy(
+    "failover": FoldPolicy(
         api_failover=ApiFailoverPolicy(
             enabled=True, rules_by_provider_id={"p": FailoverRule(status_codes=("NK",))}
         )
     ),
-    "pii": PollingPolicy(
+    "pii": FoldPolicy(
         pii=PiiPolicy(
             enabled=True,
             active_kid="k1",
@@ -75,7 +85,7 @@ POLICIES: dict[str, PollingPolicy] = {
             hash_metadata_paths=("tenant",),
         )
     ),
-    "pii-plain": PollingPolicy(
+    "pii-plain": FoldPolicy(
         pii=PiiPolicy(enabled=True, store_plain=True, active_kid="k1", hash_keys={"k1": "h"})
     ),
 }

@@ -14,8 +14,9 @@ Pure like the rest of ``tables`` (no I/O, no clock). The pydantic models stay th
   checks, observations and correlated reports; it declines the rest (held commands, markers,
   other commands, record expiries, personal-data hashing and masking, API failover).
 - ``batch``: :func:`~.batch.fold_batch`, the pure part of the engine's per-partition fold
-  loop (``FoldEngine._fold_partition``/``_fold_one``): hot path per input, pydantic path where
-  it declines, refusals as (reason, detail). This is what the engine's batch loop calls.
+  (``streams.engine.batch.BatchFold.fold``/``fold_one`` and ``Router.fold_outputs``): hot
+  path per input, pydantic path where it declines, refusals as (reason, detail). This is what
+  the engine's batch fold would call.
 
 ``tests/unit/tables/test_hot_equivalence.py`` and ``tests/unit/streams/
 test_hot_engine_equivalence.py`` show the two paths write the same bytes.

@@ -1,5 +1,6 @@
 """One partition's batch of fold inputs, hot path first: the pure part of the engine's
-``_fold_partition``/``_fold_one``, without Kafka, RocksDB, metrics or the clock.
+``BatchFold.fold``/``fold_one`` and ``Router.fold_outputs`` (``streams/engine``), without
+Kafka, RocksDB, metrics or the clock.
 
 Per input, in the engine's order: size check, decode, key check, read of its record (and
 marker), fold, encoding and size check of what it produced. Each input takes the hot path
@@ -233,18 +234,23 @@ def fold_batch(
         except Exception as exc:  # one input's failure: park it, keep going
             outputs.append((index, REFUSED, None, _refusal(exc), None))
             continue
-        message_id = step.message_id
-        if step.new is not step.record:
-            current[message_id] = (step.new, step.record_json)
-            changed.add(message_id)
-            result.applied += 1
-        if step.new_marker is not step.marker:
-            batch.marks_before.setdefault(message_id, step.marker)
-            batch.marks[message_id] = (step.new_marker, step.marker_json)
-        outputs.extend(step.outputs)
-        result.hot += step.hot
+        _keep(batch, result, step)
     _finish(batch, result)
     return result
+
+
+def _keep(batch: _Batch, result: BatchResult, step: _Step) -> None:
+    """What an input the hot path did not fold did, kept."""
+    message_id = step.message_id
+    if step.new is not step.record:
+        batch.current[message_id] = (step.new, step.record_json)
+        batch.changed.add(message_id)
+        result.applied += 1
+    if step.new_marker is not step.marker:
+        batch.marks_before.setdefault(message_id, step.marker)
+        batch.marks[message_id] = (step.new_marker, step.marker_json)
+    result.outputs.extend(step.outputs)
+    result.hot += step.hot
 
 
 def _finish(batch: _Batch, result: BatchResult) -> None:
@@ -326,7 +332,7 @@ def _hot_again(batch: _Batch, message_id: str) -> HotRecord | None:
 
 
 def _encode_emitted(index: int, emitted: Sequence[Any], step: _Step, limits: Limits) -> None:
-    """``FoldEngine._fold_one``'s encoding of what ``fold_marked`` emitted."""
+    """``Router.fold_outputs``' encoding of what ``fold_marked`` emitted."""
     outputs = step.outputs
     limit = limits.max_record_bytes
     encoded: tuple[TrackingRecord, bytes] | None = None

@@ -31,7 +31,7 @@ from deliverytrack.models.events import (
     StatusObserved,
     UpdateStatus,
 )
-from deliverytrack.models.policy import ApiFailoverPolicy, PiiPolicy, PollingPolicy
+from deliverytrack.models.policy import ApiFailoverPolicy, FoldPolicy, PiiPolicy, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.models.retention import RetentionPolicy
 from deliverytrack.tables.hot.schema import BAD, ModelSpec, compile_model, digest
@@ -250,12 +250,13 @@ MODELS: Final[tuple[type[BaseModel], ...]] = (
     StatusChanged,
     PollRequested,
     ProviderIdLinked,
+    FoldPolicy,
     PollingPolicy,
     ApiFailoverPolicy,
     PiiPolicy,
     RetentionPolicy,
 )
-MODELS_DIGEST: Final = "7eb0781d9d1ded1f"
+MODELS_DIGEST: Final = "582dec210378ac80"
 """``schema.digest(MODELS)`` when the hot path was last checked against the models. A model
 change (a field, its type, constraints, default, order, a validator) changes it: the hot path
 then switches itself off (every input takes the pydantic path) and the contract test fails

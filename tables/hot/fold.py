@@ -27,7 +27,7 @@ from orjson import loads as _loads
 
 from deliverytrack.models.enums import POLLABLE_STATUSES, TrackingStatus
 from deliverytrack.models.events import PollRequested
-from deliverytrack.models.policy import PollingPolicy
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.records import RetentionClass
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.fold import (
@@ -107,7 +107,7 @@ class _Decline(Exception):  # noqa: N818 - control flow: this input takes the py
 
 
 class _Policy:
-    """What the hot fold reads of a ``PollingPolicy``, worked out once."""
+    """What the hot fold reads of a ``FoldPolicy``, worked out once."""
 
     __slots__ = (
         "policy",
@@ -125,17 +125,18 @@ class _Policy:
         "retention_enabled",
     )
 
-    def __init__(self, policy: PollingPolicy) -> None:
+    def __init__(self, policy: FoldPolicy) -> None:
         self.policy = policy
         self.hashes_sends = policy.pii.enabled
         self.masks_raw = policy.pii.protects_plain
         self.failover = policy.api_failover.enabled
-        self.initial_delay = timedelta(milliseconds=policy.initial_delay_ms)
-        self.grace = timedelta(milliseconds=policy.scheduled_grace_ms)
-        self.lease = timedelta(milliseconds=policy.lease_ms)
-        self.max_tracking = timedelta(milliseconds=policy.max_tracking_duration_ms)
-        self.tracks_forever = policy.max_tracking_duration_ms <= 0
-        self.unsupported_gives_up = policy.unsupported_provider_strategy == "unknown"
+        polling = policy.polling
+        self.initial_delay = timedelta(milliseconds=polling.initial_delay_ms)
+        self.grace = timedelta(milliseconds=polling.scheduled_grace_ms)
+        self.lease = timedelta(milliseconds=polling.lease_ms)
+        self.max_tracking = timedelta(milliseconds=polling.max_tracking_duration_ms)
+        self.tracks_forever = polling.max_tracking_duration_ms <= 0
+        self.unsupported_gives_up = polling.unsupported_provider_strategy == "unknown"
         retention = policy.retention
         self.default_class: RetentionClass = retention.default_class
         self.retention_days = {
@@ -151,7 +152,7 @@ Handler = Callable[[_Policy, HotRecord, dict[str, Any]], HotStep]
 class HotFold:
     """The hot fold under one policy (the worker's ``Settings.fold_policy``)."""
 
-    def __init__(self, policy: PollingPolicy) -> None:
+    def __init__(self, policy: FoldPolicy) -> None:
         self.policy = policy
         self.enabled = codec.ENABLED
         self._policy = _Policy(policy)
@@ -253,16 +254,17 @@ def _record_send(p: _Policy, e: dict[str, Any]) -> HotStep:
     for key in _SEND_OPTIONAL:
         if record[key] is None:
             del record[key]
-    new = HotRecord(record, dump(record))
-    outputs: tuple[HotOutput, ...] = (
-        (
-            STATUS_CHANGE,
-            None,
-            status_change(new, None, "system", recorded_at, event_id),
-            status,
-        ),
-    )
+    return _sent(HotRecord(record, dump(record)), provider_message_id)
+
+
+def _sent(new: HotRecord, provider_message_id: str) -> HotStep:
+    """A new record's outputs: its first status change, and the link of its provider id."""
+    data = new.data
+    recorded_at, event_id = data["statusUpdatedAt"], data["processedEventIds"][0]
+    change = status_change(new, None, "system", recorded_at, event_id)
+    outputs: tuple[HotOutput, ...] = ((STATUS_CHANGE, None, change, data["status"]),)
     if provider_message_id:
+        message_id, provider_id = data["messageId"], data["providerId"]
         link = provider_id_link(message_id, provider_id, provider_message_id, recorded_at)
         outputs = (*outputs, (PROVIDER_ID_LINK, *link, None))
     return HotStep(new, outputs)
@@ -415,7 +417,7 @@ def _observed(p: _Policy, record: HotRecord, e: dict[str, Any]) -> HotStep:
         "lastCheckedAt": now,
         "checkLeaseUntil": None,
     }
-    delay = timedelta(milliseconds=p.policy.backoff_delay_ms(attempts))
+    delay = timedelta(milliseconds=p.policy.polling.backoff_delay_ms(attempts))
     backoff = text_of(parse_utc(now) + delay)
     outcome = e["outcome"]
     if outcome == "provider_not_found":

@@ -598,13 +598,21 @@ def _constraints(
     return min_length, max_length, low, high, after
 
 
+_TO_UTC = get_args(common.UtcDatetime)[1].func
+"""The validator of ``UtcDatetime`` (and of nothing else)."""
+_FINITE_NUMBERS = get_args(common.JsonObject)[1].func
+"""The validator of ``JsonObject``: finite numbers, at most ``MAX_JSON_DEPTH`` levels."""
+check_json_object: Check = _json_object_check(MAX_JSON_DEPTH)
+"""The hot checker of a ``JsonObject``."""
+
+
 def _validated_kind(annotation: Any, after: list[Callable[..., Any]]) -> Kind:
     """The two after-validated types of the models: ``UtcDatetime`` and ``JsonObject``."""
-    if annotation is AwareDatetime and after == [common._to_utc]:
+    if annotation is AwareDatetime and after == [_TO_UTC]:
         return Kind(utc_text)
     if get_origin(annotation) is dict and get_args(annotation) == (str, JsonValue):
-        if after == [common._finite_numbers]:
-            return Kind(_json_object_check(MAX_JSON_DEPTH))
+        if after == [_FINITE_NUMBERS]:
+            return Kind(check_json_object)
     raise Unsupported(f"{annotation!r} validated by {[f.__qualname__ for f in after]}")
 
 

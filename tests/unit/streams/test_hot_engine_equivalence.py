@@ -1,5 +1,5 @@
 """``tables.hot.batch.fold_batch`` (hot path on) against the engine as it folds today
-(``FoldEngine._fold_partition`` on a real RocksDB store): the same outputs on the same topics
+(``BatchFold.fold``, ``engine.batch``, on a real RocksDB store): the same outputs on the same topics
 with the same keys and bytes, the same records and markers written, the same dead letters
 (but for the time they were written)."""
 
@@ -21,8 +21,9 @@ from deliverytrack.models.codec import decode_marker, decode_record, encode
 from deliverytrack.models.correlation import SourceRef
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Source, dead_letter
-from deliverytrack.streams.engine import FoldEngine, _Output
-from deliverytrack.streams.store import PartitionStore, Position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.engine.routing import Output
+from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.hot import batch as hot_batch
 from deliverytrack.tables.hot import codec
 from deliverytrack.tables.hot.batch import FoldInput, Limits, Record, fold_batch
@@ -37,10 +38,9 @@ def engine_on_store(policy: str) -> Iterator[tuple[FoldEngine, PartitionStore]]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(data_dir=Path(tmp), dead_letter_value_bytes=KEEP)
         engine = FoldEngine(settings)
-        engine.policy = POLICIES[policy]
+        engine.batch.policy = POLICIES[policy]
         store = PartitionStore(Path(tmp) / "p0.db")
-        engine._stores[0] = store
-        engine._positions[0] = Position()
+        engine.partitions.attach(0, store)
         try:
             yield engine, store
         finally:
@@ -64,7 +64,7 @@ def _letter(value: bytes) -> dict[str, Any]:
     return letter
 
 
-def _engine_outputs(engine: FoldEngine, outputs: list[_Output]) -> list[Any]:
+def _engine_outputs(engine: FoldEngine, outputs: list[Output]) -> list[Any]:
     return [
         (o.topic, o.key, _letter(o.value) if o.topic == engine.topics.dead_letters else o.value)
         for o in outputs
@@ -143,8 +143,8 @@ def test_fold_batch_with_the_hot_path_folds_as_the_engine_does(
     policy: str, inputs: list[Input], cut: int
 ) -> None:
     with engine_on_store(policy) as (engine, store):
-        hot = HotFold(engine.policy)
-        limits = Limits(engine.settings.max_input_bytes, engine.record_limit)
+        hot = HotFold(engine.batch.policy)
+        limits = Limits(engine.settings.max_input_bytes, engine.router.record_limit)
         stored: dict[str, bytes] = {}
         marks: dict[str, bytes] = {}
 
@@ -168,10 +168,10 @@ def test_fold_batch_with_the_hot_path_folds_as_the_engine_does(
                 )  # type: ignore[arg-type]
                 for i, (kind, key, value) in enumerate(part)
             ]
-            outputs: list[_Output] = []
+            outputs: list[Output] = []
             markers: dict[str, Any] = {}
             applied = engine.stats.applied
-            changes = engine._fold_partition(0, records, outputs, markers)
+            changes = engine.batch.fold(store, records, outputs, markers)
             items = [
                 FoldInput(kind, key, value, _source_of(msg))
                 for (kind, key, value), msg in zip(part, records, strict=True)
