@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from deliverytrack.streams.http.auth import ListenerConfigError, check_listeners
     from deliverytrack.streams.kafka.topic_admin import ensure_topics
     from deliverytrack.streams.topics import Topics
-    from deliverytrack.streams.worker.app import app_failure, create_app
+    from deliverytrack.streams.worker.app import create_app
     from deliverytrack.streams.worker.process import Worker
 
     settings = settings_of(
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         quiet=True,
         shutdown_timeout_s=settings.shutdown_timeout_ms / 1000,
         log_repeat_interval_s=settings.log_repeat_interval_ms / 1000,
-        crashed=lambda: app_failure(app) is not None,
+        crashed=lambda: app.failure() is not None,
     )
     worker.execute_from_commandline()
     return 0

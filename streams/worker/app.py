@@ -273,8 +273,3 @@ def _register_retention(app: DeliveryTrackApp) -> None:
         markers; the fold deletes them. Never writes the table."""
         if engine.ready.is_set():
             await engine.timers.emit_expiries(utc_now())
-
-
-def app_failure(app: DeliveryTrackApp) -> TaskFailure | None:
-    """The first component that stopped on an error, or None (the worker's exit code)."""
-    return app.failure()
