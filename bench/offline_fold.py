@@ -8,12 +8,12 @@ threshold 50,000, collector paused during each batch's synchronous work).
     .venv/bin/python bench/offline_fold.py --record-cache 60000
     .venv/bin/python bench/offline_fold.py --record-cache 0
 
-``--compare`` times the CPU of decode + fold + encode per event (``time.process_time``, so
-other processes on the machine inflate it less than wall time; no RocksDB write) of
-today's path (the engine's own ``batch.fold``: pydantic decode, ``fold_marked``,
-``encode_record``/``encode_status_changed``) and of the hot path (``tables.hot.batch
-.fold_batch``: hand-checked dicts and orjson, pydantic per input where the hot path declines),
-alternated in one process, and checks that both wrote the same bytes:
+``--compare`` times the CPU (``time.process_time``, so other processes on the machine inflate it
+less than wall time) of the engine's ``batch.fold`` (decode + fold + encode) and of
+``PartitionStore.write`` (records, indexes, aggregates) per event, with the hot path off (every
+input on the pydantic models: the engine before issue 20) and on (``tables.hot``: hand-checked
+dicts and orjson, the models per input where the hot path declines), alternated in one
+process, and checks that both wrote the same bytes:
 
     .venv/bin/python bench/offline_fold.py --compare --rounds 3
     .venv/bin/python bench/offline_fold.py --compare --rounds 3 --record-cache 0   # records read
@@ -47,8 +47,7 @@ from deliverytrack.models.settings import Settings  # noqa: E402
 from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
 from deliverytrack.streams.engine.stats import gc_paused  # noqa: E402
 from deliverytrack.streams.state.store import PartitionStore, Position  # noqa: E402
-from deliverytrack.tables.hot.batch import FoldInput, Limits, Record, fold_batch  # noqa: E402
-from deliverytrack.tables.hot.codec import COMMAND, SEND, load_record  # noqa: E402
+from deliverytrack.tables.hot.codec import COMMAND, SEND  # noqa: E402
 from deliverytrack.tables.hot.fold import HotFold  # noqa: E402
 
 Batches = list[list[ConsumerRecord[bytes, bytes]]]
@@ -68,7 +67,7 @@ def main() -> None:
         help="decode + fold + encode of one event of each type, both paths, warm caches (timeit)",
     )
     parser.add_argument(
-        "--profile", choices=("hot", "engine"), help="--compare: profile one run of this path"
+        "--profile", choices=("hot", "models"), help="--compare: profile one run of this path"
     )
     parser.add_argument(
         "--sampler",
@@ -138,6 +137,8 @@ def engine_with_write(work: Workload, args: argparse.Namespace) -> None:
 class Run:
     fold_s: float = 0.0
     """CPU seconds of this process in the fold calls (GC paused, as the engine runs them)."""
+    write_s: float = 0.0
+    """CPU seconds of this process in ``PartitionStore.write`` (records, derived data)."""
     gc_s: float = 0.0
     """CPU seconds in the cyclic GC over the whole run (it collects after the batches what
     they left behind: the records kept, the outputs)."""
@@ -166,10 +167,12 @@ class _GcClock:
         gc.callbacks.remove(self)
 
 
-def run_engine(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
-    """Today's path: the engine's ``batch.fold`` (timed) + ``PartitionStore.write`` (not
-    timed: it fills the record cache the next batches read, as in the engine)."""
+def run_engine(work: Workload, args: argparse.Namespace, tmp: str, hot: bool) -> Run:
+    """The engine's ``batch.fold`` with the hot path on or off (``hot``), then
+    ``PartitionStore.write`` (it fills the record cache the next batches read, as in the
+    engine); both timed, apart."""
     engine = _engine(tmp)
+    engine.batch.hot.enabled = hot
     store = PartitionStore(Path(tmp) / "engine.db", cache_size=args.record_cache)
     engine.partitions.attach(0, store)
     run = Run()
@@ -179,55 +182,22 @@ def run_engine(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
             with gc_paused():
                 t0 = time.process_time()
                 changes = engine.batch.fold(store, batch, out, {})
-                run.fold_s += time.process_time() - t0
-            with gc_paused():
+                t1 = time.process_time()
                 store.write(changes, Position())
+                run.write_s += time.process_time() - t1
+                run.fold_s += t1 - t0
             run.outputs.extend(o.value for o in out)
             run.outputs.extend(raw for _, _, raw in changes.values() if raw is not None)
         store.close()
-    return run
-
-
-def run_hot(work: Workload, args: argparse.Namespace, tmp: str) -> Run:
-    """The hot path: ``fold_batch`` (timed). Between batches the records are kept as the
-    store's cache would keep them (hot records), or with ``--record-cache 0`` as their bytes,
-    read back through ``load_record`` in the timed part (a RocksDB read after the get)."""
-    engine = _engine(tmp)
-    hot = HotFold(engine.settings.fold_policy)
-    kinds = {engine.topics.send_results: SEND, engine.topics.commands: COMMAND}
-    limits = Limits(engine.settings.max_input_bytes, engine.router.record_limit)
-    kept: dict[str, Record | None] = {}
-    stored: dict[str, bytes] = {}
-
-    def read(message_id: str) -> Record | None:
-        if args.record_cache:
-            return kept.get(message_id)
-        raw = stored.get(message_id)
-        return None if raw is None else load_record(raw)
-
-    run = Run()
-    with _GcClock(run):
-        for batch in _batches(engine, work, args.batch):
-            inputs = [FoldInput(kinds[r.topic], r.key, r.value) for r in batch]
-            with gc_paused():
-                t0 = time.process_time()
-                result = fold_batch(hot, inputs, read, lambda _: None, limits)
-                run.fold_s += time.process_time() - t0
-            for message_id, (_, new, raw) in result.changes.items():
-                kept[message_id] = new
-                if raw is not None:
-                    stored[message_id] = raw
-            run.hot += result.hot
-            run.outputs.extend(value for _, _, _, value, _ in result.outputs)
-            run.outputs.extend(raw for _, _, raw in result.changes.values() if raw is not None)
+    run.hot = engine.stats.hot
     return run
 
 
 def compare(work: Workload, args: argparse.Namespace) -> None:
     events = args.events
     paths: dict[str, Callable[[Workload, argparse.Namespace, str], Run]] = {
-        "engine": run_engine,
-        "hot": run_hot,
+        "models": lambda work, args, tmp: run_engine(work, args, tmp, hot=False),
+        "hot": lambda work, args, tmp: run_engine(work, args, tmp, hot=True),
     }
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
@@ -252,6 +222,7 @@ def compare(work: Workload, args: argparse.Namespace) -> None:
         stats.sort_stats("cumulative").print_stats(25)
         return
     fold: dict[str, list[float]] = {name: [] for name in paths}
+    write: dict[str, list[float]] = {name: [] for name in paths}
     collect: dict[str, list[float]] = {name: [] for name in paths}
     reference: list[bytes] | None = None
     for round_ in range(args.rounds):
@@ -261,30 +232,33 @@ def compare(work: Workload, args: argparse.Namespace) -> None:
             if reference is None:
                 reference = run.outputs
             elif run.outputs != reference:
-                raise SystemExit(f"{name} wrote other bytes than the engine (round {round_ + 1})")
+                raise SystemExit(f"{name} wrote other bytes than the models (round {round_ + 1})")
             fold[name].append(run.fold_s / events * 1e6)
+            write[name].append(run.write_s / events * 1e6)
             collect[name].append(run.gc_s / events * 1e6)
             hot = f", {run.hot:,} inputs on the hot path" if name == "hot" else ""
             print(
-                f"round {round_ + 1} {name:6}: {fold[name][-1]:6.2f} µs/event CPU, "
-                f"GC {collect[name][-1]:5.2f} µs/event{hot}",
+                f"round {round_ + 1} {name:6}: fold {fold[name][-1]:6.2f} µs/event CPU, "
+                f"write {write[name][-1]:6.2f}, GC {collect[name][-1]:5.2f}{hot}",
                 flush=True,
             )
 
     def line(name: str, label: str) -> str:
         runs = " / ".join(f"{t:.2f}" for t in fold[name])
         return (
-            f"  {label:40} {statistics.median(fold[name]):6.2f} µs/event ({runs}); "
-            f"GC {statistics.median(collect[name]):.2f}"
+            f"  {label:34} {statistics.median(fold[name]):6.2f} µs/event ({runs}); "
+            f"write {statistics.median(write[name]):.2f}; GC {statistics.median(collect[name]):.2f}"
         )
 
-    ratio = statistics.median(fold["engine"]) / statistics.median(fold["hot"])
+    ratio = statistics.median(fold["models"]) / statistics.median(fold["hot"])
+    both = [statistics.median(fold[name]) + statistics.median(write[name]) for name in paths]
     print(
         f"\nCPU of decode + fold + encode, {events:,} events, record cache "
         f"{args.record_cache:,}, median of {args.rounds}:\n"
-        f"{line('engine', 'today (engine batch.fold):')}\n"
-        f"{line('hot', 'hot path (tables.hot fold_batch):')}\n"
-        f"  ratio today / hot: {ratio:.2f}x; outputs and records byte-identical"
+        f"{line('models', 'engine, hot path off (models):')}\n"
+        f"{line('hot', 'engine, hot path on:')}\n"
+        f"  ratio models / hot: fold {ratio:.2f}x, fold + write {both[0] / both[1]:.2f}x; "
+        "outputs and records byte-identical"
     )
 
 

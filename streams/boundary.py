@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import traceback
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,21 +35,15 @@ from aiokafka.errors import (
     RecordTooLargeError,
 )
 
-from deliverytrack.models.codec import DecodeError, encode
+from deliverytrack.models.codec import encode
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.tables.pii import mask_phone_text, masked_copy
+from deliverytrack.tables.refusals import Refused as Refused
+from deliverytrack.tables.refusals import check_size as check_size
+from deliverytrack.tables.refusals import refusal as refusal
 
 MAX_KEY_BYTES = 1_024
 MAX_ERROR_CHARS = 4_000
-
-
-class Refused(Exception):  # noqa: N818 - a refusal of one input, not an error of the worker
-    """One input cannot be processed; ``reason`` is a short category (dead-letter reason)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +55,6 @@ class Source:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-def refusal(exc: BaseException) -> tuple[str, str]:
-    """(reason, detail) of an exception raised by one input's work. Known refusals keep their
-    reason; anything else is a bug or a poison input, parked with its traceback."""
-    if isinstance(exc, Refused | DecodeError):
-        return exc.reason, exc.detail
-    return "processing-error", "".join(traceback.format_exception(exc))
-
-
-def check_size(value: bytes | None, limit: int, reason: str, what: str) -> None:
-    """Refuse ``value`` if it is longer than ``limit`` bytes."""
-    if value is not None and len(value) > limit:
-        raise Refused(reason, f"{what} is {len(value):,} bytes, more than the limit {limit:,}")
 
 
 def bounded_key(key: bytes | None) -> bytes | None:

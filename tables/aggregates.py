@@ -27,8 +27,8 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from deliverytrack.models.records import TrackingRecord
 from deliverytrack.tables.due_index import epoch_ms
+from deliverytrack.tables.facts import RecordFacts
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -79,7 +79,7 @@ class Contribution:
     counter: Counter = field(default_factory=Counter)
 
 
-def contribution(record: TrackingRecord) -> Contribution:
+def contribution(record: RecordFacts) -> Contribution:
     counter = Counter(count=1)
     if record.sent_at is not None and record.delivered_at is not None:
         counter.delivery_ms_sum = epoch_ms(record.delivered_at) - epoch_ms(record.sent_at)
@@ -88,7 +88,7 @@ def contribution(record: TrackingRecord) -> Contribution:
     return Contribution(dims, epoch_ms(record.requested_at), counter)
 
 
-def _counted_alike(old: TrackingRecord, new: TrackingRecord) -> bool:
+def _counted_alike(old: RecordFacts, new: RecordFacts) -> bool:
     """Whether both contribute the same rows and counters (what :func:`contribution` reads)."""
     return (
         old.status is new.status
@@ -136,7 +136,7 @@ def _rows(item: Contribution) -> Iterator[bytes]:
 
 
 def aggregate_delta(
-    changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None]],
+    changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
 ) -> dict[bytes, Counter]:
     """Counter changes, by row key, for records going from ``old`` to ``new`` (either may be
     None: created, deleted). Rows whose change nets to zero are left out."""
@@ -172,11 +172,11 @@ def time_bound(ms: int) -> bytes:
     return max(ms, 0).to_bytes(_WIDTH, "big", signed=False)
 
 
-def requested_key(record: TrackingRecord | None) -> bytes | None:
+def requested_key(record: RecordFacts | None) -> bytes | None:
     return None if record is None else time_key(epoch_ms(record.requested_at), record.message_id)
 
 
-def updated_key(record: TrackingRecord | None) -> bytes | None:
+def updated_key(record: RecordFacts | None) -> bytes | None:
     if record is None:
         return None
     return time_key(epoch_ms(record.status_updated_at), record.message_id)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from deliverytrack.models.enums import is_pollable
-from deliverytrack.models.records import TrackingRecord
+from deliverytrack.tables.facts import RecordFacts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -38,7 +38,7 @@ def upper_bound(now: datetime) -> bytes:
     return (epoch_ms(now) + 1).to_bytes(_WIDTH, "big")
 
 
-def effective_due(record: TrackingRecord) -> datetime | None:
+def effective_due(record: RecordFacts) -> datetime | None:
     """When the timer should next look at the record: the lease expiry while a poll is in
     flight (so a lost poll is retried), else ``nextCheckAt``; never for unpolled records."""
     if not is_pollable(record.status) or record.tracking_stopped_at is not None:
@@ -46,7 +46,7 @@ def effective_due(record: TrackingRecord) -> datetime | None:
     return record.check_lease_until or record.next_check_at
 
 
-def due_key_of(record: TrackingRecord | None) -> bytes | None:
+def due_key_of(record: RecordFacts | None) -> bytes | None:
     if record is None:
         return None
     due = effective_due(record)
@@ -54,7 +54,7 @@ def due_key_of(record: TrackingRecord | None) -> bytes | None:
 
 
 def due_index_change(
-    old: TrackingRecord | None, new: TrackingRecord | None
+    old: RecordFacts | None, new: RecordFacts | None
 ) -> tuple[bytes | None, bytes | None]:
     """What to delete from and put into the due index when ``old`` becomes ``new``."""
     old_key, new_key = due_key_of(old), due_key_of(new)

@@ -32,6 +32,7 @@ from deliverytrack.models.events import (
 from deliverytrack.models.records import RetentionClass, TrackingRecord
 from deliverytrack.models.retention import PRESET_DAYS, DeletionReason, RetentionPolicy
 from deliverytrack.tables.due_index import due_key, epoch_ms
+from deliverytrack.tables.facts import RecordFacts
 
 DeleteResult = tuple[TrackingRecord | None, tuple[RecordDeleted | EventRejected, ...]]
 
@@ -69,12 +70,12 @@ def retention_labels(event: SendRecorded, policy: RetentionPolicy) -> dict[str, 
 # --- when a record goes ------------------------------------------------------------------------
 
 
-def at_rest(record: TrackingRecord) -> bool:
+def at_rest(record: RecordFacts) -> bool:
     """No longer polled: retention may delete it."""
     return not is_pollable(record.status) or record.tracking_stopped_at is not None
 
 
-def expiry_of(record: TrackingRecord) -> tuple[datetime, DeletionReason] | None:
+def expiry_of(record: RecordFacts) -> tuple[datetime, DeletionReason] | None:
     """When and why the record is to be deleted, if ever: the earlier of ``expiresAt`` and
     (once at rest) ``retentionUntil``."""
     candidates: list[tuple[datetime, DeletionReason]] = []
@@ -85,7 +86,7 @@ def expiry_of(record: TrackingRecord) -> tuple[datetime, DeletionReason] | None:
     return min(candidates) if candidates else None
 
 
-def expiry_key_of(record: TrackingRecord | None) -> bytes | None:
+def expiry_key_of(record: RecordFacts | None) -> bytes | None:
     expiry = None if record is None else expiry_of(record)
     return None if record is None or expiry is None else due_key(expiry[0], record.message_id)
 
@@ -95,7 +96,7 @@ def marker_key_of(marker: Marker | None) -> bytes | None:
 
 
 def expiry_index_change(
-    old: TrackingRecord | None, new: TrackingRecord | None
+    old: RecordFacts | None, new: RecordFacts | None
 ) -> tuple[bytes | None, bytes | None]:
     """What to delete from and put into the expiry index when ``old`` becomes ``new``."""
     old_key, new_key = expiry_key_of(old), expiry_key_of(new)

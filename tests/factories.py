@@ -17,6 +17,7 @@ from deliverytrack.models.events import (
     UpdateStatus,
 )
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.tables.hot.codec import HotRecord, to_model
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 _ids = count(1)
@@ -158,3 +159,8 @@ def sent_record_factory(message_id: str = "msg-1", **kwargs: Any) -> TrackingRec
     record, _ = fold(None, send_recorded_factory(message_id, **kwargs))
     assert record is not None
     return record
+
+
+def as_model(record: HotRecord | TrackingRecord | None) -> TrackingRecord | None:
+    """A record the fold holds (its JSON dict on the hot path, or its model) as its model."""
+    return to_model(record) if isinstance(record, HotRecord) else record

@@ -10,45 +10,51 @@ raises, the input becomes a dead letter and the batch goes on. Only a store fail
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypeVar
 
 from deliverytrack.models.codec import (
     Marker,
-    decode_command,
-    decode_correlated_report,
     decode_correlation_state,
-    decode_due_check,
     decode_link_or_expiry,
-    decode_observation,
     decode_provider_report,
-    decode_send_result,
     encode,
-    encode_record,
 )
 from deliverytrack.models.correlation import CorrelationState, SourceRef
-from deliverytrack.models.events import (
-    CorrelationEvent,
-    MessageEvent,
-    ProviderReportReceived,
-    provider_key,
-)
-from deliverytrack.models.records import TrackingRecord
+from deliverytrack.models.events import CorrelationEvent, ProviderReportReceived, provider_key
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Refused, check_size
 from deliverytrack.streams.engine.routing import Input, Output, Router, source_ref
 from deliverytrack.streams.engine.stats import EngineSensor, EngineStats, NoSensor
-from deliverytrack.streams.state.store import CorrelationChange, MarkerChange, Position, StoreError
+from deliverytrack.streams.state.store import (
+    CorrelationChange,
+    MarkerChange,
+    Position,
+    Record,
+    RecordChange,
+    StoreError,
+)
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import correlate
-from deliverytrack.tables.deletion import fold_marked
+from deliverytrack.tables.hot.batch import FoldInput, Limits, fold_batch
+from deliverytrack.tables.hot.codec import (
+    COMMAND,
+    DUE,
+    OBSERVATION,
+    REPORT,
+    SEND,
+    contract_problems,
+)
+from deliverytrack.tables.hot.fold import HotFold
 from deliverytrack.tables.pii import protect_report
 
-Decoder = Callable[[bytes | None], MessageEvent]
+log = logging.getLogger(__name__)
+
 CorrelationDecoder = Callable[[bytes | None], CorrelationEvent]
-Change = tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]
-"""(record before the batch, record after it, the JSON of the latter)."""
 S = TypeVar("S")
 B = TypeVar("B")
 T = TypeVar("T")
@@ -57,7 +63,7 @@ T = TypeVar("T")
 class StateReader(Protocol):
     """What the batch fold reads: one partition's state (``PartitionStore`` is one)."""
 
-    def get(self, message_id: str) -> TrackingRecord | None: ...
+    def get_for_fold(self, message_id: str) -> Record | None: ...
 
     def get_marker(self, message_id: str) -> Marker | None: ...
 
@@ -68,7 +74,7 @@ class StateReader(Protocol):
 class PartitionResult:
     """What a partition's share of a batch changed: written in one WriteBatch."""
 
-    records: dict[str, Change]
+    records: dict[str, RecordChange]
     states: dict[str, CorrelationChange] | None
     markers: dict[str, MarkerChange]
 
@@ -115,94 +121,6 @@ def advance(position: Position, records: list[Input]) -> None:
     offsets = position.offsets
     for record in records:
         offsets[record.topic] = max(offsets.get(record.topic, 0), record.offset + 1)
-
-
-@dataclass(slots=True)
-class FoldStep:
-    """What one input did, not yet kept (see BatchFold.fold_one)."""
-
-    message_id: str
-    record: TrackingRecord | None
-    new: TrackingRecord | None
-    marker: Marker | None
-    new_marker: Marker | None
-    outputs: list[Output] = field(default_factory=list)
-    encoded: tuple[TrackingRecord, bytes] | None = None
-    marker_json: bytes | None = None
-    status_changes: int = 0
-    poll_requests: int = 0
-    deletions: int = 0
-
-
-class FoldBatch:
-    """One partition's records and markers as a batch has changed them so far."""
-
-    __slots__ = (
-        "store",
-        "before",
-        "current",
-        "changed",
-        "marks_before",
-        "marks",
-        "marks_json",
-        "encoded",
-    )
-
-    def __init__(self, store: StateReader) -> None:
-        self.store = store
-        self.before: dict[str, TrackingRecord | None] = {}
-        self.current: dict[str, TrackingRecord | None] = {}
-        self.changed: set[str] = set()
-        self.marks_before: dict[str, Marker | None] = {}
-        self.marks: dict[str, Marker | None] = {}
-        self.marks_json: dict[str, bytes | None] = {}
-        self.encoded: dict[str, tuple[TrackingRecord, bytes]] = {}
-
-    def record(self, message_id: str) -> TrackingRecord | None:
-        if message_id not in self.current:
-            record = _stored(self.store.get, message_id)
-            self.before[message_id] = self.current[message_id] = record
-        return self.current[message_id]
-
-    def marker(self, message_id: str) -> Marker | None:
-        if message_id not in self.marks:
-            mark = _stored(self.store.get_marker, message_id)
-            self.marks_before[message_id] = self.marks[message_id] = mark
-        return self.marks[message_id]
-
-    def keep(self, step: FoldStep) -> None:
-        message_id = step.message_id
-        if step.new is not step.record:
-            self.current[message_id] = step.new
-            self.changed.add(message_id)
-        if step.encoded is not None:
-            self.encoded[message_id] = step.encoded
-        if step.new_marker is not step.marker:
-            self.marks_before.setdefault(message_id, step.marker)  # a record had no marker
-            self.marks[message_id] = step.new_marker
-            self.marks_json[message_id] = step.marker_json
-
-    def changes(self, markers: dict[str, MarkerChange] | None) -> dict[str, Change]:
-        """{messageId: (before batch, after, JSON)}; the markers' changes go into ``markers``.
-        A record's JSON is encoded once: the last status change's, if it is the final state."""
-        result: dict[str, Change] = {}
-        for message_id in self.changed:
-            new = self.current[message_id]
-            if new is None:
-                raw = None
-            else:
-                last = self.encoded.get(message_id)
-                raw = last[1] if last is not None and last[0] is new else encode_record(new)
-            result[message_id] = (self.before[message_id], new, raw)
-        if markers is not None:
-            for message_id, mark in self.marks.items():
-                if mark is not self.marks_before[message_id]:
-                    markers[message_id] = (
-                        self.marks_before[message_id],
-                        mark,
-                        self.marks_json.get(message_id),
-                    )
-        return result
 
 
 class CorrelationBatch:
@@ -262,17 +180,18 @@ class BatchFold:
         """``correlate=False`` folds the records only (a replay reads the recorded
         correlated reports instead of correlating the webhooks again)."""
         self.settings = settings
-        self.policy = settings.fold_policy
         self.router = router
         self.stats = stats
         self.sensor = sensor or NoSensor()
-        self.decoders: dict[str, Decoder] = {
-            topics.send_results: decode_send_result,
-            topics.commands: decode_command,
-            topics.due_checks: decode_due_check,
-            topics.observations: decode_observation,
-            topics.correlated_reports: decode_correlated_report,
+        self.hot = HotFold(settings.fold_policy)
+        self.kinds = {
+            topics.send_results: SEND,
+            topics.commands: COMMAND,
+            topics.due_checks: DUE,
+            topics.observations: OBSERVATION,
+            topics.correlated_reports: REPORT,
         }
+        """The fold input kind of each topic (``tables.hot.codec.KINDS``)."""
         self.correlation_decoders: dict[str, CorrelationDecoder] = (
             {
                 topics.provider_ids: decode_link_or_expiry,
@@ -284,6 +203,23 @@ class BatchFold:
         inputs = (*topics.fold_inputs, *self.correlation_decoders)
         self.rank = {topic: rank for rank, topic in enumerate(inputs)}
         """The topics read, in tie-break order (fold inputs, then links, then reports)."""
+
+    def log_hot_path(self) -> None:
+        """Say at start when the hot path is off (``tables.hot.codec.contract_problems``)."""
+        if not self.hot.enabled:
+            log.warning(
+                "fold: the hot path is off, every input takes the models' path (correct, "
+                "slower): %s",
+                "; ".join(contract_problems()),
+            )
+
+    @property
+    def policy(self) -> FoldPolicy:
+        return self.hot.policy
+
+    @policy.setter
+    def policy(self, policy: FoldPolicy) -> None:
+        self.hot = HotFold(policy)
 
     def apply(
         self, store: StateReader, position: Position, records: list[Input], outputs: list[Output]
@@ -334,47 +270,30 @@ class BatchFold:
         records: list[Input],
         outputs: list[Output],
         markers: dict[str, MarkerChange] | None = None,
-    ) -> dict[str, Change]:
-        """Fold one partition's records; returns {messageId: (before batch, after, JSON)}
-        and puts the deletion markers' changes into ``markers``."""
-        batch = FoldBatch(store)
-        stats = self.stats
-        for step in self._guarded(records, outputs, self.fold_one, batch):
-            batch.keep(step)
-            outputs.extend(step.outputs)
-            stats.applied += step.new is not step.record
-            stats.status_changes += step.status_changes
-            stats.poll_requests += step.poll_requests
-            stats.deletions += step.deletions
-        return batch.changes(markers)
-
-    def fold_one(self, msg: Input, batch: FoldBatch) -> FoldStep:
-        """Everything one input does, computed without changing ``batch``: raises if the
-        input cannot be processed (the caller dead-letters it)."""
-        check_size(msg.value, self.settings.max_input_bytes, "too-large", "the value")
-        event = self.decoders[msg.topic](msg.value)
-        message_id = event.message_id
-        if msg.key is None or msg.key != message_id.encode() or message_id.startswith("\x00"):
-            raise Refused(
-                "wrong-key", f"the Kafka key must be the messageId {message_id!r}, got {msg.key!r}"
-            )
-        record = batch.record(message_id)
-        marker = batch.marker(message_id) if record is None else None
-        new, new_marker, emitted = fold_marked(
-            record, marker, event, self.policy, source=lambda: source_ref(msg)
+    ) -> dict[str, RecordChange]:
+        """Fold one partition's records (``tables.hot.batch.fold_batch``: the hot path where it
+        can, the models where it cannot, the same bytes either way); returns {messageId:
+        (before batch, after, JSON)} and puts the deletion markers' changes into ``markers``."""
+        kinds = self.kinds
+        items = [FoldInput(kinds[m.topic], m.key, m.value, partial(source_ref, m)) for m in records]
+        router = self.router
+        limits = Limits(self.settings.max_input_bytes, router.record_limit, router.reroute_commands)
+        result = fold_batch(
+            self.hot,
+            items,
+            partial(_stored, store.get_for_fold),
+            partial(_stored, store.get_marker),
+            limits,
+            fatal=(StoreError,),
         )
-        step = FoldStep(message_id, record, new, marker, new_marker)
-        self.router.fold_outputs(msg, emitted, step)
-        limit = self.router.record_limit
-        if new is not None and new is not record:
-            if step.encoded is None or step.encoded[0] is not new:
-                record_json = encode_record(new)
-                check_size(record_json, limit, "record-too-large", "the record")
-                step.encoded = (new, record_json)
-        if new_marker is not None and new_marker is not marker:
-            step.marker_json = encode(new_marker)
-            check_size(step.marker_json, limit, "state-too-large", "the held state")
-        return step
+        router.fold_batch_outputs(records, result.outputs, outputs)
+        stats = self.stats
+        stats.events += len(records)
+        stats.applied += result.applied
+        stats.hot += result.hot
+        if markers is not None:
+            markers.update(result.markers)
+        return result.changes
 
     def correlate(
         self, store: StateReader, records: list[Input], outputs: list[Output]

@@ -27,7 +27,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from deliverytrack.models.codec import decode_correlation_state, decode_marker, decode_record
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import Refused
-from deliverytrack.streams.engine.batch import Change, PartitionResult, read_state
+from deliverytrack.streams.engine.batch import PartitionResult, read_state
 from deliverytrack.streams.engine.publisher import Publisher
 from deliverytrack.streams.engine.routing import Output, Router
 from deliverytrack.streams.engine.stats import EngineStats
@@ -37,9 +37,11 @@ from deliverytrack.streams.state.store import (
     MarkerChange,
     PartitionStore,
     Position,
+    RecordChange,
     StoreError,
 )
 from deliverytrack.streams.topics import Topics
+from deliverytrack.tables.hot.codec import load_record
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +171,7 @@ class Changelog:
         self, fetched: list[ConsumerRecord[bytes, bytes]], store: PartitionStore, position: Position
     ) -> int:
         """One fetch of changelog records staged and written; their bad values dead-lettered."""
-        changes: dict[str, Change] = {}
+        changes: dict[str, RecordChange] = {}
         states: dict[str, CorrelationChange] = {}
         marks: dict[str, MarkerChange] = {}
         letters: list[Output] = []
@@ -191,7 +193,7 @@ def restore_one(
     msg: ConsumerRecord[bytes, bytes],
     store: PartitionStore,
     position: Position,
-    changes: dict[str, Change],
+    changes: dict[str, RecordChange],
     states: dict[str, CorrelationChange],
     marks: dict[str, MarkerChange],
 ) -> int:
@@ -215,7 +217,7 @@ def restore_one(
         marks[mid] = (old_mark, mark, value)
     else:
         mid = key.decode()
-        new = None if value is None else read_state(decode_record, value)
-        old = changes[mid][0] if mid in changes else store.get(mid)
+        new = None if value is None else load_record(value) or read_state(decode_record, value)
+        old = changes[mid][0] if mid in changes else store.get_for_fold(mid)
         changes[mid] = (old, new, value)
     return 1

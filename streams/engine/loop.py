@@ -140,6 +140,7 @@ class FoldEngine:
         self._consumer = fold_consumer(settings, self.group_id, self.membership.assignor())
         self.publisher.producer = producer
         tune_heap()
+        self.batch.log_hot_path()
         await producer.start()
         await self.publisher.partitions(self.topics.send_results)
         self._consumer.subscribe(

@@ -8,37 +8,35 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from aiokafka.structs import ConsumerRecord
 
-from deliverytrack.models.codec import encode, encode_record, encode_status_changed
+from deliverytrack.models.codec import encode
 from deliverytrack.models.correlation import SourceRef
 from deliverytrack.models.events import (
     CorrelationEvent,
     DeadLetter,
-    EventRejected,
-    FailoverRequested,
     HoldExpiryDue,
-    PollRequested,
     ProviderIdLinked,
-    RecordDeleted,
-    RecordFailoverOutcome,
     ReportCorrelated,
-    StatusChanged,
-    provider_key,
 )
 from deliverytrack.models.settings import Settings
-from deliverytrack.streams.boundary import Source, check_size, dead_letter, refusal
+from deliverytrack.streams.boundary import Source, dead_letter, refusal
 from deliverytrack.streams.engine.stats import EngineStats
 from deliverytrack.streams.metrics import Metrics
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.correlation import CorrelationEmitted
-from deliverytrack.tables.fold import Emitted
+from deliverytrack.tables.hot.batch import (
+    FAILOVER_OUTCOME,
+    FAILOVER_REQUEST,
+    HELD_LETTER,
+    RECORD_DELETED,
+    REJECTED,
+)
+from deliverytrack.tables.hot.batch import Output as HotOutput
+from deliverytrack.tables.hot.fold import POLL_REQUEST, PROVIDER_ID_LINK, STATUS_CHANGE
 from deliverytrack.tables.pii import mask_phone_text
-
-if TYPE_CHECKING:
-    from deliverytrack.streams.engine.batch import FoldStep
 
 log = logging.getLogger(__name__)
 
@@ -101,40 +99,42 @@ class Router:
                 settings.max_record_bytes,
             )
 
-    def fold_outputs(
-        self, msg: Input, emitted: Iterable[Emitted | DeadLetter], step: FoldStep
+    def fold_batch_outputs(
+        self, records: list[Input], emitted: list[HotOutput], outputs: list[Output]
     ) -> None:
-        """The outputs of one folded input into ``step`` (a status change's record JSON is
-        kept: it is the changelog value too if nothing changes the record again)."""
-        topics, limit, outputs = self.topics, self.record_limit, step.outputs
-        for out in emitted:
-            if isinstance(out, StatusChanged):
-                record_json = encode_record(out.record)
-                check_size(record_json, limit, "record-too-large", "the record")
-                step.encoded = (out.record, record_json)
-                value = encode_status_changed(out, record_json)
-                outputs.append(Output(topics.status_changes, msg.key, value, msg.partition))
-                step.status_changes += 1
-                self.metrics.status_changes[out.record.status] += 1
-            elif isinstance(out, PollRequested):
-                outputs.append(Output(topics.poll_requests, msg.key, encode(out), msg.partition))
-                step.poll_requests += 1
-            elif isinstance(out, FailoverRequested):
-                outputs.append(Output(topics.failover_requests, msg.key, encode(out)))
-            elif isinstance(out, RecordFailoverOutcome) and self.reroute_commands:
-                # Re-keyed to the original message, which may live on another partition.
-                outputs.append(Output(topics.commands, out.message_id.encode(), encode(out)))
-            elif isinstance(out, ProviderIdLinked):
-                key = provider_key(out.provider_id, out.provider_message_id).encode()
-                outputs.append(Output(topics.provider_ids, key, encode(out)))
-            elif isinstance(out, RecordDeleted):
-                deletions = topics.record_deletions
-                outputs.append(Output(deletions, msg.key, encode(out), msg.partition))
-                step.deletions += 1
-            elif isinstance(out, DeadLetter):  # a held command that expired unmatched
-                outputs.append(self.letter_of(out))
-            elif isinstance(out, EventRejected):
-                outputs.append(self.dead_letter(msg, out.reason, out.detail))
+        """The outputs of a partition's folded inputs (``tables.hot.batch.fold_batch``'s, each
+        naming its input by index) into ``outputs``: status changes, poll requests and
+        deletions keyed and partitioned like their input, links and failover outcomes with
+        their own key, refusals and expired holds as dead letters."""
+        topics, stats, tally = self.topics, self.stats, self.metrics.status_changes
+        same_key = {
+            STATUS_CHANGE: topics.status_changes,
+            POLL_REQUEST: topics.poll_requests,
+            RECORD_DELETED: topics.record_deletions,
+        }
+        own_key = {PROVIDER_ID_LINK: topics.provider_ids, FAILOVER_OUTCOME: topics.commands}
+        for index, kind, key, payload, status in emitted:
+            msg = records[index]
+            topic = same_key.get(kind)
+            if topic is not None:
+                outputs.append(Output(topic, msg.key, payload, msg.partition))
+                if kind == STATUS_CHANGE:
+                    stats.status_changes += 1
+                    tally[status] += 1
+                elif kind == POLL_REQUEST:
+                    stats.poll_requests += 1
+                else:
+                    stats.deletions += 1
+            elif kind in own_key:
+                outputs.append(Output(own_key[kind], key, payload))
+            elif kind == FAILOVER_REQUEST:
+                outputs.append(Output(topics.failover_requests, msg.key, payload))
+            elif kind == HELD_LETTER:  # a held command that expired unmatched
+                outputs.append(self.letter_of(payload))
+            elif kind == REJECTED:
+                outputs.append(self.dead_letter(msg, *payload))
+            else:  # REFUSED: the input's work raised
+                outputs.append(self.refused_as(msg, *payload))
 
     def correlation_outputs(
         self,
@@ -168,20 +168,19 @@ class Router:
     # --- dead letters -----------------------------------------------------------------------
 
     def refused(self, msg: Input, exc: Exception) -> Output:
-        reason, detail = refusal(exc)
+        return self.refused_as(msg, *refusal(exc))
+
+    def refused_as(self, msg: Input, reason: str, detail: str) -> Output:
+        """The dead letter of an input whose work raised (``detail``: for a processing error,
+        its traceback), counted and logged (masked when personal data is protected)."""
         self.metrics.input_refused(msg.topic, reason)
-        if reason == "processing-error" and self.settings.pii.protects_plain:
-            # The traceback (in detail) with phone numbers masked, not the exception as is.
+        if reason == "processing-error":
             log.error(
                 "processing failed on %s@%s:%s: %s",
                 msg.topic,
                 msg.partition,
                 msg.offset,
-                mask_phone_text(detail),
-            )
-        elif reason == "processing-error":
-            log.error(
-                "processing failed on %s@%s:%s", msg.topic, msg.partition, msg.offset, exc_info=exc
+                mask_phone_text(detail) if self.settings.pii.protects_plain else detail,
             )
         return self.dead_letter(msg, reason, detail)
 

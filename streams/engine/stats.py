@@ -47,6 +47,8 @@ def gc_paused(limit_s: float | None = None) -> Iterator[None]:
 class EngineStats:
     events: int = 0
     applied: int = 0
+    hot: int = 0
+    """Fold inputs the hot path folded (``tables.hot``); the rest took the models' path."""
     status_changes: int = 0
     dead_letters: int = 0
     batches: int = 0

@@ -56,6 +56,8 @@ from deliverytrack.tables.aggregates import (
 )
 from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
+from deliverytrack.tables.facts import RecordFacts
+from deliverytrack.tables.hot.codec import HotRecord, load_record, to_model
 from deliverytrack.tables.retention import expiry_index_change, marker_index_change
 
 EXPIRY = b"e"
@@ -74,6 +76,9 @@ UPDATED = b"u"
 HELD = b"h"
 
 CorrelationChange = tuple[CorrelationState | None, CorrelationState | None, bytes | None]
+Record = HotRecord | TrackingRecord
+"""A record as the fold holds it: its JSON dict (the hot path) or its model."""
+RecordChange = tuple[Record | None, Record | None, bytes | None]
 _META_POSITION = META + b"position"
 _META_DERIVED = META + b"derived"
 DERIVED_VERSION = b"1"
@@ -109,6 +114,12 @@ def _move(batch: WriteBatch, index: bytes, removed: bytes | None, added: bytes |
         batch.put(index + added, b"")
 
 
+def _facts(record: Record | None) -> RecordFacts | None:
+    if record is None or type(record) is not HotRecord:
+        return record  # type: ignore[return-value]  # a TrackingRecord or None
+    return record.facts()
+
+
 def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
     if raw is None:
         batch.delete(key)
@@ -117,10 +128,11 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
 
 
 class PartitionStore:
-    """``cache_size``: how many records to keep decoded in memory. The cache is written
-    through by :meth:`write`, the only way records change, after RocksDB took the batch; records
-    are frozen and the fold never changes the ones it is given, so a cached record is always
-    the stored one. Evicted oldest-written first."""
+    """``cache_size``: how many records to keep decoded in memory (as the fold holds them:
+    ``HotRecord`` or ``TrackingRecord``). The cache is written through by :meth:`write`, the
+    only way records change, after RocksDB took the batch; records are never changed in place
+    and the fold never changes the ones it is given, so a cached record is always the stored
+    one. Evicted oldest-written first."""
 
     def __init__(self, path: Path, cache_size: int = 0, memory: RocksMemory | None = None) -> None:
         """``memory``: the block cache and write buffers the worker's stores share (bounded
@@ -134,7 +146,7 @@ class PartitionStore:
         self._db = Rdict(str(path), options)
         self.closed = False
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, TrackingRecord] = OrderedDict()
+        self._cache: OrderedDict[str, Record] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
@@ -188,6 +200,14 @@ class PartitionStore:
         return self._get(RECORD + message_id.encode())
 
     def get(self, message_id: str) -> TrackingRecord | None:
+        """The record as its model (queries, timers)."""
+        record = self.get_for_fold(message_id)
+        return to_model(record) if type(record) is HotRecord else record  # type: ignore[return-value]
+
+    def get_for_fold(self, message_id: str) -> Record | None:
+        """The record as the fold reads it: a ``HotRecord`` when its stored JSON is exactly
+        what the hot path would write (``tables.hot.codec.load_record``), else its model;
+        raises if it does not decode."""
         cached = self._cache.get(message_id)
         if cached is not None:
             self.cache_hits += 1
@@ -196,11 +216,11 @@ class PartitionStore:
         if raw is None:
             return None
         self.cache_misses += 1
-        record = decode_record(raw)
+        record: Record = load_record(raw) or decode_record(raw)
         self._remember(message_id, record)
         return record
 
-    def _remember(self, message_id: str, record: TrackingRecord | None) -> None:
+    def _remember(self, message_id: str, record: Record | None) -> None:
         cache = self._cache
         cache.pop(message_id, None)
         if record is None or not self.cache_size:
@@ -340,7 +360,7 @@ class PartitionStore:
 
     def write(
         self,
-        changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]],
+        changes: Mapping[str, RecordChange],
         position: Position,
         correlations: Mapping[str, CorrelationChange] | None = None,
         markers: Mapping[str, MarkerChange] | None = None,
@@ -350,16 +370,18 @@ class PartitionStore:
         new_json)}`` and the new position atomically. A record change with ``new`` None
         deletes the record (and its index entries)."""
         batch = WriteBatch(raw_mode=True)
-        self._expiries(batch, changes, markers or {})
+        facts = {mid: (_facts(old), _facts(new)) for mid, (old, new, _) in changes.items()}
+        self._expiries(batch, facts, markers or {})
         for provider_key, (old_state, new_state, raw) in (correlations or {}).items():
             key = CORRELATION + provider_key.encode()
             _put_or_delete(batch, key, None if new_state is None else raw)
             _move(batch, HOLD, *hold_index_change(old_state, new_state))
-        for message_id, (old, new, raw) in changes.items():
+        for message_id, (_, new, raw) in changes.items():
             key = RECORD + message_id.encode()
             _put_or_delete(batch, key, None if new is None else raw)
-            _move(batch, DUE, *due_index_change(old, new))
-        self._derived(batch, {mid: (old, new) for mid, (old, new, _) in changes.items()})
+        for old_facts, new_facts in facts.values():
+            _move(batch, DUE, *due_index_change(old_facts, new_facts))
+        self._derived(batch, facts)
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
         for message_id, (_, new, _) in changes.items():
@@ -368,7 +390,7 @@ class PartitionStore:
     def _derived(
         self,
         batch: WriteBatch,
-        changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None]],
+        changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
     ) -> None:
         """Aggregate rows and secondary index entries for ``changes``, into ``batch``."""
         for old, new in changes.values():
@@ -390,11 +412,11 @@ class PartitionStore:
     def _expiries(
         self,
         batch: WriteBatch,
-        changes: Mapping[str, tuple[TrackingRecord | None, TrackingRecord | None, bytes | None]],
+        changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
         markers: Mapping[str, MarkerChange],
     ) -> None:
         """Expiry-index entries of the records, and the deletion markers with theirs."""
-        for old, new, _ in changes.values():
+        for old, new in changes.values():
             _move(batch, EXPIRY, *expiry_index_change(old, new))
         for message_id, (old_marker, new_marker, raw) in markers.items():
             key = MARKER + message_id.encode()

@@ -14,13 +14,11 @@ Records in a batch are :class:`~deliverytrack.tables.hot.codec.HotRecord`s, or
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from deliverytrack.models.codec import (
-    DecodeError,
     Marker,
     decode_command,
     decode_correlated_report,
@@ -63,6 +61,7 @@ from deliverytrack.tables.hot.fold import (
     STATUS_CHANGE,
     HotFold,
 )
+from deliverytrack.tables.refusals import Refused, check_size, refusal
 
 Record = HotRecord | TrackingRecord
 
@@ -91,13 +90,6 @@ Change = tuple[Record | None, Record | None, bytes | None]
 MarkerChange = tuple[Marker | None, Marker | None, bytes | None]
 
 
-class Refusal(Exception):  # noqa: N818 - one input refused, not an error of the worker
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass(frozen=True, slots=True)
 class FoldInput:
     kind: str
@@ -122,12 +114,6 @@ class BatchResult:
     applied: int = 0
     hot: int = 0
     """Inputs the hot path folded (the rest took the pydantic path or were refused)."""
-
-
-def check_size(value: bytes | None, limit: int, reason: str, what: str) -> None:
-    """``streams.boundary.check_size``."""
-    if value is not None and len(value) > limit:
-        raise Refusal(reason, f"{what} is {len(value):,} bytes, more than the limit {limit:,}")
 
 
 class _Batch:
@@ -232,7 +218,7 @@ def fold_batch(
         except fatal:
             raise
         except Exception as exc:  # one input's failure: park it, keep going
-            outputs.append((index, REFUSED, None, _refusal(exc), None))
+            outputs.append((index, REFUSED, None, refusal(exc), None))
             continue
         _keep(batch, result, step)
     _finish(batch, result)
@@ -265,15 +251,9 @@ def _finish(batch: _Batch, result: BatchResult) -> None:
             result.markers[message_id] = (batch.marks_before[message_id], mark, raw)
 
 
-def _refusal(exc: Exception) -> tuple[str, str]:
-    if isinstance(exc, Refusal | DecodeError):
-        return exc.reason, exc.detail
-    return "processing-error", "".join(traceback.format_exception(exc))
-
-
 def _check_key(key: bytes | None, message_id: str) -> None:
     if key is None or key != message_id.encode() or message_id.startswith("\x00"):
-        raise Refusal(
+        raise Refused(
             "wrong-key", f"the Kafka key must be the messageId {message_id!r}, got {key!r}"
         )
 

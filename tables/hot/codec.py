@@ -34,6 +34,7 @@ from deliverytrack.models.events import (
 from deliverytrack.models.policy import ApiFailoverPolicy, FoldPolicy, PiiPolicy, PollingPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
 from deliverytrack.models.retention import RetentionPolicy
+from deliverytrack.tables.hot.facts import HotFacts
 from deliverytrack.tables.hot.schema import BAD, ModelSpec, compile_model, digest
 
 SEND: Final = "send"
@@ -90,11 +91,19 @@ class HotRecord:
     """A tracking record as its canonical JSON dict and the bytes ``encode_record`` writes
     for it. Never changed in place: the fold builds new ones (as it does with models)."""
 
-    __slots__ = ("data", "json")
+    __slots__ = ("data", "json", "_facts")
 
     def __init__(self, data: dict[str, Any], json: bytes) -> None:
         self.data = data
         self.json = json
+        self._facts: HotFacts | None = None
+
+    def facts(self) -> HotFacts:
+        """What the store's derived data reads of the record (parsed on first use)."""
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = HotFacts(self.data)
+        return facts
 
     def __repr__(self) -> str:
         return f"HotRecord({self.json!r})"

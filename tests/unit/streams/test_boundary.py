@@ -43,13 +43,14 @@ from deliverytrack.models.codec import (
 from deliverytrack.models.events import DeadLetter
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.boundary import MAX_KEY_BYTES, Source, dead_letter
-from deliverytrack.streams.engine import batch as engine_module
 from deliverytrack.streams.engine.changelog import CORRELATION_PREFIX, MARKER_PREFIX, restore_one
 from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.engine.routing import Output
 from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.deletion import fold_marked
-from tests.factories import T0
+from deliverytrack.tables.hot import batch as hot_batch_module
+from deliverytrack.tables.hot.fold import HotFold
+from tests.factories import T0, as_model
 
 KEEP = 1_024
 
@@ -287,7 +288,7 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
         for _, after, raw in changes.values():
             assert (raw is None) == (after is None)
             if raw is not None:
-                assert decode_record(raw) == after
+                assert decode_record(raw) == as_model(after)
         for _, (_, mark, raw) in markers.items():
             assert (raw is None) == (mark is None)
             if raw is not None:
@@ -295,7 +296,7 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
         store.write(changes, Position(), None, markers)
         store._cache.clear()
         for mid, (_, after, _) in changes.items():
-            assert store.get(mid) == after
+            assert store.get(mid) == as_model(after)
         for mid, (_, mark, _) in markers.items():
             assert store.get_marker(mid) == mark
         # The changelog restore path reads the same values back.
@@ -303,8 +304,8 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
         for offset, (mid, (_, _, raw)) in enumerate(changes.items()):
             msg = ConsumerRecord("cl", 0, offset, 0, 1, mid.encode(), raw, None, 0, 0, ())
             restore_one(msg, store, Position(), restored, {}, {})  # type: ignore[arg-type]
-        assert {mid: change[1] for mid, change in restored.items()} == {
-            mid: change[1] for mid, change in changes.items()
+        assert {mid: as_model(change[1]) for mid, change in restored.items()} == {
+            mid: as_model(change[1]) for mid, change in changes.items()
         }
         for mid, (_, _, raw) in markers.items():
             msg = ConsumerRecord(
@@ -344,6 +345,10 @@ def test_a_failing_input_leaves_nothing_behind(
     """The batch with an input that fails after its fold ran is the batch without that input,
     plus one dead letter: nothing of the failed input's work is kept."""
     poisoned = pick % len(inputs)
+    kind, key, value = inputs[poisoned]
+    if value is not None and len(value) > 1:
+        value = bytes(bytearray(value))  # its own object: the one input the wrappers poison
+    inputs = [*inputs[:poisoned], (kind, key, value), *inputs[poisoned + 1 :]]
     with engine_on_store() as (engine, _):
         kept = [item for n, item in enumerate(inputs) if n != poisoned]
         clean_out: list[Output] = []
@@ -355,13 +360,31 @@ def test_a_failing_input_leaves_nothing_behind(
             raise RuntimeError("boom")
         return result
 
-    with (
-        engine_on_store() as (engine, _),
-        patch.object(engine_module, "fold_marked", fold_then_fail),
-    ):
-        out: list[Output] = []
-        dirty = engine.batch.fold(engine.store(0), consumed(engine, inputs), out, {})
-    assert {m: c[1] for m, c in dirty.items()} == {m: c[1] for m, c in clean.items()}
+    with engine_on_store() as (engine, _):
+        # The poisoned input fails after its fold ran, on the hot path or on the models'.
+        hot = engine.batch.hot
+        decoded: list[Any] = []
+
+        def decode(kind: str, raw: bytes | None) -> Any:
+            event = HotFold.decode(hot, kind, raw)
+            if raw is value and event is not None:
+                decoded.append(event)
+            return event
+
+        def hot_fold_then_fail(record: Any, kind: str, event: Any) -> Any:
+            step = HotFold.fold(hot, record, kind, event)
+            if any(event is poisoned_event for poisoned_event in decoded):
+                raise RuntimeError("boom")
+            return step
+
+        with (
+            patch.object(hot_batch_module, "fold_marked", fold_then_fail),
+            patch.object(hot, "decode", decode),
+            patch.object(hot, "fold", hot_fold_then_fail),
+        ):
+            out: list[Output] = []
+            dirty = engine.batch.fold(engine.store(0), consumed(engine, inputs), out, {})
+    assert {m: c[2] for m, c in dirty.items()} == {m: c[2] for m, c in clean.items()}
     assert len(out) == len(clean_out) + 1
     assert [o.topic for o in out].count(engine.topics.dead_letters) == 1 + [
         o.topic for o in clean_out

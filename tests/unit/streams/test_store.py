@@ -17,7 +17,8 @@ from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.engine.stats import gc_paused
 from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
-from tests.factories import T0, send_recorded_factory, update_status_factory
+from deliverytrack.tables.hot.codec import HotRecord, to_model
+from tests.factories import T0, as_model, send_recorded_factory, update_status_factory
 
 
 def fill(store: PartitionStore, count: int) -> None:
@@ -105,22 +106,25 @@ def test_the_record_cache_is_written_through_and_bounded(tmp_path: Path) -> None
     # Only the 5 written last are kept; the others are decoded from RocksDB when read.
     kept = store.get("m-0009")
     assert kept is not None and store.cache_hits == 1 and store.cache_misses == 0
-    first = store.get("m-0000")
+    first = store.get_for_fold("m-0000")
     assert first is not None and store.cache_misses == 1
-    assert store.get("m-0000") is first and store.cache_hits == 2
+    assert store.get_for_fold("m-0000") is first and store.cache_hits == 2
+    # Read back as the hot path holds it (its JSON dict), as a model for everyone else.
+    assert isinstance(first, HotRecord) and store.get("m-0000") == to_model(first)
     # A write replaces the cached record; a delete removes it (the cache never answers for a
     # record RocksDB does not have).
-    new, _ = fold(first, update_status_factory(TrackingStatus.DELIVERED, "m-0000"))
+    model = to_model(first)
+    new, _ = fold(model, update_status_factory(TrackingStatus.DELIVERED, "m-0000"))
     assert new is not None
     store.write({"m-0000": (first, new, encode_record(new))}, Position())
-    assert store.get("m-0000") is new
+    assert store.get_for_fold("m-0000") is new and store.get("m-0000") is new
     store.write({"m-0000": (new, None, None)}, Position())
     assert store.get("m-0000") is None
     assert len(store._cache) <= 5
     # Whatever the cache holds equals what RocksDB holds.
     for message_id, record in store._cache.items():
         raw = store.get_raw(message_id)
-        assert raw is not None and decode_record(raw) == record
+        assert raw is not None and decode_record(raw) == as_model(record)
     store.close()
     reopened = PartitionStore(tmp_path / "p0.db", cache_size=5)
     assert reopened.get("m-0000") is None and reopened.get("m-0009") == kept

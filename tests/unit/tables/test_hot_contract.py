@@ -108,7 +108,7 @@ MIRRORED = (
     model_codec.parse_json_object,
     model_codec.upcast,
 )
-MIRRORED_DIGEST = "7b3d0e47bacf4b6f"
+MIRRORED_DIGEST = "65ffb61c3dde7157"
 """Digest of the syntax trees of ``MIRRORED`` when ``tables/hot`` was last checked against them."""
 
 
