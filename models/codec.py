@@ -175,12 +175,15 @@ def encode_status_changed(event: StatusChanged, record_json: bytes | None = None
     """Like :func:`encode`, but ``previousStatus`` is always present (null for the first).
 
     The record, the field that comes last, is spliced in as ``record_json`` when the caller
-    has it already (the engine encodes it once for the status change and the changelog)."""
+    has it already (the engine encodes it once for the status change and the changelog). A
+    slim status change (``changes`` instead of the record) is written as it is."""
     head: bytes = event.__pydantic_serializer__.to_json(
         event, by_alias=True, exclude_none=True, exclude=_RECORD_FIELD
     )
     if event.previous_status is None:
         head = head.replace(b',"status":', b',"previousStatus":null,"status":', 1)
+    if event.record is None:
+        return head
     if record_json is None:
         record_json = encode_record(event.record)
     return b"".join((head[:-1], b',"record":', record_json, b"}"))

@@ -6,9 +6,9 @@ several kinds of event discriminate on ``eventType`` (``type`` is the message ty
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, Strict, field_validator, model_validator
+from pydantic import ConfigDict, Field, Strict, field_validator, model_validator
 
 from deliverytrack.models.common import (
     DerivedId,
@@ -27,7 +27,12 @@ from deliverytrack.models.enums import (
     TrackingStatus,
 )
 from deliverytrack.models.outbound import WebhookEndpoint
-from deliverytrack.models.records import RetentionClass, TrackingRecord
+from deliverytrack.models.records import (
+    CHANGES_FIELDS,
+    ChangesJsonSchema,
+    RetentionClass,
+    TrackingRecord,
+)
 from deliverytrack.models.retention import DeletionReason
 
 SCHEMA_VERSION = 1
@@ -381,8 +386,20 @@ class FailoverRequested(Frozen):
 # --- deliverytrack.status-changes (key: messageId) -----------------------------------------------
 
 
+RecordChanges = Annotated[JsonObject, ChangesJsonSchema()]
+"""A status change's ``changes`` (``models.records.ChangesJsonSchema`` says what it holds)."""
+
+
 class StatusChanged(Frozen):
-    """One applied transition. ``eventId`` is ``<messageId>:<sequence>``, stable across replays."""
+    """One applied transition. ``eventId`` is ``<messageId>:<sequence>``, stable across replays.
+
+    It carries either the whole ``record`` after the transition (the default,
+    ``DELIVERYTRACK_STATUS_CHANGE_RECORD=full``) or only its ``changes``
+    (``DELIVERYTRACK_STATUS_CHANGE_RECORD=changes``), never both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["record"]}, {"required": ["changes"]}]}
+    )
 
     event_id: DerivedId
     schema_version: SchemaVersion = SCHEMA_VERSION
@@ -394,12 +411,35 @@ class StatusChanged(Frozen):
     source: StatusSource
     changed_at: UtcDatetime
     caused_by: str = Field(description="eventId of the input event that caused the transition")
-    record: TrackingRecord
+    record: TrackingRecord | None = Field(
+        default=None,
+        description="The whole record after the transition (DELIVERYTRACK_STATUS_CHANGE_RECORD"
+        "=full, the default)",
+    )
+    changes: RecordChanges | None = Field(
+        default=None,
+        description="Instead of record (DELIVERYTRACK_STATUS_CHANGE_RECORD=changes): the "
+        "record's fields this transition changed, with their new values (null: the field was "
+        "removed), plus providerId, type and (when the message has endpoints of its own) "
+        "webhooks, always; statusHistory and processedEventIds are left out. A record's first "
+        "status change has all its fields",
+    )
+
+    @field_validator("changes")
+    @classmethod
+    def _changes_are_record_fields(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            unknown = sorted(set(value) - CHANGES_FIELDS)
+            if unknown:
+                raise ValueError(f"not a field a status change's changes may hold: {unknown}")
+        return value
 
     @model_validator(mode="after")
     def _ids_agree(self) -> StatusChanged:
         if self.event_id != f"{self.message_id}:{self.sequence}":
             raise ValueError("eventId must be '<messageId>:<sequence>'")
+        if (self.record is None) == (self.changes is None):
+            raise ValueError("a status change carries exactly one of record and changes")
         return self
 
 

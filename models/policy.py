@@ -35,6 +35,11 @@ class ApiFailoverPolicy(BaseModel):
 
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
+StatusChangeRecord = Literal["full", "changes"]
+"""What a status change carries (``DELIVERYTRACK_STATUS_CHANGE_RECORD``): ``full``, the whole
+record after the transition (``record``); ``changes``, only what the transition changed in it
+(``changes``; ``models.records.ChangesJsonSchema``)."""
+
 WebhookRawMode = Literal["masked", "none", "full"]
 """What provider reports keep of ``raw`` (``DELIVERYTRACK_WEBHOOK_RAW``): ``masked`` (phone
 numbers masked when personal data is protected), ``none`` (dropped), ``full`` (as received)."""
@@ -151,6 +156,8 @@ class FoldPolicy(BaseModel):
     """Record labels and deletion deadlines."""
     command_hold_ms: int = Field(default=3_600_000, ge=0)
     """How long a command for a messageId with no record yet waits for its send result."""
+    status_change_record: StatusChangeRecord = "full"
+    """What the status changes the fold emits carry: the whole record, or its changes."""
 
 
 DEFAULT_POLICY = FoldPolicy()

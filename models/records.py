@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Final, Literal
 
-from pydantic import Field
+from pydantic import Field, GetJsonSchemaHandler
 
 from deliverytrack.models.common import ErrorInfo, Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import MessageType, StatusSource, TrackingStatus
@@ -85,3 +85,45 @@ class TrackingRecord(Frozen):
     processed_event_ids: tuple[str, ...] = Field(
         default=(), description="Recent input eventIds applied to this record (duplicate guard)"
     )
+
+
+RECORD_FIELDS: Final = tuple(
+    info.alias or name for name, info in TrackingRecord.model_fields.items()
+)
+"""The record's JSON field names, in the order it is written."""
+CHANGES_LEFT_OUT: Final = frozenset({"statusHistory", "processedEventIds"})
+"""Never in a status change's ``changes``: the envelope is the transition (status, source,
+changedAt, causedBy), the input eventIds are the fold's bookkeeping."""
+CHANGES_CARRIED: Final = ("providerId", "type", "webhooks")
+"""In every status change's ``changes``, changed or not (``webhooks`` when the message has
+endpoints of its own): what a consumer needs to route one change without the record (the
+outbound-webhook dispatcher posts to the message's own endpoints and names its provider; the
+dashboard shows provider and type). None of them changes after the send result."""
+CHANGES_FIELDS: Final = frozenset(RECORD_FIELDS) - CHANGES_LEFT_OUT
+
+
+class ChangesJsonSchema:
+    """The JSON Schema of a status change's ``changes``: the record's properties (but
+    ``statusHistory`` and ``processedEventIds``), each as in the record or null (removed) when
+    the record may leave it out, none required but those every change has."""
+
+    def __repr__(self) -> str:
+        return "ChangesJsonSchema()"  # stable: tables.hot's digest of the models reads it
+
+    def __get_pydantic_json_schema__(self, core: Any, handler: GetJsonSchemaHandler) -> Any:
+        record = handler.resolve_ref_schema(handler(TrackingRecord.__pydantic_core_schema__))
+        always = set(record.get("required", ()))
+        properties = {}
+        for name, schema in record["properties"].items():
+            if name in CHANGES_LEFT_OUT:
+                continue
+            nullable = {"type": "null"} in schema.get("anyOf", ())
+            properties[name] = (
+                schema if name in always or nullable else {"anyOf": [schema, {"type": "null"}]}
+            )
+        return {
+            "type": "object",
+            "properties": properties,
+            "required": ["providerId", "type", "status", "sequence"],
+            "additionalProperties": False,
+        }

@@ -23,6 +23,7 @@ from deliverytrack.models.policy import (
     FoldPolicy,
     PiiPolicy,
     PollingPolicy,
+    StatusChangeRecord,
     WebhookRawMode,
 )
 from deliverytrack.models.retention import RetentionPolicy
@@ -293,6 +294,13 @@ class Settings(BaseSettings):
         "result (producers that pipeline sends and commands) before it is dead-lettered as "
         "unknown-message; 0 dead-letters it at once",
     )
+    status_change_record: StatusChangeRecord = Field(
+        default="full",
+        description="What each status change carries: full (the whole record after the "
+        "transition, as `record`) or changes (only the record's fields the transition changed, "
+        "plus providerId, type and the message's own webhooks, as `changes`): smaller, for "
+        "consumers that need only the transition",
+    )
     max_input_bytes: int = Field(
         default=1_048_576,
         ge=1_024,
@@ -440,13 +448,14 @@ class Settings(BaseSettings):
     @property
     def fold_policy(self) -> FoldPolicy:
         """What the fold is configured with: polling rules, API failover, personal data,
-        retention and the command hold."""
+        retention, the command hold and what a status change carries."""
         return FoldPolicy(
             polling=self.polling,
             api_failover=self.api_failover,
             pii=self.pii,
             retention=self.retention,
             command_hold_ms=self.command_hold_ms,
+            status_change_record=self.status_change_record,
         )
 
     @property

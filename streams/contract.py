@@ -197,7 +197,7 @@ def topic_schema(topic: PublicTopic) -> dict[str, Any]:
         "title": topic_name(topic),
         "description": _description(topic),
     }
-    if "oneOf" in root:
+    if "discriminator" in root:  # several events (one model may have a oneOf of its own)
         discriminator = root["discriminator"]["propertyName"]
         for ref in root["discriminator"]["mapping"].values():
             _require(defs[ref.removeprefix("#/$defs/")], discriminator)
@@ -217,7 +217,7 @@ def _require(model: dict[str, Any], name: str) -> None:
 
 def event_names(schema: dict[str, Any]) -> dict[str, str]:
     """eventType -> the ``$defs`` entry of that event in a topic schema."""
-    if "oneOf" in schema:
+    if "discriminator" in schema:
         mapping: dict[str, str] = schema["discriminator"]["mapping"]
         return {event: ref.removeprefix("#/$defs/") for event, ref in mapping.items()}
     name = schema["$ref"].removeprefix("#/$defs/")

@@ -44,6 +44,7 @@ from deliverytrack.models.events import (
 )
 from deliverytrack.models.policy import DEFAULT_POLICY, FoldPolicy
 from deliverytrack.models.records import StatusHistoryEntry, TrackingRecord
+from deliverytrack.tables.changes import record_changes
 from deliverytrack.tables.due_index import effective_due, epoch_ms
 from deliverytrack.tables.failover import outcome_of_fallback, record_outcome, request_failover
 from deliverytrack.tables.pii import plain_to, protect_send, redact_record_raw
@@ -103,6 +104,10 @@ def fold(
     ):
         new, requests = request_failover(new, policy.api_failover, new.status_updated_at)
         emitted = (*emitted, *requests)
+    if policy.status_change_record == "changes":
+        emitted = tuple(
+            _slim(out, record) if isinstance(out, StatusChanged) else out for out in emitted
+        )
     return new, emitted
 
 
@@ -612,6 +617,21 @@ def _status_changed(
         caused_by=entry.event_id,
         record=record,
     )
+
+
+def _slim(change: StatusChanged, before: TrackingRecord | None) -> StatusChanged:
+    """``change`` with what its transition changed in the record (``before`` it, the record
+    the input found) instead of the record: ``DELIVERYTRACK_STATUS_CHANGE_RECORD=changes``."""
+    if change.record is None:
+        return change
+    after = _json_of(change.record)
+    changes = record_changes(None if before is None else _json_of(before), after)
+    return change.model_copy(update={"record": None, "changes": changes})
+
+
+def _json_of(record: TrackingRecord) -> dict[str, Any]:
+    """The record's JSON values (what ``encode_record`` writes, as Python values)."""
+    return record.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _remember(record: TrackingRecord, event_id: str) -> tuple[str, ...]:

@@ -49,9 +49,20 @@ def event_type_for(status: str) -> str:
     return f"message.{status.lower()}"
 
 
+def _record_part(change: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What a status change carries of its record: the whole ``record``, or its ``changes``
+    (``DELIVERYTRACK_STATUS_CHANGE_RECORD=changes``), which always hold ``providerId`` and the
+    message's own ``webhooks``."""
+    part = change.get("record")
+    if part is None:
+        part = change.get("changes")
+    return part or {}
+
+
 def payload_for(change: Mapping[str, Any], event_type: str) -> dict[str, Any]:
-    """k-msg's webhook Event shape around a StatusChanged."""
-    record = change.get("record") or {}
+    """k-msg's webhook Event shape around a StatusChanged (``data``: as published, with the
+    record or with its changes)."""
+    record = _record_part(change)
     return {
         "id": change["eventId"],
         "type": event_type,
@@ -67,7 +78,8 @@ def payload_for(change: Mapping[str, Any], event_type: str) -> dict[str, Any]:
 
 def check_change(change: Any) -> Mapping[str, Any]:
     """``change`` if it has what a delivery needs: ``eventId``, ``messageId`` and ``changedAt``
-    strings, a known ``status`` and, if present, a ``record`` object; else ``ValueError``."""
+    strings, a known ``status`` and, if present, a ``record`` or ``changes`` object; else
+    ``ValueError``."""
     if not isinstance(change, Mapping):
         raise ValueError(f"a status change must be a JSON object, not {type(change).__name__}")
     for name in ("eventId", "messageId", "changedAt"):
@@ -76,16 +88,18 @@ def check_change(change: Any) -> Mapping[str, Any]:
             raise ValueError(f"a status change needs a non-empty string {name!r}")
     if change.get("status") not in _STATUSES:
         raise ValueError(f"unknown status {str(change.get('status'))[:80]!r}")
-    if not isinstance(change.get("record") or {}, Mapping):
-        raise ValueError("'record' must be a JSON object")
+    for name in ("record", "changes"):
+        if not isinstance(change.get(name) or {}, Mapping):
+            raise ValueError(f"{name!r} must be a JSON object")
     return change
 
 
 def own_endpoints(change: Mapping[str, Any]) -> tuple[list[WebhookEndpoint], list[str]]:
-    """The message's own endpoints (its record's ``webhooks``) that are valid, and why each of
-    the others is not (a record written before an endpoint rule was tightened may hold one:
-    the valid endpoints still get their deliveries)."""
-    webhooks = (check_change(change).get("record") or {}).get("webhooks") or []
+    """The message's own endpoints (its record's ``webhooks``, which a slim status change
+    carries in ``changes``) that are valid, and why each of the others is not (a record written
+    before an endpoint rule was tightened may hold one: the valid endpoints still get their
+    deliveries)."""
+    webhooks = _record_part(check_change(change)).get("webhooks") or []
     if not isinstance(webhooks, list):
         raise ValueError("'record.webhooks' must be a list")
     valid: list[WebhookEndpoint] = []

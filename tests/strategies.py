@@ -89,6 +89,13 @@ POLICIES: dict[str, FoldPolicy] = {
         pii=PiiPolicy(enabled=True, store_plain=True, active_kid="k1", hash_keys={"k1": "h"})
     ),
 }
+STATUS_CHANGE_RECORDS = ("full", "changes")
+"""``FoldPolicy.status_change_record``: status changes with the record, or with its changes."""
+
+
+def with_status_change_record(policy: FoldPolicy, mode: str) -> FoldPolicy:
+    return policy.model_copy(update={"status_change_record": mode})
+
 
 times = st.integers(min_value=0, max_value=12).map(lambda i: T0 + timedelta(seconds=30 * i))
 event_ids = st.integers(min_value=0, max_value=15).map(lambda i: f"e-{i}")

@@ -444,6 +444,8 @@ class DeliveryTracker:
                 "record": change.record,
             },
         }
+        if change.changes is not None:  # DELIVERYTRACK_STATUS_CHANGE_RECORD=changes: no record
+            event["data"]["changes"] = change.changes
         if change.previous_status is None:
             self.emit("tracking:started", event)
         else:

@@ -26,9 +26,11 @@ def add_to(commands: Any, settings_of: Callable[[dict[str, Any]], Settings]) -> 
 
 
 def format_change(change: StatusChanged, as_json: bool = False) -> str:
-    """One line of ``tail``: JSON without the record, or time, id, transition, source."""
+    """One line of ``tail``: JSON without the record (a slim change's ``changes`` are kept),
+    or time, id, transition, source."""
     if as_json:
-        data = change.model_dump(mode="json", by_alias=True, exclude={"record"})
+        left_out = {"record"} if change.changes is not None else {"record", "changes"}
+        data = change.model_dump(mode="json", by_alias=True, exclude=left_out)
         return orjson.dumps(data).decode()
     previous = change.previous_status.value if change.previous_status else "-"
     return (

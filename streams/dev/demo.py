@@ -78,12 +78,17 @@ class Tally:
     changes: int = 0
 
     def apply(self, change: dict[str, Any]) -> None:
+        """A status change with its record, or with the record's changes (then merged into
+        what earlier changes of the message told)."""
         self.changes += 1
-        record = change["record"]
         current = self.records.get(change["messageId"])
+        record = change.get("record")
+        if record is None:  # DELIVERYTRACK_STATUS_CHANGE_RECORD=changes
+            record = {**(current or {}), **change["changes"]}
+            record = {key: value for key, value in record.items() if value is not None}
         if current is None or record["sequence"] >= current["sequence"]:
             self.records[change["messageId"]] = record
-        if change["status"] == "DELIVERED":
+        if change["status"] == "DELIVERED" and "requestedAt" in record:
             requested = datetime.fromisoformat(record["requestedAt"])
             scheduled = record.get("scheduledAt")
             start = datetime.fromisoformat(scheduled) if scheduled else requested

@@ -79,6 +79,8 @@ def _parsed(value: bytes | None) -> dict[str, Any]:
 def _change(key: bytes | None, value: bytes | None) -> dict[str, Any]:
     event = _parsed(value)
     record = event.get("record")
+    if record is None:
+        record = event.get("changes")  # a slim status change: providerId and type are in it
     if not isinstance(record, dict):
         record = {}
     return {

@@ -318,11 +318,14 @@ def _encode_emitted(index: int, emitted: Sequence[Any], step: _Step, limits: Lim
     encoded: tuple[TrackingRecord, bytes] | None = None
     for out in emitted:
         if isinstance(out, StatusChanged):
-            record_json = encode_record(out.record)
-            check_size(record_json, limit, "record-too-large", "the record")
-            encoded = (out.record, record_json)
-            value = encode_status_changed(out, record_json)
-            outputs.append((index, STATUS_CHANGE, None, value, out.record.status.value))
+            if out.record is None:  # slim: changes instead of the record
+                value = encode_status_changed(out)
+            else:
+                record_json = encode_record(out.record)
+                check_size(record_json, limit, "record-too-large", "the record")
+                encoded = (out.record, record_json)
+                value = encode_status_changed(out, record_json)
+            outputs.append((index, STATUS_CHANGE, None, value, out.status.value))
         elif isinstance(out, PollRequested):
             outputs.append((index, POLL_REQUEST, None, encode(out), None))
         elif isinstance(out, FailoverRequested):

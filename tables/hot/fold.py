@@ -29,6 +29,7 @@ from deliverytrack.models.enums import POLLABLE_STATUSES, TrackingStatus
 from deliverytrack.models.events import PollRequested
 from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.records import RetentionClass
+from deliverytrack.tables.changes import record_changes
 from deliverytrack.tables.due_index import epoch_ms
 from deliverytrack.tables.fold import (
     MISSING_PROVIDER_MESSAGE_ID,
@@ -123,6 +124,7 @@ class _Policy:
         "default_class",
         "retention_days",
         "retention_enabled",
+        "slim",
     )
 
     def __init__(self, policy: FoldPolicy) -> None:
@@ -144,6 +146,7 @@ class _Policy:
             for name in ("opsLogs", "telecomMetadata", "billingEvidence")
         }
         self.retention_enabled = retention.enabled
+        self.slim = policy.status_change_record == "changes"
 
 
 Handler = Callable[[_Policy, HotRecord, dict[str, Any]], HotStep]
@@ -254,14 +257,15 @@ def _record_send(p: _Policy, e: dict[str, Any]) -> HotStep:
     for key in _SEND_OPTIONAL:
         if record[key] is None:
             del record[key]
-    return _sent(HotRecord(record, dump(record)), provider_message_id)
+    return _sent(p, HotRecord(record, dump(record)), provider_message_id)
 
 
-def _sent(new: HotRecord, provider_message_id: str) -> HotStep:
+def _sent(p: _Policy, new: HotRecord, provider_message_id: str) -> HotStep:
     """A new record's outputs: its first status change, and the link of its provider id."""
     data = new.data
     recorded_at, event_id = data["statusUpdatedAt"], data["processedEventIds"][0]
-    change = status_change(new, None, "system", recorded_at, event_id)
+    changes = record_changes(None, data) if p.slim else None
+    change = status_change(new, None, "system", recorded_at, event_id, changes)
     outputs: tuple[HotOutput, ...] = ((STATUS_CHANGE, None, change, data["status"]),)
     if provider_message_id:
         message_id, provider_id = data["messageId"], data["providerId"]
@@ -604,7 +608,8 @@ def _transition(
         changes["checkLeaseUntil"] = None
     new_data = _updated(data, changes)
     new = HotRecord(new_data, dump(new_data))
-    change = status_change(new, previous, source, at, event_id)
+    slim = record_changes(data, new_data) if p.slim else None
+    change = status_change(new, previous, source, at, event_id, slim)
     return HotStep(new, ((STATUS_CHANGE, None, change, status),))
 
 

@@ -1,4 +1,5 @@
-"""Settings: the producer compression setting is checked when the settings are loaded."""
+"""Settings: the producer compression and the status-change record are checked when the settings
+are loaded."""
 
 from __future__ import annotations
 
@@ -26,3 +27,29 @@ def test_an_unknown_codec_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DELIVERYTRACK_PRODUCER_COMPRESSION", "brotli")
     with pytest.raises(ValidationError, match="producer_compression"):
         Settings()
+
+
+def test_status_changes_carry_the_full_record_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().status_change_record == "full"
+    assert Settings().fold_policy.status_change_record == "full"
+    monkeypatch.setenv("DELIVERYTRACK_STATUS_CHANGE_RECORD", "changes")
+    assert Settings().status_change_record == "changes"
+    assert Settings().fold_policy.status_change_record == "changes"
+
+
+def test_an_unknown_status_change_record_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deliverytrack.streams.cli.config import settings_of
+
+    monkeypatch.setenv("DELIVERYTRACK_STATUS_CHANGE_RECORD", "diff")
+    with pytest.raises(ValidationError, match="status_change_record"):
+        Settings()
+    with pytest.raises(SystemExit) as exited:
+        settings_of({})
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "status_change_record (DELIVERYTRACK_STATUS_CHANGE_RECORD)" in err
+    assert "'full' or 'changes'" in err

@@ -310,3 +310,46 @@ async def test_get_summary_of_the_analytics_case(client: FoldingClient) -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             await analytics.get_summary(query)
+
+
+@pytest.mark.parametrize("mode", ["full", "changes"])
+async def test_tracker_events_carry_the_record_or_its_changes(
+    client: FoldingClient, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """DELIVERYTRACK_STATUS_CHANGE_RECORD=changes: the events' data has ``changes`` and no
+    record (None), the rest as with the record."""
+    import asyncio
+    from collections.abc import AsyncIterator, Callable
+
+    from deliverytrack.models.events import StatusChanged
+    from deliverytrack.models.policy import FoldPolicy
+    from deliverytrack.streams.api import facades
+    from tests.factories import send_recorded_factory
+
+    _, (change, *_) = fold(
+        None, send_recorded_factory("m-1"), FoldPolicy(status_change_record=mode)
+    )
+    assert isinstance(change, StatusChanged)
+
+    async def follow(settings: Any, on_ready: Callable[[], None]) -> AsyncIterator[StatusChanged]:
+        on_ready()
+        yield change
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(facades, "follow_status_changes", follow)
+    tracker = DeliveryTracker(client)
+    seen: list[dict[str, Any]] = []
+    tracker.on("tracking:started", seen.append)
+    await tracker.start()
+    for _ in range(20):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    await tracker.stop()
+    (event,) = seen
+    data = event["data"]
+    assert (data["messageId"], data["currentStatus"]) == ("m-1", S.SENT)
+    if mode == "full":
+        assert data["record"] is change.record and "changes" not in data
+    else:
+        assert data["record"] is None and data["changes"]["status"] == "SENT"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,17 +24,30 @@ from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.engine.routing import Output
 from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.hot import codec
-from tests.strategies import POLICIES, Input, fold_inputs
+from tests.strategies import (
+    POLICIES,
+    STATUS_CHANGE_RECORDS,
+    Input,
+    fold_inputs,
+    with_status_change_record,
+)
 
 KEEP = 300
 
 
 @contextmanager
-def engine_on_store(policy: str, hot: bool) -> Iterator[tuple[FoldEngine, PartitionStore]]:
+def engine_on_store(
+    policy: str, hot: bool, status_change_record: str = "full"
+) -> Iterator[tuple[FoldEngine, PartitionStore]]:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), dead_letter_value_bytes=KEEP)
+        settings = Settings(
+            data_dir=Path(tmp),
+            dead_letter_value_bytes=KEEP,
+            status_change_record=status_change_record,  # type: ignore[arg-type]
+        )
         engine = FoldEngine(settings)
-        engine.batch.policy = POLICIES[policy]
+        assert engine.batch.policy.status_change_record == status_change_record
+        engine.batch.policy = with_status_change_record(POLICIES[policy], status_change_record)
         engine.batch.hot.enabled = hot
         store = PartitionStore(Path(tmp) / "p0.db", cache_size=3)
         engine.partitions.attach(0, store)
@@ -91,17 +105,19 @@ def _contents(store: PartitionStore) -> list[tuple[Any, Any]]:
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(sorted(POLICIES)),
+    st.sampled_from(STATUS_CHANGE_RECORDS),
     fold_inputs(),
     st.lists(st.integers(min_value=0, max_value=30), max_size=2),
 )
 def test_the_engine_folds_the_same_with_and_without_the_hot_path(
-    policy: str, inputs: list[Input], cuts: list[int]
+    policy: str, mode: str, inputs: list[Input], cuts: list[int]
 ) -> None:
+    """In both status-change modes (DELIVERYTRACK_STATUS_CHANGE_RECORD full and changes)."""
     bounds = sorted({0, *cuts, len(inputs)})
     parts = [inputs[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
     with (
-        engine_on_store(policy, hot=True) as (hot_engine, hot_store),
-        engine_on_store(policy, hot=False) as (engine, store),
+        engine_on_store(policy, True, mode) as (hot_engine, hot_store),
+        engine_on_store(policy, False, mode) as (engine, store),
     ):
         offset = 0
         for part in parts:
@@ -115,7 +131,8 @@ def test_the_engine_folds_the_same_with_and_without_the_hot_path(
         assert hot_engine.metrics.status_changes == engine.metrics.status_changes
 
 
-def test_the_hot_path_takes_most_inputs_of_a_plain_workload() -> None:
+@pytest.mark.parametrize("mode", STATUS_CHANGE_RECORDS)
+def test_the_hot_path_takes_most_inputs_of_a_plain_workload(mode: str) -> None:
     """Guard against a hot path that quietly declines everything (still correct, but slow)."""
     from deliverytrack.models.codec import encode
     from deliverytrack.models.enums import TrackingStatus
@@ -127,6 +144,9 @@ def test_the_hot_path_takes_most_inputs_of_a_plain_workload() -> None:
         inputs.append((codec.SEND, mid.encode(), encode(send_recorded_factory(mid))))
         update = update_status_factory(TrackingStatus.DELIVERED, mid)
         inputs.append((codec.COMMAND, mid.encode(), encode(update)))
-    with engine_on_store("default", hot=True) as (engine, store):
-        _fold(engine, store, inputs, 0)
+    with engine_on_store("default", True, mode) as (engine, store):
+        outputs, _, _ = _fold(engine, store, inputs, 0)
         assert engine.stats.hot == len(inputs) and engine.stats.applied == len(inputs)
+    changes = [orjson.loads(value) for topic, _, _, value in outputs if "status-changes" in topic]
+    assert len(changes) == len(inputs)
+    assert all(("record" in c) == (mode == "full") != ("changes" in c) for c in changes)

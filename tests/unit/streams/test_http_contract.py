@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from deliverytrack.models.policy import FoldPolicy
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.cli.tail import format_change
 from deliverytrack.streams.http.server import JsonErrorAppRunner
@@ -69,6 +70,16 @@ def test_tail_lines_are_written_with_z() -> None:
     line = format_change(change)  # type: ignore[arg-type]
     assert line.startswith(record.status_updated_at.isoformat().replace("+00:00", "Z") + "  m-1")
     assert "+00:00" not in line and "+00:00" not in format_change(change, as_json=True)  # type: ignore[arg-type]
+    assert "record" not in orjson.loads(format_change(change, as_json=True))  # type: ignore[arg-type]
+    assert "changes" not in orjson.loads(format_change(change, as_json=True))  # type: ignore[arg-type]
+
+
+def test_tail_json_keeps_a_slim_change_s_changes() -> None:
+    policy = FoldPolicy(status_change_record="changes")
+    _, (change, *_) = fold(None, send_recorded_factory("m-1", requested_at=T0), policy)
+    line = orjson.loads(format_change(change, as_json=True))  # type: ignore[arg-type]
+    assert "record" not in line and line["changes"]["status"] == "SENT"
+    assert line["changes"]["requestedAt"] == "2026-11-23T09:00:00Z"
 
 
 BAD_PARAMETERS = [

@@ -106,3 +106,14 @@ def test_the_page_ships_in_the_package_and_is_public() -> None:
     script = ui_file("dashboard.js").decode()
     assert "innerHTML" not in script  # API data is set as text only
     assert "sessionStorage" in script and "localStorage" not in script
+
+
+def test_a_slim_status_change_is_summarised_from_its_changes() -> None:
+    """DELIVERYTRACK_STATUS_CHANGE_RECORD=changes: providerId and type come from ``changes``."""
+    value = orjson.loads(change("m-1", "DELIVERED", "SENT").value)
+    del value["record"]
+    value["changes"] = {"providerId": "iwinv", "type": "ALIMTALK", "status": "DELIVERED"}
+    recent = RecentOutputs(CHANGES, LETTERS)
+    recent.note([Out(CHANGES, b"m-1", orjson.dumps(value))])
+    (got,) = recent.status_changes()
+    assert (got["providerId"], got["type"], got["status"]) == ("iwinv", "ALIMTALK", "DELIVERED")

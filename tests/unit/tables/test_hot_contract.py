@@ -87,6 +87,8 @@ MIRRORED = (
     pydantic_fold._changed,
     pydantic_fold._apply_transition,
     pydantic_fold._status_changed,
+    pydantic_fold._slim,
+    pydantic_fold._json_of,
     pydantic_fold._remember,
     deletion.fold_marked,
     retention.retention_labels,
@@ -108,7 +110,7 @@ MIRRORED = (
     model_codec.parse_json_object,
     model_codec.upcast,
 )
-MIRRORED_DIGEST = "65ffb61c3dde7157"
+MIRRORED_DIGEST = "ac9a0d6326e9f6de"
 """Digest of the syntax trees of ``MIRRORED`` when ``tables/hot`` was last checked against them."""
 
 

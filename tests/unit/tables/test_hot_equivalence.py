@@ -43,7 +43,13 @@ from deliverytrack.tables.hot.batch import (
     fold_batch,
 )
 from deliverytrack.tables.hot.fold import HotFold
-from tests.strategies import POLICIES, Input, fold_inputs
+from tests.strategies import (
+    POLICIES,
+    STATUS_CHANGE_RECORDS,
+    Input,
+    fold_inputs,
+    with_status_change_record,
+)
 
 LIMITS = Limits(max_input_bytes=4_096, max_record_bytes=3_000)
 EQUIVALENCE = settings(
@@ -123,23 +129,26 @@ def fold_all(
 
 
 @st.composite
-def runs(draw: st.DrawFn) -> tuple[str, list[Input], list[int]]:
+def runs(draw: st.DrawFn) -> tuple[str, str, list[Input], list[int]]:
     inputs = draw(fold_inputs())
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(inputs) - 1)), max_size=2))))
     cuts = [c for c in cuts if 0 < c < len(inputs)]
-    return draw(st.sampled_from(sorted(POLICIES))), inputs, cuts
+    name = draw(st.sampled_from(sorted(POLICIES)))
+    return name, draw(st.sampled_from(STATUS_CHANGE_RECORDS)), inputs, cuts
 
 
 @EQUIVALENCE
 @given(runs())
 def test_the_hot_path_writes_what_the_pydantic_path_writes(
-    run: tuple[str, list[Input], list[int]],
+    run: tuple[str, str, list[Input], list[int]],
 ) -> None:
-    name, inputs, cuts = run
-    policy = POLICIES[name]
+    """In both status-change modes: with the record, or with its changes."""
+    name, mode, inputs, cuts = run
+    policy = with_status_change_record(POLICIES[name], mode)
     hot = fold_all(policy, inputs, cuts, hot_on=True)
     cold = fold_all(policy, inputs, cuts, hot_on=False)
     event(f"hot path share: {round(hot[3] / len(inputs), 1)}")
+    event(f"status changes: {mode}")
     assert hot[:3] == cold[:3]
 
 

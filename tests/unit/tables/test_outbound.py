@@ -229,3 +229,23 @@ def test_the_longest_message_ids_still_get_their_webhooks() -> None:
         attempted_at=T0,
     )
     assert outcome.delivery_id == delivery.delivery_id
+
+
+def test_a_slim_status_change_gets_its_own_endpoints_and_provider() -> None:
+    """DELIVERYTRACK_STATUS_CHANGE_RECORD=changes: no record, but its changes always carry the
+    message's own endpoints and its providerId; the receiver's data is the change as published."""
+    hooks = [{"id": "own", "url": "https://x.example/own"}]
+    slim = {k: v for k, v in CHANGE.items() if k != "record"}
+    slim["changes"] = {"providerId": "solapi", "type": "SMS", "webhooks": hooks}
+    valid, errors = own_endpoints(slim)
+    assert [e.id for e in valid] == ["own"] and errors == []
+    global_, own = ep("global"), valid[0]
+    deliveries = deliveries_for(slim, [global_, own], T0)
+    assert [d.endpoint.id for d in deliveries] == ["global", "own"]
+    payload = deliveries[1].payload
+    assert payload["metadata"] == {"messageId": "m-1", "providerId": "solapi"}
+    assert payload["data"] == slim
+    without_own = {**slim, "changes": {"providerId": "solapi", "type": "SMS"}}
+    assert own_endpoints(without_own) == ([], [])
+    with pytest.raises(ValueError, match="'changes' must be a JSON object"):
+        check_change({**slim, "changes": [1]})
