@@ -23,6 +23,11 @@ Input modes:
     behaves when catching up on a backlog spread over two topics: commands fetched before
     their SendRecorded are rejected as unknown-message (dead letters in the engine).
 
+The engine contender's ``Settings`` read ``DELIVERYTRACK_*`` from the environment (e.g.
+``DELIVERYTRACK_STATUS_CHANGE_RECORD=changes``), all but the broker, app id, topic prefix, data
+dir and partitions, which are the harness's; it prints the settings it ran with and the count
+and mean size of the status changes it published.
+
 See bench/README.md for what each contender does and the numbers measured.
 """
 
@@ -568,6 +573,7 @@ async def run_engine(
     windows = Windows(feed.targets, profiler)
     sensor = TimedSensor(windows, {topics.send_results, topics.commands})
     engine = FoldEngine(settings, sensor=sensor)
+    sizes_of_changes = _count_status_changes(engine)
     await engine.start()
     try:
         ok, note = await drive(
@@ -605,7 +611,13 @@ async def run_engine(
                 f"fold_batch_max_records={settings.fold_batch_max_records} "
                 f"fold_batch_timeout_ms={settings.fold_batch_timeout_ms} "
                 f"producer_linger_ms={settings.producer_linger_ms} "
-                f"record_cache_size={settings.record_cache_size}"
+                f"record_cache_size={settings.record_cache_size} "
+                f"status_change_record={settings.status_change_record}"
+            ),
+            "status_change_bytes (count, mean, total MB)": (
+                sizes_of_changes[0],
+                round(sizes_of_changes[1] / max(1, sizes_of_changes[0])),
+                round(sizes_of_changes[1] / 1e6, 1),
             ),
             "record_cache_hits/misses": (
                 sum(store.cache_hits for store in stores),
@@ -621,6 +633,26 @@ async def run_engine(
         return Result("deliverytrack engine", mode, events, seconds, extra, ok, note)
     finally:
         await engine.stop()
+
+
+def _count_status_changes(engine: FoldEngine) -> list[int]:
+    """[count, bytes] of the status changes the engine publishes, counted where the publisher
+    hands every published batch to the dashboard's ring (a pass over the outputs it makes
+    anyway)."""
+    counts = [0, 0]
+    recent = engine.recent
+    note = recent.note
+    topic = engine.topics.status_changes
+
+    def counting(outputs: Any) -> None:
+        for out in outputs:
+            if out.topic == topic:
+                counts[0] += 1
+                counts[1] += len(out.value)
+        note(outputs)
+
+    recent.note = counting  # type: ignore[method-assign]
+    return counts
 
 
 # --- contender: raw loop ---------------------------------------------------------------------

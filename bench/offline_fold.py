@@ -20,6 +20,11 @@ process, and checks that both wrote the same bytes:
     .venv/bin/python bench/offline_fold.py --compare --profile hot                  # cProfile
     .venv/bin/python bench/offline_fold.py --compare --profile hot --sampler        # pyinstrument
     .venv/bin/python bench/offline_fold.py --per-type    # one event of each type, warm caches
+
+``--status-changes`` times the same (hot path on) with ``DELIVERYTRACK_STATUS_CHANGE_RECORD``
+``full`` and ``changes``, alternated, and prints the status changes' mean size in each:
+
+    .venv/bin/python bench/offline_fold.py --status-changes --rounds 3
 """
 
 from __future__ import annotations
@@ -60,6 +65,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--record-cache", type=int, default=60_000)
     parser.add_argument("--compare", action="store_true", help="today's path vs the hot path")
+    parser.add_argument(
+        "--status-changes",
+        action="store_true",
+        help="status changes with the record (full) vs with its changes, hot path on",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="--compare: runs of each, alternated")
     parser.add_argument(
         "--per-type",
@@ -81,6 +91,8 @@ def main() -> None:
     work = generate(args.events, args.keys)
     if args.compare:
         compare(work, args)
+    elif args.status_changes:
+        compare_status_changes(work, args)
     else:
         engine_with_write(work, args)
 
@@ -96,8 +108,8 @@ def _batches(engine: FoldEngine, work: Workload, size: int) -> Batches:
     return [records[i : i + size] for i in range(0, len(records), size)]
 
 
-def _engine(tmp: str) -> FoldEngine:
-    settings = Settings(app_id="offline", topic_prefix="offline.", data_dir=Path(tmp))
+def _engine(tmp: str, **overrides: Any) -> FoldEngine:
+    settings = Settings(app_id="offline", topic_prefix="offline.", data_dir=Path(tmp), **overrides)
     return FoldEngine(settings)
 
 
@@ -144,6 +156,8 @@ class Run:
     they left behind: the records kept, the outputs)."""
     hot: int = 0
     outputs: list[bytes] = field(default_factory=list)
+    status_changes: list[int] = field(default_factory=list)
+    """The size of each status change published."""
 
 
 class _GcClock:
@@ -167,12 +181,15 @@ class _GcClock:
         gc.callbacks.remove(self)
 
 
-def run_engine(work: Workload, args: argparse.Namespace, tmp: str, hot: bool) -> Run:
+def run_engine(
+    work: Workload, args: argparse.Namespace, tmp: str, hot: bool, **settings: Any
+) -> Run:
     """The engine's ``batch.fold`` with the hot path on or off (``hot``), then
     ``PartitionStore.write`` (it fills the record cache the next batches read, as in the
     engine); both timed, apart."""
-    engine = _engine(tmp)
+    engine = _engine(tmp, **settings)
     engine.batch.hot.enabled = hot
+    status_changes = engine.topics.status_changes
     store = PartitionStore(Path(tmp) / "engine.db", cache_size=args.record_cache)
     engine.partitions.attach(0, store)
     run = Run()
@@ -187,6 +204,7 @@ def run_engine(work: Workload, args: argparse.Namespace, tmp: str, hot: bool) ->
                 run.write_s += time.process_time() - t1
                 run.fold_s += t1 - t0
             run.outputs.extend(o.value for o in out)
+            run.status_changes.extend(len(o.value) for o in out if o.topic == status_changes)
             run.outputs.extend(raw for _, _, raw in changes.values() if raw is not None)
         store.close()
     run.hot = engine.stats.hot
@@ -260,6 +278,47 @@ def compare(work: Workload, args: argparse.Namespace) -> None:
         f"  ratio models / hot: fold {ratio:.2f}x, fold + write {both[0] / both[1]:.2f}x; "
         "outputs and records byte-identical"
     )
+
+
+def compare_status_changes(work: Workload, args: argparse.Namespace) -> None:
+    """The engine (hot path on) publishing status changes with the record and with its
+    changes, alternated: CPU per event and the status changes' size."""
+    events = args.events
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+    modes = ("full", "changes")
+    fold: dict[str, list[float]] = {mode: [] for mode in modes}
+    write: dict[str, list[float]] = {mode: [] for mode in modes}
+    sizes: dict[str, list[int]] = {}
+    records: dict[str, list[bytes]] = {}
+    for round_ in range(args.rounds):
+        for mode in modes:
+            with tempfile.TemporaryDirectory(prefix="dt-offline-") as tmp:
+                run = run_engine(work, args, tmp, hot=True, status_change_record=mode)
+            fold[mode].append(run.fold_s / events * 1e6)
+            write[mode].append(run.write_s / events * 1e6)
+            sizes[mode] = run.status_changes
+            records.setdefault(mode, [o for o in run.outputs if o.startswith(b'{"messageId"')])
+            print(
+                f"round {round_ + 1} {mode:7}: fold {fold[mode][-1]:6.2f} µs/event CPU, "
+                f"write {write[mode][-1]:6.2f}, {run.hot:,} inputs on the hot path",
+                flush=True,
+            )
+    print(
+        f"\nCPU of decode + fold + encode, {events:,} events, record cache "
+        f"{args.record_cache:,}, median of {args.rounds}:"
+    )
+    for mode in modes:
+        runs = " / ".join(f"{t:.2f}" for t in fold[mode])
+        count, total = len(sizes[mode]), sum(sizes[mode])
+        print(
+            f"  {mode:8} fold {statistics.median(fold[mode]):6.2f} µs/event ({runs}); write "
+            f"{statistics.median(write[mode]):.2f}; {count:,} status changes, mean "
+            f"{total / max(1, count):,.0f} B (median {statistics.median(sizes[mode]):,.0f}), "
+            f"{total / 1e6:.1f} MB"
+        )
+    same = "the same" if records["full"] == records["changes"] else "NOT the same"
+    print(f"  records written: {same} in both modes")
 
 
 def per_type(repeats: int = 9, number: int = 5_000) -> None:

@@ -15,39 +15,51 @@ from typing import Any, Final
 from deliverytrack.models.records import CHANGES_CARRIED, CHANGES_LEFT_OUT, RECORD_FIELDS
 
 _RANK: Final = {name: rank for rank, name in enumerate(RECORD_FIELDS)}
-_SPECIAL: Final = CHANGES_LEFT_OUT | frozenset(CHANGES_CARRIED)
-"""Keys left out or carried."""
+_CARRIED: Final = frozenset(CHANGES_CARRIED)
 
 
 def record_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, Any]:
     """The top-level fields of ``after`` whose value differs from ``before`` (all of them for
     a new record), a field ``before`` had and ``after`` has not as None, plus ``providerId``,
     ``type`` and a non-empty ``webhooks`` whether they changed or not; never ``statusHistory``
-    or ``processedEventIds``. In the record's field order. Values are compared as JSON values
-    (1, 1.0 and true differ; an object's key order does not matter)."""
+    or ``processedEventIds``. In the record's field order, the removed fields last. Values are
+    compared as JSON values (1, 1.0 and true differ; an object's key order does not matter)."""
     changes: dict[str, Any] = {}
     if before is None:
         for key, value in after.items():
             if key not in CHANGES_LEFT_OUT:
                 changes[key] = value
         return changes
+    get = before.get
+    added = 0
+    # Runs per status change on the hot path: most values are the very objects of ``before``
+    # (the hot fold copies the record's dict), so the first test settles them.
     for key, value in after.items():
-        if key in _SPECIAL:
+        old = get(key, _ABSENT)
+        if old is not value:
+            kind = type(value)
+            if type(old) is not kind:
+                if key not in CHANGES_LEFT_OUT:
+                    added += old is _ABSENT
+                    changes[key] = value
+                continue
             if key in CHANGES_LEFT_OUT:
                 continue
-            if value or key != "webhooks":  # carried (empty webhooks: only if they changed)
+            if kind is dict or kind is list:
+                if not _same(old, value):
+                    changes[key] = value
+                    continue
+            elif old != value:  # a string, number or boolean: == is JSON's equality here
                 changes[key] = value
                 continue
-        old = before.get(key, _ABSENT)
-        if old is value or _same(old, value):
-            continue
-        changes[key] = value
-    removed = [key for key in before if key not in after and key not in CHANGES_LEFT_OUT]
-    if not removed:
-        return changes
-    for key in removed:
-        changes[key] = None
-    return {key: changes[key] for key in sorted(changes, key=_RANK.__getitem__)}
+        if key in _CARRIED and (value or key != "webhooks"):
+            changes[key] = value
+    if len(before) + added != len(after):  # some removed: last, in the record's order
+        gone = before.keys() - after.keys()
+        for key in sorted(gone, key=_RANK.__getitem__) if len(gone) > 1 else gone:
+            if key not in CHANGES_LEFT_OUT:
+                changes[key] = None
+    return changes
 
 
 _ABSENT: Any = object()

@@ -68,14 +68,19 @@ def test_a_field_changed_added_and_removed() -> None:
         "nextCheckAt": None,
         "sequence": 2,
     }
-    # In the record's field order (models.records.TrackingRecord), the removed field included.
+    # In the record's field order (models.records.TrackingRecord), the removed fields last.
     assert list(changes) == [
         "providerId",
         "type",
         "status",
         "deliveredAt",
-        "nextCheckAt",
         "sequence",
+        "nextCheckAt",
+    ]
+    two_gone = {k: v for k, v in after.items() if k not in ("type", "deliveredAt")}
+    assert list(record_changes({**BEFORE, "lastError": {"code": "E"}}, two_gone))[-2:] == [
+        "nextCheckAt",
+        "lastError",
     ]
 
 
