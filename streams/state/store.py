@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from orjson import loads as _loads
 from rocksdict import Options, Rdict, WriteBatch
 
 from deliverytrack.models.codec import (
@@ -127,12 +128,41 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
         batch.put(key, raw)
 
 
+class RecordCache:
+    """The records the fold reads most, kept so it does not read them back from RocksDB: a
+    record the hot path holds as its JSON bytes (a fifth of its dict's size; loaded again
+    without the check ``load_record`` makes of bytes from disk, as the hot path already held
+    them), any other as its model. Written through by ``PartitionStore.write`` (the only way
+    records change) after RocksDB took the batch, so a cached record is always the stored
+    one; evicted oldest-written first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, bytes | TrackingRecord] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, message_id: str) -> Record | None:
+        cached = self.entries.get(message_id)
+        if cached is None:
+            return None
+        self.hits += 1
+        if type(cached) is bytes:
+            return HotRecord(_loads(cached), cached)
+        return cached  # type: ignore[return-value]
+
+    def put(self, message_id: str, record: Record | None) -> None:
+        entries = self.entries
+        entries.pop(message_id, None)
+        if record is None or not self.size:
+            return
+        entries[message_id] = record.json if type(record) is HotRecord else record  # type: ignore[assignment]
+        if len(entries) > self.size:
+            entries.popitem(last=False)
+
+
 class PartitionStore:
-    """``cache_size``: how many records to keep decoded in memory (as the fold holds them:
-    ``HotRecord`` or ``TrackingRecord``). The cache is written through by :meth:`write`, the
-    only way records change, after RocksDB took the batch; records are never changed in place
-    and the fold never changes the ones it is given, so a cached record is always the stored
-    one. Evicted oldest-written first."""
+    """One partition's RocksDB; ``cache_size``: how many records a :class:`RecordCache` keeps."""
 
     def __init__(self, path: Path, cache_size: int = 0, memory: RocksMemory | None = None) -> None:
         """``memory``: the block cache and write buffers the worker's stores share (bounded
@@ -145,10 +175,7 @@ class PartitionStore:
         self.path = path
         self._db = Rdict(str(path), options)
         self.closed = False
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, Record] = OrderedDict()
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self.cache = RecordCache(cache_size)
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
             self._rebuild_derived()
 
@@ -180,12 +207,20 @@ class PartitionStore:
 
     def close(self) -> None:
         self.closed = True
-        self._cache.clear()
+        self.cache.entries.clear()
         self._db.close()
 
     @property
     def cached_records(self) -> int:
-        return len(self._cache)
+        return len(self.cache.entries)
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self.cache.misses
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -208,26 +243,16 @@ class PartitionStore:
         """The record as the fold reads it: a ``HotRecord`` when its stored JSON is exactly
         what the hot path would write (``tables.hot.codec.load_record``), else its model;
         raises if it does not decode."""
-        cached = self._cache.get(message_id)
+        cached = self.cache.get(message_id)
         if cached is not None:
-            self.cache_hits += 1
             return cached
         raw = self.get_raw(message_id)
         if raw is None:
             return None
-        self.cache_misses += 1
+        self.cache.misses += 1
         record: Record = load_record(raw) or decode_record(raw)
-        self._remember(message_id, record)
+        self.cache.put(message_id, record)
         return record
-
-    def _remember(self, message_id: str, record: Record | None) -> None:
-        cache = self._cache
-        cache.pop(message_id, None)
-        if record is None or not self.cache_size:
-            return
-        cache[message_id] = record
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
 
     def iter_raw(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items(from_key=RECORD):
@@ -385,7 +410,7 @@ class PartitionStore:
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
         for message_id, (_, new, _) in changes.items():
-            self._remember(message_id, new)
+            self.cache.put(message_id, new)
 
     def _derived(
         self,
