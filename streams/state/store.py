@@ -22,7 +22,6 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from orjson import loads as _loads
 from rocksdict import Options, Rdict, WriteBatch
 
 from deliverytrack.models.codec import (
@@ -41,6 +39,7 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.state.cache import RecordCache
 from deliverytrack.streams.state.memory import RocksMemory
 from deliverytrack.tables.aggregates import (
     TOTAL,
@@ -128,39 +127,6 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
         batch.put(key, raw)
 
 
-class RecordCache:
-    """The records the fold reads most, kept so it does not read them back from RocksDB: a
-    record the hot path holds as its JSON bytes (a fifth of its dict's size; loaded again
-    without the check ``load_record`` makes of bytes from disk, as the hot path already held
-    them), any other as its model. Written through by ``PartitionStore.write`` (the only way
-    records change) after RocksDB took the batch, so a cached record is always the stored
-    one; evicted oldest-written first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.entries: OrderedDict[str, bytes | TrackingRecord] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, message_id: str) -> Record | None:
-        cached = self.entries.get(message_id)
-        if cached is None:
-            return None
-        self.hits += 1
-        if type(cached) is bytes:
-            return HotRecord(_loads(cached), cached)
-        return cached  # type: ignore[return-value]
-
-    def put(self, message_id: str, record: Record | None) -> None:
-        entries = self.entries
-        entries.pop(message_id, None)
-        if record is None or not self.size:
-            return
-        entries[message_id] = record.json if type(record) is HotRecord else record  # type: ignore[assignment]
-        if len(entries) > self.size:
-            entries.popitem(last=False)
-
-
 class PartitionStore:
     """One partition's RocksDB; ``cache_size``: how many records a :class:`RecordCache` keeps."""
 
@@ -207,12 +173,12 @@ class PartitionStore:
 
     def close(self) -> None:
         self.closed = True
-        self.cache.entries.clear()
+        self.cache.resize(0)
         self._db.close()
 
     @property
     def cached_records(self) -> int:
-        return len(self.cache.entries)
+        return len(self.cache)
 
     @property
     def cache_hits(self) -> int:
