@@ -385,8 +385,11 @@ class PartitionStore:
     ) -> None:
         """Aggregate rows and secondary index entries for ``changes``, into ``batch``."""
         for old, new in changes.values():
-            for index, key_of in ((REQUESTED, requested_key), (UPDATED, updated_key)):
-                _move(batch, index, *index_change(key_of(old), key_of(new)))
+            # A key is the time in ms and the messageId: the same time, the same key.
+            if old is None or new is None or old.requested_at != new.requested_at:
+                _move(batch, REQUESTED, *index_change(requested_key(old), requested_key(new)))
+            if old is None or new is None or old.status_updated_at != new.status_updated_at:
+                _move(batch, UPDATED, *index_change(updated_key(old), updated_key(new)))
         delta = aggregate_delta(changes)
         if not delta:
             return
