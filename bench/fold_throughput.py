@@ -4,7 +4,8 @@ Usage::
 
     .venv/bin/python bench/fold_throughput.py [--events 200000] [--keys 50000] [--partitions 4]
         [--runs 1] [--faust-events 50000] [--broker kafka://host:port]
-        [--input phased|backlog|both] [--only engine,faust,raw]
+        [--input phased|backlog|both] [--only engine,faust,raw] [--baseline REV]
+        [--engine-in-child]
         [--profile cprofile|pyinstrument] [--profile-out PATH] [--keep]
 
 The workload is generated once (seeded): per messageId one SendRecorded on send-results and
@@ -22,6 +23,12 @@ Input modes:
     Both topics are loaded before the contender starts (one window). Shows how a contender
     behaves when catching up on a backlog spread over two topics: commands fetched before
     their SendRecorded are rejected as unknown-message (dead letters in the engine).
+
+``--baseline REV`` adds the contender ``baseline``: the engine contender run on the
+``deliverytrack`` package of another commit (its tree extracted with ``git archive`` into a temp
+dir, imported by a child process), on the same broker, workload and input mode; the table is
+followed by the ratio engine / baseline of the median events/s. ``--engine-in-child`` runs
+today's engine in the same kind of child process (else it runs in this one).
 
 The engine contender's ``Settings`` read ``DELIVERYTRACK_*`` from the environment (e.g.
 ``DELIVERYTRACK_STATUS_CHANGE_RECORD=changes``), all but the broker, app id, topic prefix, data
@@ -49,6 +56,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -68,7 +76,11 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 # The project is not pip-installed: run from a checkout, importable from the repository root.
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+BASELINE_TREE_ENV = "DT_BENCH_BASELINE_TREE"
+# The --baseline child must import the other commit's package (its tree is first on PYTHONPATH),
+# never this checkout's: it does not put ROOT on sys.path.
+BASELINE_CHILD = "--baseline-child" in sys.argv[1:] and BASELINE_TREE_ENV in os.environ
+if not BASELINE_CHILD and str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from deliverytrack.models.codec import (  # noqa: E402
@@ -99,6 +111,7 @@ SEED = 20261123
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RESULT_MARKER = "BENCH_RESULT "
 PHASE_MARKER = "BENCH_PHASE "
+ERROR_MARKER = "BENCH_ERROR "
 log = logging.getLogger("bench")
 
 Item = tuple[bytes, bytes]
@@ -536,7 +549,8 @@ class TimedSensor:
             yield
         finally:
             if name != "commit" or not self.windows.done:
-                self.phases[self.LABELS[name]] += time.perf_counter() - started
+                # .get: a sensor must not raise (another commit's engine may name more steps)
+                self.phases[self.LABELS.get(name, name)] += time.perf_counter() - started
 
 
 def _paused(consumer: AIOKafkaConsumer, topic: str, pause: bool) -> Callable[[], None]:
@@ -612,7 +626,8 @@ async def run_engine(
                 f"fold_batch_timeout_ms={settings.fold_batch_timeout_ms} "
                 f"producer_linger_ms={settings.producer_linger_ms} "
                 f"record_cache_size={settings.record_cache_size} "
-                f"status_change_record={settings.status_change_record}"
+                # a --baseline commit may predate the setting (its status changes are full)
+                f"status_change_record={getattr(settings, 'status_change_record', 'full')}"
             ),
             "status_change_bytes (count, mean, total MB)": (
                 sizes_of_changes[0],
@@ -638,9 +653,11 @@ async def run_engine(
 def _count_status_changes(engine: FoldEngine) -> list[int]:
     """[count, bytes] of the status changes the engine publishes, counted where the publisher
     hands every published batch to the dashboard's ring (a pass over the outputs it makes
-    anyway)."""
+    anyway; nothing counted on a --baseline commit without that ring)."""
     counts = [0, 0]
-    recent = engine.recent
+    recent = getattr(engine, "recent", None)
+    if recent is None:
+        return counts
     note = recent.note
     topic = engine.topics.status_changes
 
@@ -1044,11 +1061,42 @@ async def run_faust(
     ]
     mode = "phased" if feed.phased else "backlog"
     name = "stock Faust agent" + (" (json RMW)" if work == "json" else "")
+    result, _ = await run_child(argv, feed, log_path, timeout)
+    log_text = log_path.read_text(errors="replace")
+    warnings = [
+        line[:240]
+        for line in log_text.splitlines()
+        if "[WARNING]" in line or "[ERROR]" in line or "[CRITICAL]" in line
+    ]
+    extra: dict[str, Any] = {"warnings_in_log": len(warnings), "first_warnings": warnings[:3]}
+    if result is None:
+        tail = "\n".join(log_text.splitlines()[-15:])
+        return Result(name, mode, 0, 0.0, extra, False, f"no result:\n{tail}")
+    spans = [float(s) for s in result.pop("spans")]
+    events = int(result.pop("events"))
+    extra = {"windows_s": [round(s, 2) for s in spans], **result, **extra}
+    extra["loading"] = feed.load_log
+    return Result(name, mode, events, sum(spans), extra)
+
+
+async def run_child(
+    argv: list[str],
+    feed: Feed,
+    log_path: Path,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, Any] | None, str]:
+    """Run a contender's child process (stderr to ``log_path``) until it prints its result.
+    When it prints a phase line (it has paused its commands partitions) the commands are loaded
+    and it is told to go on (a line on its stdin). Returns its result (None if it printed none
+    in time) and the error line it printed, if any. The child is stopped in every case."""
     result: dict[str, Any] | None = None
+    error = ""
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=ROOT,
+            env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
@@ -1074,23 +1122,11 @@ async def run_faust(
                     await proc.stdin.drain()
                 elif text.startswith(RESULT_MARKER):
                     result = orjson.loads(text[len(RESULT_MARKER) :])
+                elif text.startswith(ERROR_MARKER):
+                    error = text[len(ERROR_MARKER) :]
         finally:
             await _stop_child(proc)
-    log_text = log_path.read_text(errors="replace")
-    warnings = [
-        line[:240]
-        for line in log_text.splitlines()
-        if "[WARNING]" in line or "[ERROR]" in line or "[CRITICAL]" in line
-    ]
-    extra: dict[str, Any] = {"warnings_in_log": len(warnings), "first_warnings": warnings[:3]}
-    if result is None:
-        tail = "\n".join(log_text.splitlines()[-15:])
-        return Result(name, mode, 0, 0.0, extra, False, f"no result:\n{tail}")
-    spans = [float(s) for s in result.pop("spans")]
-    events = int(result.pop("events"))
-    extra = {"windows_s": [round(s, 2) for s in spans], **result, **extra}
-    extra["loading"] = feed.load_log
-    return Result(name, mode, events, sum(spans), extra)
+    return result, error
 
 
 async def _stop_child(proc: asyncio.subprocess.Process) -> None:
@@ -1104,6 +1140,281 @@ async def _stop_child(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
+
+
+# --- contender: the engine of another commit (--baseline REV) --------------------------------
+
+
+@dataclass(slots=True)
+class Baseline:
+    """Another commit's tree, extracted for the baseline child to import its package from."""
+
+    rev: str
+    commit: str
+    short: str
+    subject: str
+    tree: Path
+
+    @property
+    def name(self) -> str:
+        return f"baseline {self.short}"
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=30
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)}: {done.stderr.strip() or done.returncode}")
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def baseline_tree(rev: str) -> Iterator[Baseline]:
+    """REV's whole tree (``git archive``, so no worktree is registered in the repository) in a
+    temp dir, removed on exit, also on error."""
+    try:
+        commit = _git("rev-parse", "--verify", "--end-of-options", f"{rev}^{{commit}}")
+    except SystemExit as exc:
+        raise SystemExit(f"--baseline {rev}: not a commit of {ROOT} ({exc})") from None
+    short = _git("rev-parse", "--short", commit)
+    subject = _git("log", "-1", "--format=%s", commit)
+    tree = Path(tempfile.mkdtemp(prefix=f"dt-bench-baseline-{short}-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(tree, filter="tar")
+        if not (tree / "deliverytrack" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline {rev}: commit {short} has no deliverytrack/ package")
+        yield Baseline(rev, commit, short, subject, tree)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+
+
+def this_checkout() -> Baseline:
+    """This checkout as a 'baseline' tree, for --engine-in-child (its working tree, as the
+    in-process engine imports it)."""
+    commit = _git("rev-parse", "HEAD")
+    short = _git("rev-parse", "--short", commit)
+    return Baseline("this checkout", commit, short, _git_describe(), ROOT)
+
+
+async def run_baseline(
+    feed: Feed,
+    broker: str,
+    prefix: str,
+    app_id: str,
+    work_dir: Path,
+    partitions: int,
+    timeout: float,
+    baseline: Baseline,
+    name: str = "",
+) -> Result:
+    """The engine contender (run_engine) in a child process that imports REV's package: this
+    script with --baseline-child, REV's tree first on PYTHONPATH and this checkout not on
+    sys.path. The inputs are loaded here, as for the engine; the child pauses its commands
+    partitions between the windows and waits for a go, as the Faust child does. With
+    --engine-in-child today's engine runs the same way (``baseline`` is this checkout)."""
+    name = name or baseline.name
+    await feed.prepare(partitions)
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--baseline-child",
+        "--broker",
+        broker,
+        "--partitions",
+        str(partitions),
+        "--input",
+        "phased" if feed.phased else "backlog",
+        "--timeout",
+        str(timeout),
+        "--child-topics",
+        f"{feed.send_topic},{feed.commands_topic}",
+        "--child-prefix",
+        prefix,
+        "--child-app-id",
+        app_id,
+        "--child-work-dir",
+        str(work_dir),
+        "--child-targets",
+        ",".join(str(t) for t in feed.targets),
+        "--child-broker-pid",
+        str(BROKER_PID[0] if BROKER_PID else 0),
+    ]
+    paths = [str(baseline.tree), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths),
+        BASELINE_TREE_ENV: str(baseline.tree),
+    }
+    mode = "phased" if feed.phased else "backlog"
+    log_path = work_dir / f"{app_id}.log"
+    # The child's own deadline (run_engine's) is ``timeout``; this one also covers its start.
+    result, error = await run_child(argv, feed, log_path, timeout + 120, env)
+    commit = {"commit": f"{baseline.commit} ({baseline.rev}): {baseline.subject}"}
+    commit["process"] = "child (imports the package from the tree below)"
+    if result is None:
+        log_text = log_path.read_text(errors="replace")
+        if not error:
+            import_errors = [
+                line
+                for line in log_text.splitlines()
+                if "ImportError" in line or "ModuleNotFoundError" in line
+            ]
+            if import_errors:
+                error = f"this harness imports what commit {baseline.short} lacks: "
+                error += import_errors[-1]
+        tail = "\n".join(log_text.splitlines()[-15:])
+        note = error or f"no result from the child:\n{tail}"
+        return Result(name, mode, 0, 0.0, commit, False, note)
+    extra = {**commit, **result["extra"], "loading": feed.load_log}
+    ok, note = bool(result["ok"]), str(result["note"])
+    events, seconds = int(result["events"]), float(result["seconds"])
+    return Result(name, mode, events, seconds, extra, ok, note)
+
+
+class ParentFeed(Feed):
+    """The baseline child's feed: the parent loads the input. Between the windows the child
+    (its commands partitions paused) prints a phase line and waits for the parent's go."""
+
+    __slots__ = ("_targets",)
+
+    def __init__(self, send_topic: str, commands_topic: str, targets: list[int], phased: bool):
+        super().__init__([], send_topic, commands_topic, Workload([], []), phased)
+        self._targets = targets
+
+    @property
+    def targets(self) -> list[int]:
+        return self._targets
+
+    async def prepare(self, partitions: int) -> None:
+        """Topics created and sends loaded by the parent, before this child started."""
+
+    async def load_commands(self) -> None:
+        _emit(f"{PHASE_MARKER}1")
+        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if not line:
+            raise RuntimeError("the harness closed the baseline child's stdin")
+        self.load_log.append("commands loaded by the harness process (untimed)")
+
+
+def _emit(line: str) -> None:
+    os.write(1, (line + "\n").encode())
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this child SIGTERM when the harness dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def baseline_api_problem(tree: Path) -> str:
+    """Why this child cannot run the engine contender on REV's package ('' when it can)."""
+    import inspect
+
+    import deliverytrack
+
+    where = Path(deliverytrack.__file__ or "?").resolve()
+    if not where.is_relative_to(tree):
+        return f"deliverytrack was imported from {where}, not from the baseline tree {tree}"
+    elsewhere = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.partition(".")[0] == "deliverytrack"
+        and getattr(module, "__file__", None)
+        and not Path(module.__file__).resolve().is_relative_to(tree)
+    )
+    if elsewhere:
+        return f"modules imported from outside the baseline tree {tree}: {elsewhere}"
+    missing = []
+    if "sensor" not in inspect.signature(FoldEngine).parameters:
+        missing.append("FoldEngine(settings, sensor=...)")
+    for attr in ("start", "stop", "consumer", "assigned_partitions", "store"):
+        if not hasattr(FoldEngine, attr):
+            missing.append(f"FoldEngine.{attr}")
+    source = inspect.getsource(sys.modules[FoldEngine.__module__])
+    for call in ("batch_started(", "batch_done("):
+        if call not in source:
+            missing.append(f"a sensor.{call}) call in {FoldEngine.__module__}")
+    fields = set(getattr(Settings, "model_fields", {}))
+    for name in (
+        "broker",
+        "app_id",
+        "topic_prefix",
+        "data_dir",
+        "partitions",
+        "fold_batch_max_records",
+        "fold_batch_timeout_ms",
+        "producer_linger_ms",
+        "record_cache_size",
+    ):
+        if name not in fields:
+            missing.append(f"Settings.{name}")
+    if missing:
+        return "the harness needs what this commit's engine lacks: " + ", ".join(missing)
+    return ""
+
+
+def baseline_child(args: argparse.Namespace) -> int:
+    """Runs in the child process: run_engine on REV's package, the result on stdout."""
+    _die_with_parent()
+    tree = Path(os.environ[BASELINE_TREE_ENV]).resolve()
+    problem = baseline_api_problem(tree)
+    if problem:
+        _emit(ERROR_MARKER + problem)
+        return 2
+    if args.child_broker_pid:
+        BROKER_PID.append(args.child_broker_pid)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    counter = LogCounter()
+    logging.getLogger().addHandler(counter)
+    send_topic, commands_topic = args.child_topics.split(",")
+    targets = [int(t) for t in args.child_targets.split(",")]
+    feed = ParentFeed(send_topic, commands_topic, targets, args.input == "phased")
+    try:
+        result = asyncio.run(
+            run_engine(
+                feed,
+                args.broker,
+                args.child_prefix,
+                args.child_app_id,
+                Path(args.child_work_dir),
+                args.partitions,
+                args.timeout,
+                None,
+            )
+        )
+    except Exception as exc:
+        log.exception("the engine contender failed")
+        _emit(f"{ERROR_MARKER}the engine contender failed on this commit: {exc!r}")
+        return 1
+    import deliverytrack
+
+    extra = {
+        "deliverytrack imported from": str(Path(deliverytrack.__file__ or "?").parent),
+        **result.extra,
+        "log records in the child": counter.summary(),
+    }
+    body = {
+        "events": result.events,
+        "seconds": result.seconds,
+        "ok": result.ok,
+        "note": result.note,
+        "extra": extra,
+    }
+    _emit(RESULT_MARKER + orjson.dumps(body, default=str).decode())
+    return 0
 
 
 # --- profiling -------------------------------------------------------------------------------
@@ -1368,7 +1679,7 @@ def offline_fold(work: Workload, gc_enabled: bool) -> tuple[float, float]:
 # --- main ------------------------------------------------------------------------------------
 
 
-def machine_facts(broker_desc: str) -> list[str]:
+def machine_facts(broker_desc: str, baseline: Baseline | None = None) -> list[str]:
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1386,6 +1697,11 @@ def machine_facts(broker_desc: str) -> list[str]:
         f"{platform.system()} {platform.release()}",
         "packages: " + ", ".join(versions),
         f"deliverytrack: {_git_describe()}",
+        *(
+            [f"baseline: commit {baseline.short} (--baseline {baseline.rev}), tree {baseline.tree}"]
+            if baseline is not None
+            else []
+        ),
         f"broker: {broker_desc}",
     ]
 
@@ -1414,7 +1730,7 @@ def _git_describe() -> str:
     return f"commit {head}" + (" + uncommitted changes in streams/tables/models" if dirty else "")
 
 
-CONTENDERS = ("engine", "faust", "raw", "io")
+CONTENDERS = ("engine", "baseline", "faust", "raw", "io")
 
 
 def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None:
@@ -1449,6 +1765,34 @@ def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None
                 print(f"{'':<31} runs: " + ", ".join(f"{r.rate:,.0f}" for r in rows))
 
 
+def print_baseline_ratio(results: dict[tuple[str, str], list[Result]], baseline: Baseline) -> None:
+    """engine / baseline: the ratio of the median events/s, and run by run."""
+    for mode in ("phased", "backlog"):
+        engine = results.get(("engine", mode), [])
+        other = results.get(("baseline", mode), [])
+        if not engine or not other:
+            continue
+        label = f"engine / baseline {baseline.short} ({mode}, events/s)"
+        engine_ok = [r.rate for r in engine if r.ok]
+        other_ok = [r.rate for r in other if r.ok]
+        failed = len(engine) - len(engine_ok) + len(other) - len(other_ok)
+        if not engine_ok or not other_ok:
+            print(f"{label}: - (failed)")
+            continue
+        ours, theirs = statistics.median(engine_ok), statistics.median(other_ok)
+        text = f"{label}: {ours / theirs:.2f}x ({ours:,.0f} / {theirs:,.0f}, medians"
+        if len(engine) > 1:
+            pairs = zip(engine, other, strict=False)
+            text += "; run by run " + ", ".join(
+                f"{a.rate / b.rate:.2f}" if a.ok and b.ok else "-" for a, b in pairs
+            )
+        print(text + (f"; {failed} failed run(s) left out)" if failed else ")"))
+    print(
+        f"baseline {baseline.short} = commit {baseline.commit} (--baseline {baseline.rev}): "
+        f"{baseline.subject}"
+    )
+
+
 @contextlib.contextmanager
 def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, str, Path | None]]:
     if args.broker:
@@ -1471,9 +1815,11 @@ def broker_for(args: argparse.Namespace, work_dir: Path) -> Iterator[tuple[str, 
         broker.stop()
 
 
-async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> None:
+async def main_async(
+    args: argparse.Namespace, broker: str, work_dir: Path, baseline: Baseline | None
+) -> None:
     servers = servers_of(broker)
-    only = [name for name in ("raw", "io", "engine", "faust") if name in args.only.split(",")]
+    only = [name for name in ("raw", "io", "engine", "baseline", "faust") if name in args.only]
     modes = ["phased", "backlog"] if args.input == "both" else [args.input]
     started = time.perf_counter()
     work = generate(args.events, args.keys)
@@ -1519,9 +1865,15 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
     results: dict[tuple[str, str], list[Result]] = defaultdict(list)
     logs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     profiler = Profiler(args.profile, args.profile_out) if args.profile else None
+    engine_child = this_checkout() if args.engine_in_child else None
     for run in range(args.runs):
+        order = list(only)
+        if run % 2 and "engine" in order and "baseline" in order:
+            # Every other run the baseline goes first: neither is always second on the broker.
+            a, b = order.index("engine"), order.index("baseline")
+            order[a], order[b] = order[b], order[a]
         for mode in modes:
-            for name in only:
+            for name in order:
                 ident = f"{name}-{mode}-{run}-{tag}"
                 prefix = f"b{tag}-backlog." if mode == "backlog" else f"b{ident}."
                 if mode == "backlog":
@@ -1537,6 +1889,18 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
                     coro = run_io_floor(
                         feed, broker, prefix, ident, args.partitions, args.timeout, outputs_of
                     )
+                elif name == "engine" and engine_child is not None:
+                    coro = run_baseline(
+                        feed,
+                        broker,
+                        prefix,
+                        ident,
+                        work_dir,
+                        args.partitions,
+                        args.timeout,
+                        engine_child,
+                        "deliverytrack engine",
+                    )
                 elif name == "engine":
                     use_profiler = profiler if run == 0 and mode == modes[0] else None
                     coro = run_engine(
@@ -1548,6 +1912,18 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
                         args.partitions,
                         args.timeout,
                         use_profiler,
+                    )
+                elif name == "baseline":
+                    assert baseline is not None
+                    coro = run_baseline(
+                        feed,
+                        broker,
+                        prefix,
+                        ident,
+                        work_dir,
+                        args.partitions,
+                        args.timeout,
+                        baseline,
                     )
                 else:
                     coro = run_faust(
@@ -1572,6 +1948,9 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
     logging.getLogger().removeHandler(counter)
 
     print_table(results, args.runs)
+    if baseline is not None:
+        print()
+        print_baseline_ratio(results, baseline)
     print(
         "\ninput 'phased': sends loaded, folded (window 1), then commands loaded while the "
         "contender's commands partitions are paused, folded (window 2); seconds = sum of "
@@ -1586,10 +1965,14 @@ async def main_async(args: argparse.Namespace, broker: str, work_dir: Path) -> N
     for (name, mode), rows in results.items():
         for index, result in enumerate(rows):
             print(f"\n{result.contender} [{mode}] run {index + 1}:")
-            for key, value in result.extra.items():
+            extra = dict(result.extra)
+            # The baseline engine logs in its child: its records are counted there.
+            child_logs = extra.pop("log records in the child", None)
+            for key, value in extra.items():
                 print(f"  {key}: {value}")
-            summary = logs[(name, mode)][index]
-            print(f"  log records in this process: {summary['levels']}")
+            summary = child_logs or logs[(name, mode)][index]
+            where = "the child process" if child_logs else "this process"
+            print(f"  log records in {where}: {summary['levels']}")
             if summary["events"]:
                 print(f"  group/assignment log lines: {summary['events']}")
             for logger_name, samples in summary["warnings"].items():
@@ -1624,13 +2007,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="engine,faust,raw",
-        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor)",
+        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor), "
+        "baseline (needs --baseline)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the engine of commit REV (its deliverytrack package, in a child process) "
+        "and print engine / baseline; adds 'baseline' to --only",
     )
     parser.add_argument(
         "--input",
         choices=("phased", "backlog", "both"),
         default="phased",
         help="how the input is pre-loaded (see the module docstring)",
+    )
+    parser.add_argument(
+        "--engine-in-child",
+        action="store_true",
+        help="run today's engine in a child process too, as the baseline runs (same process "
+        "layout for both; no --profile)",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="per contender, seconds")
     parser.add_argument(
@@ -1655,10 +2051,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faust-datadir", help=argparse.SUPPRESS)
     parser.add_argument("--faust-targets", help=argparse.SUPPRESS)
     parser.add_argument("--faust-broker-pid", type=int, default=0, help=argparse.SUPPRESS)
+    # internal: the --baseline child process
+    parser.add_argument("--baseline-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-topics", help=argparse.SUPPRESS)
+    parser.add_argument("--child-prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--child-app-id", help=argparse.SUPPRESS)
+    parser.add_argument("--child-work-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--child-targets", help=argparse.SUPPRESS)
+    parser.add_argument("--child-broker-pid", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.faust_child:
         faust_child(args)
         return 0
+    if args.baseline_child:
+        if not BASELINE_CHILD:
+            parser.error(f"--baseline-child is started by --baseline (needs {BASELINE_TREE_ENV})")
+        return baseline_child(args)
+    args.only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(args.only) - set(CONTENDERS))
+    if unknown:
+        parser.error(f"--only: unknown contender(s) {', '.join(unknown)}; known: {CONTENDERS}")
+    if args.baseline and "baseline" not in args.only:
+        args.only.append("baseline")
+    if "baseline" in args.only and not args.baseline:
+        parser.error("--only baseline needs --baseline REV")
+    if args.engine_in_child and args.profile:
+        parser.error("--profile profiles the engine in this process: not with --engine-in-child")
     if args.micro:
         micro(generate(min(args.events, 4 * args.keys), args.keys))
         return 0
@@ -1669,12 +2087,17 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         filename=str(work_dir / "bench.log"),
     )
+    # SIGTERM unwinds like an error: the finally blocks stop the children and the broker and
+    # remove the temp dirs.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        with broker_for(args, work_dir) as (broker, desc, broker_log):
-            for line in machine_facts(desc):
+        with contextlib.ExitStack() as stack:
+            baseline = stack.enter_context(baseline_tree(args.baseline)) if args.baseline else None
+            broker, desc, broker_log = stack.enter_context(broker_for(args, work_dir))
+            for line in machine_facts(desc, baseline):
                 print(line)
             print(f"temp dir: {work_dir}", flush=True)
-            asyncio.run(main_async(args, broker, work_dir))
+            asyncio.run(main_async(args, broker, work_dir, baseline))
             if broker_log is not None and broker_log.exists():
                 lines = broker_log.read_text(errors="replace").splitlines()
                 errors = [line for line in lines if "] ERROR " in line or "] WARN " in line]
@@ -1687,6 +2110,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     return 0
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Fold engine batching
-    fold_batch_max_records: int = Field(default=20_000, ge=1)
+    fold_batch_max_records: int = Field(default=10_000, ge=1)
     fold_batch_timeout_ms: int = Field(default=50, ge=0)
     producer_linger_ms: int = Field(default=20, ge=0)
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(

@@ -139,21 +139,44 @@ def aggregate_delta(
     changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
 ) -> dict[bytes, Counter]:
     """Counter changes, by row key, for records going from ``old`` to ``new`` (either may be
-    None: created, deleted). Rows whose change nets to zero are left out."""
-    delta: dict[bytes, Counter] = {}
+    None: created, deleted). Rows whose change nets to zero are left out.
+
+    The sum of ``contribution`` over ``_rows``, computed without a Counter per row: the row
+    keys of a (dims, minute of ``requestedAt``) pair are built once per call (the hour and day
+    buckets follow from the minute's), and the sums are kept as lists until the end."""
+    sums: dict[bytes, list[int]] = {}
+    rows_of: dict[tuple[str, str, str, int], tuple[bytes, ...]] = {}
     for old, new in changes.values():
         if old is not None and new is not None and _counted_alike(old, new):
             continue  # e.g. a polling lease or a same-status update: no counter moves
         for record, sign in ((old, -1), (new, 1)):
             if record is None:
                 continue
-            item = contribution(record)
-            for key in _rows(item):
-                row = delta.get(key)
+            requested_ms = epoch_ms(record.requested_at)
+            where = (
+                record.provider_id,
+                record.type.value,
+                record.status.value,
+                requested_ms - requested_ms % MINUTE_MS,
+            )
+            keys = rows_of.get(where)
+            if keys is None:
+                dims = (where[0], where[1], where[2])
+                keys = rows_of[where] = tuple(_rows(Contribution(dims, requested_ms)))
+            sent, delivered = record.sent_at, record.delivered_at
+            if sent is not None and delivered is not None:
+                delivery_ms, delivered_count = sign * (epoch_ms(delivered) - epoch_ms(sent)), sign
+            else:
+                delivery_ms = delivered_count = 0
+            for key in keys:
+                row = sums.get(key)
                 if row is None:
-                    row = delta[key] = Counter()
-                row.add(item.counter, sign)
-    return {key: row for key, row in delta.items() if not row.is_zero()}
+                    sums[key] = [sign, delivery_ms, delivered_count]
+                else:
+                    row[0] += sign
+                    row[1] += delivery_ms
+                    row[2] += delivered_count
+    return {key: Counter(*row) for key, row in sums.items() if row != [0, 0, 0]}
 
 
 # --- secondary indexes ------------------------------------------------------------------------

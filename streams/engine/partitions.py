@@ -70,7 +70,8 @@ class OwnedPartitions:
         total = self.cache_total
         share = max(1, total // len(partitions)) if total and partitions else 0
         for store in self._stores.values():
-            store.cache_size = share
+            if store.cache.size != share:
+                store.cache.resize(share)
         for partition in sorted(partitions - set(self._stores)):
             store = PartitionStore(
                 self.state_dir / f"partition-{partition}.db", cache_size=share, memory=self.memory

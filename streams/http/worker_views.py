@@ -48,6 +48,7 @@ def register_worker_views(app: DeliveryTrackApp) -> None:
                 "owners": {str(p): url for p, url in sorted(engine.membership.owners.items())},
                 "events": stats.events,
                 "applied": stats.applied,
+                "hotInputs": stats.hot,
                 "statusChanges": stats.status_changes,
                 "deadLetters": stats.dead_letters,
                 "restored": stats.restored,

@@ -22,7 +22,6 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +39,7 @@ from deliverytrack.models.codec import (
 )
 from deliverytrack.models.correlation import CommandHold, CorrelationState
 from deliverytrack.models.records import TrackingRecord
+from deliverytrack.streams.state.cache import RecordCache
 from deliverytrack.streams.state.memory import RocksMemory
 from deliverytrack.tables.aggregates import (
     TOTAL,
@@ -128,11 +128,7 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
 
 
 class PartitionStore:
-    """``cache_size``: how many records to keep decoded in memory (as the fold holds them:
-    ``HotRecord`` or ``TrackingRecord``). The cache is written through by :meth:`write`, the
-    only way records change, after RocksDB took the batch; records are never changed in place
-    and the fold never changes the ones it is given, so a cached record is always the stored
-    one. Evicted oldest-written first."""
+    """One partition's RocksDB; ``cache_size``: how many records a :class:`RecordCache` keeps."""
 
     def __init__(self, path: Path, cache_size: int = 0, memory: RocksMemory | None = None) -> None:
         """``memory``: the block cache and write buffers the worker's stores share (bounded
@@ -145,10 +141,7 @@ class PartitionStore:
         self.path = path
         self._db = Rdict(str(path), options)
         self.closed = False
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, Record] = OrderedDict()
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self.cache = RecordCache(cache_size)
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
             self._rebuild_derived()
 
@@ -180,12 +173,20 @@ class PartitionStore:
 
     def close(self) -> None:
         self.closed = True
-        self._cache.clear()
+        self.cache.resize(0)
         self._db.close()
 
     @property
     def cached_records(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        return self.cache.misses
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -208,26 +209,16 @@ class PartitionStore:
         """The record as the fold reads it: a ``HotRecord`` when its stored JSON is exactly
         what the hot path would write (``tables.hot.codec.load_record``), else its model;
         raises if it does not decode."""
-        cached = self._cache.get(message_id)
+        cached = self.cache.get(message_id)
         if cached is not None:
-            self.cache_hits += 1
             return cached
         raw = self.get_raw(message_id)
         if raw is None:
             return None
-        self.cache_misses += 1
+        self.cache.misses += 1
         record: Record = load_record(raw) or decode_record(raw)
-        self._remember(message_id, record)
+        self.cache.put(message_id, record)
         return record
-
-    def _remember(self, message_id: str, record: Record | None) -> None:
-        cache = self._cache
-        cache.pop(message_id, None)
-        if record is None or not self.cache_size:
-            return
-        cache[message_id] = record
-        while len(cache) > self.cache_size:
-            cache.popitem(last=False)
 
     def iter_raw(self) -> Iterator[tuple[str, bytes]]:
         for key, value in self._db.items(from_key=RECORD):
@@ -385,7 +376,7 @@ class PartitionStore:
         batch.put(_META_POSITION, position.to_json())
         self._db.write(batch)
         for message_id, (_, new, _) in changes.items():
-            self._remember(message_id, new)
+            self.cache.put(message_id, new)
 
     def _derived(
         self,
@@ -394,8 +385,11 @@ class PartitionStore:
     ) -> None:
         """Aggregate rows and secondary index entries for ``changes``, into ``batch``."""
         for old, new in changes.values():
-            for index, key_of in ((REQUESTED, requested_key), (UPDATED, updated_key)):
-                _move(batch, index, *index_change(key_of(old), key_of(new)))
+            # A key is the time in ms and the messageId: the same time, the same key.
+            if old is None or new is None or old.requested_at != new.requested_at:
+                _move(batch, REQUESTED, *index_change(requested_key(old), requested_key(new)))
+            if old is None or new is None or old.status_updated_at != new.status_updated_at:
+                _move(batch, UPDATED, *index_change(updated_key(old), updated_key(new)))
         delta = aggregate_delta(changes)
         if not delta:
             return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from deliverytrack.models.codec import (
     Marker,
@@ -90,8 +90,10 @@ Change = tuple[Record | None, Record | None, bytes | None]
 MarkerChange = tuple[Marker | None, Marker | None, bytes | None]
 
 
-@dataclass(frozen=True, slots=True)
-class FoldInput:
+class FoldInput(NamedTuple):
+    """One input of a batch (a tuple: the engine builds one per input, a frozen dataclass
+    cost a microsecond each)."""
+
     kind: str
     key: bytes | None
     value: bytes | None

@@ -294,7 +294,7 @@ def test_a_fold_batch_keeps_or_dead_letters_every_input_and_reads_back_what_it_w
             if raw is not None:
                 assert decode_marker(raw) == mark
         store.write(changes, Position(), None, markers)
-        store._cache.clear()
+        store.cache.clear()
         for mid, (_, after, _) in changes.items():
             assert store.get(mid) == as_model(after)
         for mid, (_, mark, _) in markers.items():

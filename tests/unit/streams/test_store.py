@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deliverytrack.models.codec import decode_record, encode_record
+from deliverytrack.models.codec import encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
@@ -17,8 +17,8 @@ from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.engine.stats import gc_paused
 from deliverytrack.streams.state.store import PartitionStore, Position
 from deliverytrack.tables.fold import fold
-from deliverytrack.tables.hot.codec import HotRecord, to_model
-from tests.factories import T0, as_model, send_recorded_factory, update_status_factory
+from deliverytrack.tables.hot.codec import HotRecord, load_record, to_model
+from tests.factories import T0, send_recorded_factory, update_status_factory
 
 
 def fill(store: PartitionStore, count: int) -> None:
@@ -28,7 +28,8 @@ def fill(store: PartitionStore, count: int) -> None:
             None, send_recorded_factory(f"m-{i:04d}", requested_at=T0 + timedelta(seconds=i))
         )
         assert record is not None
-        changes[record.message_id] = (None, record, encode_record(record))
+        raw = encode_record(record)
+        changes[record.message_id] = (None, load_record(raw) or record, raw)  # as the fold does
     store.write(changes, Position(offsets={"t": count}, changelog_next=count))
 
 
@@ -102,13 +103,16 @@ def test_checks_in_flight_do_not_hide_the_records_behind_them(tmp_path: Path) ->
 
 def test_the_record_cache_is_written_through_and_bounded(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0.db", cache_size=5)
-    fill(store, 10)
-    # Only the 5 written last are kept; the others are decoded from RocksDB when read.
-    kept = store.get("m-0009")
+    fill(store, 50)
+    # The cache keeps the records written last, as much as its ring holds; the others are
+    # read (and checked) from RocksDB.
+    kept = store.get("m-0049")
     assert kept is not None and store.cache_hits == 1 and store.cache_misses == 0
+    assert 0 < store.cached_records < 50
     first = store.get_for_fold("m-0000")
     assert first is not None and store.cache_misses == 1
-    assert store.get_for_fold("m-0000") is first and store.cache_hits == 2
+    again = store.get_for_fold("m-0000")
+    assert again is not None and again.json == first.json and store.cache_hits == 2
     # Read back as the hot path holds it (its JSON dict), as a model for everyone else.
     assert isinstance(first, HotRecord) and store.get("m-0000") == to_model(first)
     # A write replaces the cached record; a delete removes it (the cache never answers for a
@@ -117,17 +121,17 @@ def test_the_record_cache_is_written_through_and_bounded(tmp_path: Path) -> None
     new, _ = fold(model, update_status_factory(TrackingStatus.DELIVERED, "m-0000"))
     assert new is not None
     store.write({"m-0000": (first, new, encode_record(new))}, Position())
-    assert store.get_for_fold("m-0000") is new and store.get("m-0000") is new
+    assert store.get("m-0000") == new
     store.write({"m-0000": (new, None, None)}, Position())
-    assert store.get("m-0000") is None
-    assert len(store._cache) <= 5
+    assert store.get("m-0000") is None and store.cache.get("m-0000") is None
     # Whatever the cache holds equals what RocksDB holds.
-    for message_id, record in store._cache.items():
-        raw = store.get_raw(message_id)
-        assert raw is not None and decode_record(raw) == as_model(record)
+    for n in range(50):
+        cached = store.cache.get(f"m-{n:04d}")
+        raw = store.get_raw(f"m-{n:04d}")
+        assert cached is None or (raw is not None and cached.json == raw)
     store.close()
     reopened = PartitionStore(tmp_path / "p0.db", cache_size=5)
-    assert reopened.get("m-0000") is None and reopened.get("m-0009") == kept
+    assert reopened.get("m-0000") is None and reopened.get("m-0049") == kept
     reopened.close()
 
 

@@ -151,3 +151,23 @@ def test_the_delta_skips_only_changes_that_move_no_counter(events: list[MessageE
         new, _ = fold(old, event)
         table[event.message_id] = new
         assert aggregate_delta({event.message_id: (old, new)}) == _naive_delta(old, new)
+
+
+@settings(max_examples=200)
+@given(st.lists(message_events(), max_size=30), st.lists(message_events(), max_size=30))
+def test_the_delta_of_a_batch_is_the_sum_of_its_changes(
+    first: list[MessageEvent], second: list[MessageEvent]
+) -> None:
+    """Many records changed in one batch (rows shared between them): the sum of each one's."""
+    table: dict[str, TrackingRecord | None] = {}
+    for event in first:
+        table[event.message_id], _ = fold(table.get(event.message_id), event)
+    before = dict(table)
+    for event in second:
+        table[event.message_id], _ = fold(table.get(event.message_id), event)
+    changes = {mid: (before.get(mid), new) for mid, new in table.items()}
+    expected: dict[bytes, Counter] = {}
+    for old, new in changes.values():
+        for key, row in _naive_delta(old, new).items():
+            expected.setdefault(key, Counter()).add(row)
+    assert aggregate_delta(changes) == {k: r for k, r in expected.items() if not r.is_zero()}
