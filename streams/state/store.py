@@ -3,9 +3,11 @@
 One RocksDB database per partition (as Faust's rocksdb store does), through rocksdict in raw
 mode. Key space, by one-byte prefix:
 
-- ``r`` + messageId -> TrackingRecord JSON
+- ``r`` + messageId -> TrackingRecord JSON; a record the hot path held is tagged (NUL, a 4-byte
+  epoch, then the JSON: read back without the hot path's check while the epoch is current, see
+  ``_hot_tag``); every reader outside this class gets the plain JSON
 - ``d`` + due key (big-endian due ms + messageId) -> empty; see ``tables.due_index``
-- ``m`` + name -> bookkeeping JSON (source offsets, changelog position)
+- ``m`` + name -> bookkeeping JSON (source offsets, changelog position, the hot path's tag)
 - ``c`` + providerId:providerMessageId -> CorrelationState JSON (provider-id index, held reports)
 - ``x`` + hold key (big-endian deadline ms + provider key) -> empty; see ``tables.correlation``
 - ``a`` + aggregate row key (granularity, bucket, dims) -> counters; see ``tables.aggregates``
@@ -31,6 +33,7 @@ from typing import Any
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
+from deliverytrack import __version__
 from deliverytrack.models.codec import (
     Marker,
     decode_correlation_state,
@@ -57,6 +60,7 @@ from deliverytrack.tables.aggregates import (
 from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
 from deliverytrack.tables.facts import RecordFacts
+from deliverytrack.tables.hot import codec as hot_codec
 from deliverytrack.tables.hot.codec import HotRecord, load_record, to_model
 from deliverytrack.tables.retention import expiry_index_change, marker_index_change
 
@@ -81,6 +85,7 @@ Record = HotRecord | TrackingRecord
 RecordChange = tuple[Record | None, Record | None, bytes | None]
 _META_POSITION = META + b"position"
 _META_DERIVED = META + b"derived"
+_META_HOT = META + b"hot"
 DERIVED_VERSION = b"1"
 """Version of the derived data (aggregates, secondary indexes); a store without it, or with
 another version, rebuilds them from its records when opened."""
@@ -114,6 +119,36 @@ def _move(batch: WriteBatch, index: bytes, removed: bytes | None, added: bytes |
         batch.put(index + added, b"")
 
 
+_TAG = b"\x00"
+"""A record value that starts with NUL (JSON never does) is tagged: NUL, a 4-byte epoch, the
+JSON. See :func:`_hot_tag`."""
+_TAG_BYTES = 5
+
+
+def _hot_tag(db: Rdict) -> bytes | None:
+    """The tag this store writes on records the hot path held, or None (hot path off).
+
+    A record read back with this tag needs no ``load_record`` check (~10 µs): it was written
+    by the hot path of this same code (models digest and package version), which held it.
+    The store keeps the digest and version it tags under, with an epoch; when they differ at
+    open (an upgrade), the epoch moves on, so what was tagged before is checked again."""
+    if not hot_codec.ENABLED:
+        return None
+    under = f"{hot_codec.MODELS_DIGEST}:{__version__}"
+    meta = db.get(_META_HOT)
+    known: dict[str, Any] = orjson.loads(meta) if meta is not None else {"epoch": 0}
+    epoch = int(known["epoch"])
+    if known.get("under") != under:
+        epoch = (epoch + 1) % 2**32
+        db.put(_META_HOT, orjson.dumps({"under": under, "epoch": epoch}))
+    return _TAG + epoch.to_bytes(4, "big")
+
+
+def _untagged(value: bytes) -> bytes:
+    """A stored record's JSON (its tag, if any, removed)."""
+    return value[_TAG_BYTES:] if value[:1] == _TAG else value
+
+
 def _facts(record: Record | None) -> RecordFacts | None:
     if record is None or type(record) is not HotRecord:
         return record  # type: ignore[return-value]  # a TrackingRecord or None
@@ -142,6 +177,7 @@ class PartitionStore:
         self._db = Rdict(str(path), options)
         self.closed = False
         self.cache = RecordCache(cache_size)
+        self._tag = _hot_tag(self._db)
         if self._db.get(_META_DERIVED) != DERIVED_VERSION:
             self._rebuild_derived()
 
@@ -198,7 +234,8 @@ class PartitionStore:
         return value
 
     def get_raw(self, message_id: str) -> bytes | None:
-        return self._get(RECORD + message_id.encode())
+        value = self._get(RECORD + message_id.encode())
+        return None if value is None else _untagged(value)
 
     def get(self, message_id: str) -> TrackingRecord | None:
         """The record as its model (queries, timers)."""
@@ -206,17 +243,19 @@ class PartitionStore:
         return to_model(record) if type(record) is HotRecord else record  # type: ignore[return-value]
 
     def get_for_fold(self, message_id: str) -> Record | None:
-        """The record as the fold reads it: a ``HotRecord`` when its stored JSON is exactly
-        what the hot path would write (``tables.hot.codec.load_record``), else its model;
-        raises if it does not decode."""
+        """The record as the fold reads it: a ``HotRecord`` if the hot path can hold it
+        (tagged, or ``load_record``), else its model; raises if it does not decode."""
         cached = self.cache.get(message_id)
         if cached is not None:
             return cached
-        raw = self.get_raw(message_id)
-        if raw is None:
+        value = self._get(RECORD + message_id.encode())
+        if value is None:
             return None
         self.cache.misses += 1
-        record: Record = load_record(raw) or decode_record(raw)
+        raw = _untagged(value)
+        trusted = self._tag is not None and value[:_TAG_BYTES] == self._tag
+        hot = HotRecord(orjson.loads(raw), raw) if trusted else load_record(raw)
+        record: Record = hot or decode_record(raw)
         self.cache.put(message_id, record)
         return record
 
@@ -224,7 +263,7 @@ class PartitionStore:
         for key, value in self._db.items(from_key=RECORD):
             if not isinstance(key, bytes) or not key.startswith(RECORD):
                 break
-            yield key[1:].decode(), value
+            yield key[1:].decode(), _untagged(value)
 
     def records(self) -> Iterator[TrackingRecord]:
         for _, raw in self.iter_raw():
@@ -341,7 +380,7 @@ class PartitionStore:
     def get_many_raw(self, message_ids: Iterable[str]) -> list[bytes | None]:
         keys: list[Any] = [RECORD + mid.encode() for mid in message_ids]
         values: list[bytes | None] = (self._db.get(keys) or []) if keys else []
-        return values
+        return [None if value is None else _untagged(value) for value in values]
 
     def position(self) -> Position | None:
         raw = self._db.get(_META_POSITION)
@@ -367,8 +406,11 @@ class PartitionStore:
             key = CORRELATION + provider_key.encode()
             _put_or_delete(batch, key, None if new_state is None else raw)
             _move(batch, HOLD, *hold_index_change(old_state, new_state))
+        tag = self._tag
         for message_id, (_, new, raw) in changes.items():
             key = RECORD + message_id.encode()
+            if tag is not None and raw is not None and type(new) is HotRecord:
+                raw = tag + raw
             _put_or_delete(batch, key, None if new is None else raw)
         for old_facts, new_facts in facts.values():
             _move(batch, DUE, *due_index_change(old_facts, new_facts))

@@ -6,10 +6,11 @@ import asyncio
 import gc
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from deliverytrack.models.codec import encode_record
+from deliverytrack.models.codec import decode_record, encode_record
 from deliverytrack.models.enums import TrackingStatus
 from deliverytrack.models.events import DueCheckIssued
 from deliverytrack.models.settings import Settings
@@ -153,3 +154,44 @@ async def test_a_batch_waiting_past_the_limit_turns_the_gc_back_on() -> None:
             assert not gc.isenabled()
         assert gc.isenabled()
     assert gc.isenabled()
+
+
+def test_a_record_the_hot_path_wrote_is_read_back_without_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stored with a tag of this code's hot path: read back as a hot record without
+    ``load_record``; everyone else reads its plain JSON. After an upgrade (another models
+    digest or version) the tag no longer counts: the record is checked again."""
+    from deliverytrack.streams.state import store as store_module
+
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 3)
+    raw = store.get_raw("m-0001")
+    assert raw is not None and raw.startswith(b"{")
+    assert [value.startswith(b"{") for _, value in store.iter_raw()] == [True] * 3
+    assert all(v is not None and v.startswith(b"{") for v in store.get_many_raw(["m-0001"]))
+    checked: list[bytes] = []
+
+    def counting_load(value: bytes) -> Any:
+        checked.append(value)
+        return load_record(value)
+
+    monkeypatch.setattr(store_module, "load_record", counting_load)
+    record = store.get_for_fold("m-0001")
+    assert isinstance(record, HotRecord) and record.json == raw and checked == []
+    assert store.get("m-0001") == decode_record(raw)
+    store.close()
+    monkeypatch.setattr(store_module, "__version__", "99.0")
+    reopened = PartitionStore(tmp_path / "p0.db")
+    again = reopened.get_for_fold("m-0002")
+    assert isinstance(again, HotRecord) and checked == [again.json]
+    reopened.close()
+
+
+def test_a_record_only_the_models_hold_is_stored_plain(tmp_path: Path) -> None:
+    store = PartitionStore(tmp_path / "p0.db")
+    record, _ = fold(None, send_recorded_factory("m-0"))
+    assert record is not None
+    store.write({"m-0": (None, record, encode_record(record))}, Position())
+    assert store._db.get(b"rm-0") == encode_record(record)
+    store.close()
