@@ -44,13 +44,17 @@ class RecordCache:
         return len(self._where)
 
     def get(self, message_id: str) -> HotRecord | None:
+        raw = self.raw(message_id)
+        return None if raw is None else HotRecord(loads(raw), raw)
+
+    def raw(self, message_id: str) -> bytes | None:
+        """The cached record's JSON (a hit), or None."""
         where = self._where.get(message_id)
         if where is None:
             return None
         self.hits += 1
         start, end = where
-        raw = bytes(self._view[start:end])
-        return HotRecord(loads(raw), raw)
+        return bytes(self._view[start:end])
 
     def put(self, message_id: str, record: object) -> None:
         """Keep ``record`` (a ``HotRecord``; anything else, None included, is forgotten)."""

@@ -61,7 +61,7 @@ from deliverytrack.tables.correlation import hold_index_change
 from deliverytrack.tables.due_index import due_index_change, parse_due_key, upper_bound
 from deliverytrack.tables.facts import RecordFacts
 from deliverytrack.tables.hot import codec as hot_codec
-from deliverytrack.tables.hot.codec import HotRecord, load_record, to_model
+from deliverytrack.tables.hot.codec import HotRecord, load_record
 from deliverytrack.tables.retention import expiry_index_change, marker_index_change
 
 EXPIRY = b"e"
@@ -238,9 +238,9 @@ class PartitionStore:
         return None if value is None else _untagged(value)
 
     def get(self, message_id: str) -> TrackingRecord | None:
-        """The record as its model (queries, timers)."""
-        record = self.get_for_fold(message_id)
-        return to_model(record) if type(record) is HotRecord else record  # type: ignore[return-value]
+        """The record as its model (queries, timers), from the cache's JSON or RocksDB's."""
+        raw = self.cache.raw(message_id) or self.get_raw(message_id)
+        return None if raw is None else decode_record(raw)
 
     def get_for_fold(self, message_id: str) -> Record | None:
         """The record as the fold reads it: a ``HotRecord`` if the hot path can hold it
