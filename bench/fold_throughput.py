@@ -526,6 +526,9 @@ class TimedSensor:
     def __init__(self, windows: Windows, workload_topics: set[str]) -> None:
         self.windows = windows
         self.phases: Counter[str] = Counter()
+        self.cpu: Counter[str] = Counter()
+        """CPU seconds of this process (all threads) in each step: the wall time less the
+        waits (acks, fetches)."""
         self.batch_sizes: list[int] = []
         # Workload events only: the engine also folds what it feeds itself (provider-id
         # links for the webhook correlator), which must not close a window early.
@@ -544,13 +547,15 @@ class TimedSensor:
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             if name != "commit" or not self.windows.done:
                 # .get: a sensor must not raise (another commit's engine may name more steps)
-                self.phases[self.LABELS.get(name, name)] += time.perf_counter() - started
+                label = self.LABELS.get(name, name)
+                self.phases[label] += time.perf_counter() - started
+                self.cpu[label] += time.process_time() - cpu
 
 
 def _paused(consumer: AIOKafkaConsumer, topic: str, pause: bool) -> Callable[[], None]:
@@ -621,6 +626,7 @@ async def run_engine(
                 max(sizes) if sizes else 0,
             ),
             "time_by_step_s": phases,
+            "cpu_by_step_s": {name: round(value, 2) for name, value in sensor.cpu.items()},
             "settings": (
                 f"fold_batch_max_records={settings.fold_batch_max_records} "
                 f"fold_batch_timeout_ms={settings.fold_batch_timeout_ms} "
