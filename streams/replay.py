@@ -19,7 +19,6 @@ from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.common import utc_text
@@ -27,6 +26,7 @@ from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine.changelog import POSITION_KEY, decode_position, record_id
 from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.kafka.clients import new_consumer, refresh_metadata
+from deliverytrack.streams.kafka.partitioner import partition_for
 from deliverytrack.streams.topics import Topics
 
 Targets = dict[TopicPartition, int]
@@ -235,7 +235,6 @@ async def message_history(settings: Settings, message_id: str) -> list[dict[str,
     consumer = await _consumer(settings)
     try:
         await refresh_metadata(consumer)
-        partitioner = DefaultPartitioner()
         by_key = [*topics.fold_inputs, topics.poll_requests, topics.status_changes]
         # Read the partition counts now: assigning partitions narrows the client's metadata.
         counts = {
@@ -247,7 +246,7 @@ async def message_history(settings: Settings, message_id: str) -> list[dict[str,
             partitions = counts[topic]
             if not partitions:
                 return None
-            return TopicPartition(topic, partitioner(key, partitions, partitions))
+            return TopicPartition(topic, partition_for(key, partitions))
 
         key = message_id.encode()
         found: list[tuple[ConsumerRecord[bytes, bytes], str]] = []

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from deliverytrack.streams.engine.recent import RecentOutputs
 from deliverytrack.streams.engine.routing import Output
+from deliverytrack.streams.kafka.partitioner import partition_for
 from deliverytrack.streams.topics import Topics
 
 
@@ -27,7 +27,6 @@ class Publisher:
         self.recent = recent
         self.producer: AIOKafkaProducer | None = None
         """Set by the engine once its producer is started."""
-        self.partitioner = DefaultPartitioner()
         self._partitions_of: dict[str, list[int]] = {}
 
     def _producer(self) -> AIOKafkaProducer:
@@ -48,9 +47,7 @@ class Publisher:
 
     def partition_of(self, key: bytes) -> int:
         """The input partition of a key (a messageId's events and record live there)."""
-        partitions = self.input_partitions()
-        partition: int = self.partitioner(key, partitions, partitions)
-        return partition
+        return partition_for(key, self.input_partitions())
 
     async def publish(self, outputs: list[Output]) -> None:
         """Send keyed outputs in per-partition batches and wait for every ack. An output that
@@ -70,7 +67,7 @@ class Publisher:
             elif out.partition is not None and len(partitions) == inputs:
                 partition = out.partition
             else:
-                partition = self.partitioner(out.key, partitions, partitions)
+                partition = partition_for(out.key, partitions)
             grouped[(out.topic, partition)].append(out)
         futures = []
         for (topic, partition), items in grouped.items():
