@@ -4,8 +4,8 @@ Usage::
 
     .venv/bin/python bench/fold_throughput.py [--events 200000] [--keys 50000] [--partitions 4]
         [--runs 1] [--faust-events 50000] [--broker kafka://host:port]
-        [--input phased|backlog|both] [--only engine,faust,raw] [--baseline REV]
-        [--engine-in-child]
+        [--input phased|backlog|both] [--only engine,faust,raw,io,io-ck] [--baseline REV]
+        [--engine-in-child] [--ck-reports all|errors]
         [--profile cprofile|pyinstrument] [--profile-out PATH] [--keep]
 
 The workload is generated once (seeded): per messageId one SendRecorded on send-results and
@@ -35,6 +35,9 @@ The engine contender's ``Settings`` read ``DELIVERYTRACK_*`` from the environmen
 dir and partitions, which are the harness's; it prints the settings it ran with and the count
 and mean size of the status changes it published.
 
+``--only io-ck`` runs the Kafka I/O floor with confluent-kafka (librdkafka) instead of aiokafka;
+it needs the ``bench`` extra (``pip install -e '.[bench]'``) and is skipped with a note without it.
+
 See bench/README.md for what each contender does and the numbers measured.
 """
 
@@ -44,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import gc
 import io
 import logging
@@ -361,6 +365,33 @@ GC_CLOCK = GcClock()
 gc.callbacks.append(GC_CLOCK)
 
 
+THREAD_OWNERS: dict[str, str] = {}
+"""Thread id -> which client started it (librdkafka names every client's threads alike)."""
+
+
+def thread_ids() -> set[str]:
+    with contextlib.suppress(OSError):
+        return set(os.listdir("/proc/self/task"))
+    return set()
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's live threads, by thread name (``/proc``; e.g.
+    librdkafka's ``rdk:main``, ``rdk:broker1``, prefixed by ``THREAD_OWNERS``; Python's threads
+    all show the program's name)."""
+    out: dict[str, float] = defaultdict(float)
+    ticks = os.sysconf("SC_CLK_TCK")
+    for tid in thread_ids():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            head, _, tail = Path(f"/proc/self/task/{tid}/stat").read_text().rpartition(")")
+            fields = tail.split()
+            name = head.split("(", 1)[1]
+            if tid in THREAD_OWNERS:
+                name = f"{THREAD_OWNERS[tid]} {name}"
+            out[name] += (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
 def _cpu_now() -> tuple[float, float]:
     broker = cpu_seconds(BROKER_PID[0]) if BROKER_PID else 0.0
     return time.process_time(), broker
@@ -382,6 +413,10 @@ class Windows:
         self.cpu = [0.0, 0.0]
         self._gc_at = (0.0, 0, 0)
         self.gc = [0.0, 0, 0]
+        self._threads_at: dict[str, float] = {}
+        self.threads: dict[str, float] = defaultdict(float)
+        """CPU seconds in the windows by thread name (threads that ended in a window and
+        ticks of 10 ms: approximate)."""
 
     def cpu_share(self) -> str:
         seconds = self.seconds or 1.0
@@ -393,6 +428,18 @@ class Windows:
             f"; gc {gc_seconds:.2f}s ({100 * gc_seconds / seconds:.0f}%) in {collections} "
             f"collections, {full} of them full"
         )
+
+    def cpu_per_event(self, events: int) -> dict[str, float]:
+        """CPU microseconds per event inside the windows: this process (every thread, e.g.
+        librdkafka's: ``time.process_time``) and the broker JVM (``/proc/<pid>/stat``)."""
+        own, broker = (round(1e6 * value / max(events, 1), 1) for value in self.cpu)
+        return {"this_process_us": own, **({"broker_us": broker} if BROKER_PID else {})}
+
+    def thread_cpu_per_event(self, events: int) -> dict[str, float]:
+        """``threads`` in CPU microseconds per event, busiest first."""
+        busiest = sorted(self.threads.items(), key=lambda item: -item[1])
+        per = 1e6 / max(events, 1)
+        return {name: round(per * seconds, 1) for name, seconds in busiest if seconds > 0}
 
     @property
     def done(self) -> bool:
@@ -407,6 +454,7 @@ class Windows:
             self.opened_at = time.perf_counter()
             self._cpu_at = _cpu_now()
             self._gc_at = GC_CLOCK.snapshot()
+            self._threads_at = thread_cpu()
             if self.profiler is not None:
                 self.profiler.resume()
 
@@ -421,6 +469,8 @@ class Windows:
                     zip(self._gc_at, GC_CLOCK.snapshot(), strict=True)
                 ):
                     self.gc[slot] += current - then
+                for name, seconds in thread_cpu().items():
+                    self.threads[name] += seconds - self._threads_at.get(name, 0.0)
                 if self.profiler is not None:
                     self.profiler.pause()
             self.opened_at = None
@@ -932,9 +982,247 @@ async def run_io_floor(
         "windows_s": [round(s, 2) for s in windows.spans],
         "cpu_in_windows": windows.cpu_share(),
     }
+    extra["cpu_per_event"] = windows.cpu_per_event(counts["events"])
+    extra["cpu_per_event_by_thread_us"] = windows.thread_cpu_per_event(counts["events"])
     extra.update((k, v) for k, v in counts.items() if k != "events")
     mode = "phased" if feed.phased else "backlog"
     return Result("Kafka I/O floor", mode, counts["events"], windows.seconds, extra, ok, note)
+
+
+# --- contender: Kafka I/O floor with a C client (confluent-kafka / librdkafka) -------------
+
+CONFLUENT_INSTALL = ".venv/bin/pip install -e '.[bench]'  (confluent-kafka>=2.3)"
+
+
+def confluent_missing() -> str | None:
+    """Why the ``io-ck`` contender cannot run in this venv (None: it can)."""
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError as exc:
+        return f"{exc}"
+    return None
+
+
+def _ck_paused(consumer: Any, topic: str, pause: bool) -> Callable[[], None]:
+    """``_paused`` for a confluent-kafka Consumer: its assigned partitions of ``topic``."""
+
+    def apply() -> None:
+        tps = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if pause:
+            consumer.pause(tps)
+        else:
+            consumer.resume(tps)
+
+    return apply
+
+
+async def run_io_ck(
+    feed: Feed,
+    broker: str,
+    prefix: str,
+    group: str,
+    partitions: int,
+    timeout: float,
+    outputs_of: Precomputed,
+    reports: str,
+) -> Result:
+    """``run_io_floor`` with confluent-kafka (librdkafka) instead of aiokafka, in this asyncio
+    process: the same topics, group, outputs byte for byte and on the same partitions (status
+    changes on the input's partition, links by aiokafka's murmur2 ``DefaultPartitioner``), the
+    same changelog records, and the same steps per batch: outputs produced and acked, then the
+    changelog produced and acked, then offsets committed synchronously.
+
+    The event loop never blocks on librdkafka: a batch is taken with ``consume(20000, 0)`` (what
+    librdkafka has fetched already); when there is none, a one-thread executor waits for the
+    first message (``consume(1, 0.05)``, the GIL released) and the batch is topped up without
+    waiting. Acks are awaited with ``flush()`` in that thread (the wait is inside librdkafka,
+    the GIL released; nothing polls on the event loop); ``reports='all'`` calls a Python
+    delivery callback per message (like a per-record future), ``reports='errors'`` sets
+    ``delivery.report.only.error`` (callbacks only for failures; ``flush()`` still returns once
+    every message is acked or failed). The commit (``asynchronous=False``) and the consumer's
+    close run in the same thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import confluent_kafka
+    from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+    from confluent_kafka import TopicPartition as CkPartition
+
+    await feed.prepare(partitions)
+    out_topics = {name: f"{prefix}{name}" for name in ("status-changes", "provider-ids")}
+    links_topic = out_topics["provider-ids"]
+    status_topic = out_topics["status-changes"]
+    changelog = f"{prefix}records-changelog"
+    await create_topics(feed.servers, [*out_topics.values(), changelog], partitions)
+    bootstrap = ",".join(servers_of(broker))
+    ck_log = logging.getLogger("bench.confluent")
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+
+    def on_error(error: KafkaError) -> None:
+        counts["client_errors"] += 1
+        ck_log.warning("client error: %s", error)
+
+    def on_delivery(error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            failures.append(f"{msg.topic()}[{msg.partition()}]: {error}")
+
+    # One thread for every blocking librdkafka call, so none is in flight at close.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-ck")
+    loop = asyncio.get_running_loop()
+    started_threads = await loop.run_in_executor(pool, thread_ids)  # the pool's thread too
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "client.id": f"{group}-producer",
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+            "batch.size": 1_048_576,
+            "batch.num.messages": 1_000_000,  # bytes bound a batch, as in aiokafka
+            "message.max.bytes": 4_194_304,  # aiokafka's max_request_size
+            "queue.buffering.max.messages": 1_000_000,
+            "delivery.report.only.error": reports == "errors",
+            "on_delivery": on_delivery,
+            "error_cb": on_error,
+            "logger": ck_log,
+        }
+    )
+    # Metadata now: librdkafka starts the broker's thread (rdk:brokerN) once it learns the node.
+    described = await loop.run_in_executor(pool, producer.list_topics, changelog, 10.0)
+    ids = sorted(described.topics[changelog].partitions)
+    THREAD_OWNERS.update(dict.fromkeys(thread_ids() - started_threads, "producer"))
+    started_threads = thread_ids()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "client.id": f"{group}-consumer",
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "max.partition.fetch.bytes": 4_194_304,
+            "fetch.max.bytes": 16_777_216,
+            "fetch.wait.max.ms": 100,
+            "error_cb": on_error,
+            "logger": ck_log,
+        }
+    )
+    await loop.run_in_executor(pool, consumer.list_topics, changelog, 10.0)
+    THREAD_OWNERS.update(dict.fromkeys(thread_ids() - started_threads, "consumer"))
+    partitioner = DefaultPartitioner()
+    windows = Windows(feed.targets)
+    batch_max = 20_000
+
+    def produce(topic: str, key: bytes, value: bytes, partition: int) -> None:
+        try:
+            producer.produce(topic, value, key, partition)
+        except BufferError:  # the local queue is full: let librdkafka send, then retry once
+            producer.poll(0.1)
+            producer.produce(topic, value, key, partition)
+
+    async def acked() -> None:
+        left = await loop.run_in_executor(pool, producer.flush, 60.0)
+        if left or failures:
+            raise RuntimeError(f"{left} unacked after 60s; failed: {failures[:3]}")
+
+    # Any: Message's accessors are typed Optional (None only on error messages, checked first).
+    async def fetch() -> list[Any]:
+        messages = consumer.consume(batch_max, 0)
+        if not messages:
+            messages = await loop.run_in_executor(pool, consumer.consume, 1, 0.05)
+            if messages:
+                messages += consumer.consume(batch_max - len(messages), 0)
+        return messages
+
+    failed: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await batches()
+        except Exception as exc:  # drive() waits on the windows: end them, report it
+            failed.append(exc)
+            for event in windows.reached:
+                event.set()
+
+    async def batches() -> None:
+        while not windows.done:
+            messages = await fetch()
+            if not messages:
+                continue
+            windows.batch_arrived()
+            latest: dict[int, dict[bytes, bytes]] = defaultdict(dict)
+            offsets: dict[tuple[str, int], int] = {}
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                        continue
+                    raise KafkaException(error)
+                topic, partition = msg.topic(), msg.partition()
+                offsets[(topic, partition)] = msg.offset() + 1
+                key = msg.key()
+                if topic == links_topic:
+                    # The engine folds its own links into correlation states (changelogged).
+                    counts["self_fed_links"] += 1
+                    latest[partition][b"c" + key] = msg.value()
+                    continue
+                counts["events"] += 1
+                outs, raw = outputs_of[msg.value()]
+                for name, out_key, value in outs:
+                    if name == "status-changes":
+                        produce(status_topic, out_key, value, partition)
+                    else:
+                        produce(links_topic, out_key, value, partitioner(out_key, ids, ids))
+                counts["outputs"] += len(outs)
+                if raw is not None:
+                    latest[partition][key] = raw
+            await acked()
+            for partition, rows in latest.items():
+                for key, value in rows.items():
+                    produce(changelog, key, value, partition)
+                produce(changelog, b"\x00position", b"{}", partition)
+                counts["changelog_writes"] += len(rows)
+            await acked()
+            commit = [CkPartition(t, p, offset) for (t, p), offset in offsets.items()]
+            await loop.run_in_executor(
+                pool, functools.partial(consumer.commit, offsets=commit, asynchronous=False)
+            )
+            windows.batch_done(counts["events"])
+
+    consumer.subscribe([feed.send_topic, feed.commands_topic, links_topic])
+    task = asyncio.create_task(run())
+    try:
+        ok, note = await drive(
+            windows,
+            feed,
+            _ck_paused(consumer, feed.commands_topic, True),
+            _ck_paused(consumer, feed.commands_topic, False),
+            timeout,
+            lambda: counts["events"],
+        )
+        if failed:
+            ok, note = False, f"{failed[0]!r}"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        pool.shutdown(wait=True)  # no librdkafka call in flight
+        consumer.close()
+        producer.flush(10.0)
+        THREAD_OWNERS.clear()
+    extra: dict[str, Any] = {
+        "windows_s": [round(s, 2) for s in windows.spans],
+        "cpu_in_windows": windows.cpu_share(),
+        "cpu_per_event": windows.cpu_per_event(counts["events"]),
+        "cpu_per_event_by_thread_us": windows.thread_cpu_per_event(counts["events"]),
+        "delivery_reports": reports,
+        "client": f"confluent-kafka {confluent_kafka.version()}, "
+        f"librdkafka {confluent_kafka.libversion()[0]}",
+    }
+    extra.update((k, v) for k, v in counts.items() if k != "events")
+    mode = "phased" if feed.phased else "backlog"
+    label = "Kafka I/O floor, confluent-kafka"
+    return Result(label, mode, counts["events"], windows.seconds, extra, ok, note)
 
 
 # --- contender: stock Faust agent ------------------------------------------------------------
@@ -1736,13 +2024,13 @@ def _git_describe() -> str:
     return f"commit {head}" + (" + uncommitted changes in streams/tables/models" if dirty else "")
 
 
-CONTENDERS = ("engine", "baseline", "faust", "raw", "io")
+CONTENDERS = ("engine", "baseline", "faust", "raw", "io", "io-ck")
 
 
 def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None:
     print()
     header = (
-        f"{'contender':<22} {'input':<8} {'events':>9} {'seconds':>8} {'events/s':>9} "
+        f"{'contender':<32} {'input':<8} {'events':>9} {'seconds':>8} {'events/s':>9} "
         f"{'vs raw':>7}  notes"
     )
     print(header + (f"  (median of {runs} runs)" if runs > 1 else ""))
@@ -1755,7 +2043,7 @@ def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None
             rows = [r for r in all_rows if r.ok]
             if not rows:
                 if all_rows:
-                    print(f"{all_rows[0].contender:<22} {mode:<8} FAILED: {all_rows[0].note}")
+                    print(f"{all_rows[0].contender:<32} {mode:<8} FAILED: {all_rows[0].note}")
                 continue
             rate = statistics.median(r.rate for r in rows)
             seconds = statistics.median(r.seconds for r in rows)
@@ -1765,10 +2053,10 @@ def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None
             for key in ("dead_letters", "rejected (unknown-message)"):
                 if extra.get(key):
                     notes.append(f"{key.split(' ')[0]}={extra[key]:,}")
-            head = f"{rows[0].contender:<22} {mode:<8} {rows[0].events:>9,}"
+            head = f"{rows[0].contender:<32} {mode:<8} {rows[0].events:>9,}"
             print(f"{head} {seconds:>8.2f} {rate:>9,.0f} {ratio:>7}  {' '.join(notes)}")
             if len(rows) > 1:
-                print(f"{'':<31} runs: " + ", ".join(f"{r.rate:,.0f}" for r in rows))
+                print(f"{'':<41} runs: " + ", ".join(f"{r.rate:,.0f}" for r in rows))
 
 
 def print_baseline_ratio(results: dict[tuple[str, str], list[Result]], baseline: Baseline) -> None:
@@ -1825,7 +2113,14 @@ async def main_async(
     args: argparse.Namespace, broker: str, work_dir: Path, baseline: Baseline | None
 ) -> None:
     servers = servers_of(broker)
-    only = [name for name in ("raw", "io", "engine", "baseline", "faust") if name in args.only]
+    known = ("raw", "io", "io-ck", "engine", "baseline", "faust")
+    only = [name for name in known if name in args.only]
+    if "io-ck" in only and (why := confluent_missing()) is not None:
+        only.remove("io-ck")
+        print(
+            f"io-ck (Kafka I/O floor, confluent-kafka) skipped: confluent_kafka is not importable "
+            f"({why}); install it with: {CONFLUENT_INSTALL}"
+        )
     modes = ["phased", "backlog"] if args.input == "both" else [args.input]
     started = time.perf_counter()
     work = generate(args.events, args.keys)
@@ -1839,7 +2134,7 @@ async def main_async(
     )
     faust_work = work.subset(args.faust_events) if args.faust_events else work
     outputs_of: Precomputed = {}
-    if "io" in only:
+    if "io" in only or "io-ck" in only:
         started = time.perf_counter()
         outputs_of = precompute_outputs(work)
         print(f"I/O floor: outputs precomputed in {time.perf_counter() - started:.1f}s")
@@ -1894,6 +2189,17 @@ async def main_async(
                 elif name == "io":
                     coro = run_io_floor(
                         feed, broker, prefix, ident, args.partitions, args.timeout, outputs_of
+                    )
+                elif name == "io-ck":
+                    coro = run_io_ck(
+                        feed,
+                        broker,
+                        prefix,
+                        ident,
+                        args.partitions,
+                        args.timeout,
+                        outputs_of,
+                        args.ck_reports,
                     )
                 elif name == "engine" and engine_child is not None:
                     coro = run_baseline(
@@ -2013,8 +2319,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="engine,faust,raw",
-        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor), "
-        "baseline (needs --baseline)",
+        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor), io-ck "
+        "(the same with confluent-kafka; skipped if not installed), baseline (needs --baseline)",
+    )
+    parser.add_argument(
+        "--ck-reports",
+        choices=("all", "errors"),
+        default="errors",
+        help="io-ck: a Python delivery callback only for failures (delivery.report.only.error, "
+        "the default: ~1 us/event less) or for every message (all); acks are awaited with "
+        "flush() either way",
     )
     parser.add_argument(
         "--baseline",
