@@ -24,11 +24,12 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
@@ -125,16 +126,33 @@ JSON. See :func:`_hot_tag`."""
 _TAG_BYTES = 5
 
 
+def _hot_source_digest() -> str:
+    """A digest of the hot path's own source (``tables/hot/*.py``), or ``""`` where it cannot
+    be read (a compiled or zipped install): a change to how records are checked, in a tree
+    whose models digest and version stay the same, also moves the tag's epoch on."""
+    h = hashlib.sha256()
+    try:
+        for path in sorted(Path(hot_codec.__file__).parent.glob("*.py")):
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    except OSError:
+        return ""
+    return h.hexdigest()[:16]
+
+
+HOT_SOURCE_DIGEST: Final = _hot_source_digest()
+
+
 def _hot_tag(db: Rdict) -> bytes | None:
     """The tag this store writes on records the hot path held, or None (hot path off).
 
     A record read back with this tag needs no ``load_record`` check (~10 µs): it was written
-    by the hot path of this same code (models digest and package version), which held it.
-    The store keeps the digest and version it tags under, with an epoch; when they differ at
-    open (an upgrade), the epoch moves on, so what was tagged before is checked again."""
+    by the hot path of this same code (models digest, the hot path's source digest, package
+    version), which held it. The store keeps what it tags under, with an epoch; when that
+    differs at open (an upgrade, an edited tree), the epoch moves on, so what was tagged before
+    is checked again."""
     if not hot_codec.ENABLED:
         return None
-    under = f"{hot_codec.MODELS_DIGEST}:{__version__}"
+    under = f"{hot_codec.MODELS_DIGEST}:{HOT_SOURCE_DIGEST}:{__version__}"
     meta = db.get(_META_HOT)
     known: dict[str, Any] = orjson.loads(meta) if meta is not None else {"epoch": 0}
     epoch = int(known["epoch"])

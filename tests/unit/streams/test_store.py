@@ -188,6 +188,34 @@ def test_a_record_the_hot_path_wrote_is_read_back_without_the_check(
     reopened.close()
 
 
+def test_an_edited_hot_path_checks_what_it_tagged_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same models digest and version, another source of ``tables/hot`` (a developer's tree):
+    the tag's epoch moves on as after an upgrade."""
+    from deliverytrack.streams.state import store as store_module
+
+    assert len(store_module.HOT_SOURCE_DIGEST) == 16  # readable in a source tree and a wheel
+    checked: list[bytes] = []
+
+    def counting_load(value: bytes) -> Any:
+        checked.append(value)
+        return load_record(value)
+
+    monkeypatch.setattr(store_module, "load_record", counting_load)
+    store = PartitionStore(tmp_path / "p0.db")
+    fill(store, 2)
+    store.close()
+    reopened = PartitionStore(tmp_path / "p0.db")
+    assert isinstance(reopened.get_for_fold("m-0001"), HotRecord) and checked == []
+    reopened.close()
+    monkeypatch.setattr(store_module, "HOT_SOURCE_DIGEST", "edited")
+    edited = PartitionStore(tmp_path / "p0.db")
+    record = edited.get_for_fold("m-0001")
+    assert isinstance(record, HotRecord) and checked == [record.json]
+    edited.close()
+
+
 def test_a_record_only_the_models_hold_is_stored_plain(tmp_path: Path) -> None:
     store = PartitionStore(tmp_path / "p0.db")
     record, _ = fold(None, send_recorded_factory("m-0"))
