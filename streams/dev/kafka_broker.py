@@ -30,6 +30,7 @@ import argparse
 import atexit
 import base64
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -44,7 +45,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Protocol, Self
@@ -394,6 +395,29 @@ class BrokerInfo(Protocol):
     def url(self) -> str: ...
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, for a broker started from the main thread: the kernel sends it SIGTERM when
+    the process that started it dies, however it dies (a test run killed with SIGTERM or
+    SIGKILL skips atexit and fixture teardown, and used to leave its brokers running). Not
+    from another thread: the signal follows the thread that forked, not the process."""
+    if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def apply() -> None:  # in the child between fork and exec: no allocation, no lock
+        prctl(_PR_SET_PDEATHSIG, sigterm)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return apply
+
+
+_PR_SET_PDEATHSIG = 1
 _LIVE_BROKERS: set[KafkaBroker] = set()
 _LIVE_LOCK = threading.Lock()
 
@@ -695,6 +719,7 @@ class KafkaBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),  # noqa: PLW1509 - prctl only, no locks taken
             )
         self._proc = proc
         with _LIVE_LOCK:

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -192,3 +193,51 @@ def test_retry_on_picked_port_deletes_only_data_it_created(
             assert path.is_file() and path.read_bytes() == content, f"{path} changed or deleted"
     else:
         assert attempts[1] == set()
+
+
+def test_a_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """A test run killed without teardown (SIGKILL; SIGTERM skips atexit too) leaves no broker
+    behind: the kernel stops it when its starter dies (PR_SET_PDEATHSIG)."""
+    starter = subprocess.Popen(  # noqa: S603 - fixed argv
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from deliverytrack.streams.dev.kafka_broker import KafkaBroker\n"
+            "broker = KafkaBroker(sys.argv[1])\n"
+            "broker.start()\n"
+            "print(broker.pid, flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path / "broker"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert starter.stdout is not None
+        pid = int(starter.stdout.readline())
+        os.kill(pid, 0)  # running
+        starter.kill()
+        starter.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            if _reaped_or_zombie(pid):
+                return
+            time.sleep(0.2)
+        os.killpg(pid, 9)
+        pytest.fail(f"the broker {pid} outlived the process that started it")
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+
+
+def _reaped_or_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
