@@ -399,7 +399,8 @@ def _die_with_parent() -> Callable[[], None] | None:
     """On Linux, for a broker started from the main thread: the kernel sends it SIGTERM when
     the process that started it dies, however it dies (a test run killed with SIGTERM or
     SIGKILL skips atexit and fixture teardown, and used to leave its brokers running). Not
-    from another thread: the signal follows the thread that forked, not the process."""
+    from another thread (``asyncio.to_thread``, as bench/poll_latency.py starts one): the
+    signal follows the thread that forked, not the process, so such a broker is unprotected."""
     if sys.platform != "linux" or threading.current_thread() is not threading.main_thread():
         return None
     try:
@@ -407,9 +408,13 @@ def _die_with_parent() -> Callable[[], None] | None:
         prctl = libc.prctl
     except (OSError, AttributeError):
         return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
     parent, sigterm = os.getpid(), int(signal.SIGTERM)
 
-    def apply() -> None:  # in the child between fork and exec: no allocation, no lock
+    def apply() -> None:
+        # In the child between fork and exec (subprocess readies the interpreter for a
+        # preexec_fn): prctl takes no lock.
         prctl(_PR_SET_PDEATHSIG, sigterm)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)

@@ -34,6 +34,8 @@ from typing import Any, Final
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
 
+import deliverytrack.models
+import deliverytrack.tables
 from deliverytrack import __version__
 from deliverytrack.models.codec import (
     Marker,
@@ -127,16 +129,26 @@ _TAG_BYTES = 5
 
 
 def _hot_source_digest() -> str:
-    """A digest of the hot path's own source (``tables/hot/*.py``), or ``""`` where it cannot
-    be read (a compiled or zipped install): a change to how records are checked, in a tree
-    whose models digest and version stay the same, also moves the tag's epoch on."""
+    """A digest of the source the hot path's checks and fold come from (every module of
+    ``deliverytrack.tables`` and ``deliverytrack.models``: the models digest names validators,
+    not their bodies), or ``""`` where there is no source to read (a zipped or bytecode-only
+    install). An edited tree with the same models digest and version then also moves the
+    tag's epoch on. Hidden files (an editor's lock links) are left out."""
     h = hashlib.sha256()
-    try:
-        for path in sorted(Path(hot_codec.__file__).parent.glob("*.py")):
-            h.update(path.name.encode() + b"\0" + path.read_bytes())
-    except OSError:
-        return ""
-    return h.hexdigest()[:16]
+    found = False
+    for package in (deliverytrack.models, deliverytrack.tables):
+        root = Path(package.__file__ or ".").parent
+        for path in sorted(root.rglob("*.py")):
+            name = path.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in name.split("/")):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b"\0unreadable"
+            found = True
+            h.update(f"{package.__name__}/{name}".encode() + b"\0" + data)
+    return h.hexdigest()[:16] if found else ""
 
 
 HOT_SOURCE_DIGEST: Final = _hot_source_digest()

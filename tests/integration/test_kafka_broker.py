@@ -195,6 +195,7 @@ def test_retry_on_picked_port_deletes_only_data_it_created(
         assert attempts[1] == set()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     """A test run killed without teardown (SIGKILL; SIGTERM skips atexit too) leaves no broker
     behind: the kernel stops it when its starter dies (PR_SET_PDEATHSIG)."""
@@ -215,7 +216,9 @@ def test_a_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     )
     try:
         assert starter.stdout is not None
-        pid = int(starter.stdout.readline())
+        line = starter.stdout.readline().strip()
+        assert line.isdigit(), f"the starter printed no broker pid (exit {starter.poll()})"
+        pid = int(line)
         os.kill(pid, 0)  # running
         starter.kill()
         starter.wait(timeout=10)

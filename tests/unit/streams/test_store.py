@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,13 @@ def test_a_record_the_hot_path_wrote_is_read_back_without_the_check(
 def test_an_edited_hot_path_checks_what_it_tagged_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Same models digest and version, another source of ``tables/hot`` (a developer's tree):
+    """Same models digest and version, other source in tables/ or models/ (a developer's tree):
     the tag's epoch moves on as after an upgrade."""
     from deliverytrack.streams.state import store as store_module
 
-    assert len(store_module.HOT_SOURCE_DIGEST) == 16  # readable in a source tree and a wheel
+    # Readable in a source tree and a wheel, and of some source (not the empty input's hash).
+    assert len(store_module.HOT_SOURCE_DIGEST) == 16
+    assert store_module.HOT_SOURCE_DIGEST != hashlib.sha256(b"").hexdigest()[:16]
     checked: list[bytes] = []
 
     def counting_load(value: bytes) -> Any:
