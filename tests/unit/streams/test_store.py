@@ -157,6 +157,20 @@ async def test_a_batch_waiting_past_the_limit_turns_the_gc_back_on() -> None:
     assert gc.isenabled()
 
 
+def _count_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The values the store hands to ``load_record`` from now on."""
+    from deliverytrack.streams.state import store as store_module
+
+    checked: list[bytes] = []
+
+    def counting_load(value: bytes) -> Any:
+        checked.append(value)
+        return load_record(value)
+
+    monkeypatch.setattr(store_module, "load_record", counting_load)
+    return checked
+
+
 def test_a_record_the_hot_path_wrote_is_read_back_without_the_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,13 +185,7 @@ def test_a_record_the_hot_path_wrote_is_read_back_without_the_check(
     assert raw is not None and raw.startswith(b"{")
     assert [value.startswith(b"{") for _, value in store.iter_raw()] == [True] * 3
     assert all(v is not None and v.startswith(b"{") for v in store.get_many_raw(["m-0001"]))
-    checked: list[bytes] = []
-
-    def counting_load(value: bytes) -> Any:
-        checked.append(value)
-        return load_record(value)
-
-    monkeypatch.setattr(store_module, "load_record", counting_load)
+    checked = _count_checks(monkeypatch)
     record = store.get_for_fold("m-0001")
     assert isinstance(record, HotRecord) and record.json == raw and checked == []
     assert store.get("m-0001") == decode_record(raw)
@@ -199,13 +207,7 @@ def test_an_edited_hot_path_checks_what_it_tagged_before(
     # Readable in a source tree and a wheel, and of some source (not the empty input's hash).
     assert len(store_module.HOT_SOURCE_DIGEST) == 16
     assert store_module.HOT_SOURCE_DIGEST != hashlib.sha256(b"").hexdigest()[:16]
-    checked: list[bytes] = []
-
-    def counting_load(value: bytes) -> Any:
-        checked.append(value)
-        return load_record(value)
-
-    monkeypatch.setattr(store_module, "load_record", counting_load)
+    checked = _count_checks(monkeypatch)
     store = PartitionStore(tmp_path / "p0.db")
     fill(store, 2)
     store.close()
