@@ -392,9 +392,21 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
-def _cpu_now() -> tuple[float, float]:
+def _cpu_now() -> tuple[float, float, float, float]:
+    """This process's CPU seconds, the broker's, and the machine's stolen and total CPU
+    seconds (``/proc/stat``: time the hypervisor gave these CPUs to someone else)."""
     broker = cpu_seconds(BROKER_PID[0]) if BROKER_PID else 0.0
-    return time.process_time(), broker
+    return time.process_time(), broker, *_host_steal()
+
+
+def _host_steal() -> tuple[float, float]:
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return fields[7] / tick, sum(fields) / tick
 
 
 class Windows:
@@ -409,8 +421,9 @@ class Windows:
         self.opened_at: float | None = None
         self.spans: list[float] = []
         self.reached = [asyncio.Event() for _ in targets]
-        self._cpu_at = (0.0, 0.0)
-        self.cpu = [0.0, 0.0]
+        self._cpu_at = (0.0, 0.0, 0.0, 0.0)
+        self.cpu = [0.0, 0.0, 0.0, 0.0]
+        """In the windows: this process, the broker, the host's stolen and total CPU seconds."""
         self._gc_at = (0.0, 0, 0)
         self.gc = [0.0, 0, 0]
         self._threads_at: dict[str, float] = {}
@@ -420,9 +433,12 @@ class Windows:
 
     def cpu_share(self) -> str:
         seconds = self.seconds or 1.0
-        own, broker = (100 * value / seconds for value in self.cpu)
+        own, broker = (100 * value / seconds for value in self.cpu[:2])
         text = f"this process {own:.0f}% of one core"
         text += f", broker JVM {broker:.0f}%" if BROKER_PID else ""
+        stolen, total = self.cpu[2:]
+        if total:  # a share above a few % means the host, not this run, set the pace
+            text += f", host steal {100 * stolen / total:.1f}% of the CPUs' time"
         gc_seconds, collections, full = self.gc
         return text + (
             f"; gc {gc_seconds:.2f}s ({100 * gc_seconds / seconds:.0f}%) in {collections} "
@@ -432,7 +448,7 @@ class Windows:
     def cpu_per_event(self, events: int) -> dict[str, float]:
         """CPU microseconds per event inside the windows: this process (every thread, e.g.
         librdkafka's: ``time.process_time``) and the broker JVM (``/proc/<pid>/stat``)."""
-        own, broker = (round(1e6 * value / max(events, 1), 1) for value in self.cpu)
+        own, broker = (round(1e6 * value / max(events, 1), 1) for value in self.cpu[:2])
         return {"this_process_us": own, **({"broker_us": broker} if BROKER_PID else {})}
 
     def thread_cpu_per_event(self, events: int) -> dict[str, float]:
