@@ -24,12 +24,13 @@ offsets together, so the aggregates are exactly as current as the records.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from rocksdict import Options, Rdict, WriteBatch
@@ -128,12 +129,14 @@ JSON. See :func:`_hot_tag`."""
 _TAG_BYTES = 5
 
 
-def _hot_source_digest() -> str:
+@functools.cache
+def hot_source_digest() -> str:
     """A digest of the source the hot path's checks and fold come from (every module of
     ``deliverytrack.tables`` and ``deliverytrack.models``: the models digest names validators,
     not their bodies), or ``""`` where there is no source to read (a zipped or bytecode-only
     install). An edited tree with the same models digest and version then also moves the
-    tag's epoch on. Hidden files (an editor's lock links) are left out."""
+    tag's epoch on. Hidden files (an editor's lock links) are left out. Read once, when the
+    first store opens (not at import: every CLI command imports this module)."""
     h = hashlib.sha256()
     found = False
     for package in (deliverytrack.models, deliverytrack.tables):
@@ -151,9 +154,6 @@ def _hot_source_digest() -> str:
     return h.hexdigest()[:16] if found else ""
 
 
-HOT_SOURCE_DIGEST: Final = _hot_source_digest()
-
-
 def _hot_tag(db: Rdict) -> bytes | None:
     """The tag this store writes on records the hot path held, or None (hot path off).
 
@@ -164,7 +164,7 @@ def _hot_tag(db: Rdict) -> bytes | None:
     is checked again."""
     if not hot_codec.ENABLED:
         return None
-    under = f"{hot_codec.MODELS_DIGEST}:{HOT_SOURCE_DIGEST}:{__version__}"
+    under = f"{hot_codec.MODELS_DIGEST}:{hot_source_digest()}:{__version__}"
     meta = db.get(_META_HOT)
     known: dict[str, Any] = orjson.loads(meta) if meta is not None else {"epoch": 0}
     epoch = int(known["epoch"])

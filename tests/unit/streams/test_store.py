@@ -205,8 +205,9 @@ def test_an_edited_hot_path_checks_what_it_tagged_before(
     from deliverytrack.streams.state import store as store_module
 
     # Readable in a source tree and a wheel, and of some source (not the empty input's hash).
-    assert len(store_module.HOT_SOURCE_DIGEST) == 16
-    assert store_module.HOT_SOURCE_DIGEST != hashlib.sha256(b"").hexdigest()[:16]
+    digest = store_module.hot_source_digest()
+    assert len(digest) == 16
+    assert digest != hashlib.sha256(b"").hexdigest()[:16]
     checked = _count_checks(monkeypatch)
     store = PartitionStore(tmp_path / "p0.db")
     fill(store, 2)
@@ -214,7 +215,7 @@ def test_an_edited_hot_path_checks_what_it_tagged_before(
     reopened = PartitionStore(tmp_path / "p0.db")
     assert isinstance(reopened.get_for_fold("m-0001"), HotRecord) and checked == []
     reopened.close()
-    monkeypatch.setattr(store_module, "HOT_SOURCE_DIGEST", "edited")
+    monkeypatch.setattr(store_module, "hot_source_digest", lambda: "edited")
     edited = PartitionStore(tmp_path / "p0.db")
     record = edited.get_for_fold("m-0001")
     assert isinstance(record, HotRecord) and checked == [record.json]
