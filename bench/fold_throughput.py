@@ -893,10 +893,7 @@ async def run_io_floor(
     links read back, one changelog record per changed key (and per link) per batch plus a
     position record, acks awaited, offsets committed. No decode, no fold, no RocksDB, no
     watermark: an upper bound for any fold with these outputs on this broker and machine."""
-    await feed.prepare(partitions)
-    out_topics = {name: f"{prefix}{name}" for name in ("status-changes", "provider-ids")}
-    changelog = f"{prefix}records-changelog"
-    await create_topics(feed.servers, [*out_topics.values(), changelog], partitions)
+    out_topics, changelog = await _floor_topics(feed, prefix, partitions)
     servers = servers_of(broker)
     producer = AIOKafkaProducer(
         bootstrap_servers=servers,
@@ -994,15 +991,39 @@ async def run_io_floor(
             await task
         await consumer.stop()
         await producer.stop()
+    return _floor_result("Kafka I/O floor", feed, windows, counts, {}, ok, note)
+
+
+async def _floor_topics(feed: Feed, prefix: str, partitions: int) -> tuple[dict[str, str], str]:
+    """Both I/O floors' topics, made: the outputs' by name, and the changelog."""
+    await feed.prepare(partitions)
+    out_topics = {name: f"{prefix}{name}" for name in ("status-changes", "provider-ids")}
+    changelog = f"{prefix}records-changelog"
+    await create_topics(feed.servers, [*out_topics.values(), changelog], partitions)
+    return out_topics, changelog
+
+
+def _floor_result(
+    label: str,
+    feed: Feed,
+    windows: Windows,
+    counts: Counter[str],
+    more: dict[str, Any],
+    ok: bool,
+    note: str,
+) -> Result:
+    """An I/O floor's result: its windows, CPU per event (all threads), counts, and ``more``."""
+    events = counts["events"]
     extra: dict[str, Any] = {
         "windows_s": [round(s, 2) for s in windows.spans],
         "cpu_in_windows": windows.cpu_share(),
+        "cpu_per_event": windows.cpu_per_event(events),
+        "cpu_per_event_by_thread_us": windows.thread_cpu_per_event(events),
+        **more,
     }
-    extra["cpu_per_event"] = windows.cpu_per_event(counts["events"])
-    extra["cpu_per_event_by_thread_us"] = windows.thread_cpu_per_event(counts["events"])
     extra.update((k, v) for k, v in counts.items() if k != "events")
     mode = "phased" if feed.phased else "backlog"
-    return Result("Kafka I/O floor", mode, counts["events"], windows.seconds, extra, ok, note)
+    return Result(label, mode, events, windows.seconds, extra, ok, note)
 
 
 # --- contender: Kafka I/O floor with a C client (confluent-kafka / librdkafka) -------------
@@ -1063,12 +1084,9 @@ async def run_io_ck(
     from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
     from confluent_kafka import TopicPartition as CkPartition
 
-    await feed.prepare(partitions)
-    out_topics = {name: f"{prefix}{name}" for name in ("status-changes", "provider-ids")}
+    out_topics, changelog = await _floor_topics(feed, prefix, partitions)
     links_topic = out_topics["provider-ids"]
     status_topic = out_topics["status-changes"]
-    changelog = f"{prefix}records-changelog"
-    await create_topics(feed.servers, [*out_topics.values(), changelog], partitions)
     bootstrap = ",".join(servers_of(broker))
     ck_log = logging.getLogger("bench.confluent")
     counts: Counter[str] = Counter()
@@ -1226,19 +1244,12 @@ async def run_io_ck(
         consumer.close()
         producer.flush(10.0)
         THREAD_OWNERS.clear()
-    extra: dict[str, Any] = {
-        "windows_s": [round(s, 2) for s in windows.spans],
-        "cpu_in_windows": windows.cpu_share(),
-        "cpu_per_event": windows.cpu_per_event(counts["events"]),
-        "cpu_per_event_by_thread_us": windows.thread_cpu_per_event(counts["events"]),
-        "delivery_reports": reports,
-        "client": f"confluent-kafka {confluent_kafka.version()}, "
-        f"librdkafka {confluent_kafka.libversion()[0]}",
-    }
-    extra.update((k, v) for k, v in counts.items() if k != "events")
-    mode = "phased" if feed.phased else "backlog"
+    client = (
+        f"confluent-kafka {confluent_kafka.version()}, librdkafka {confluent_kafka.libversion()[0]}"
+    )
+    more = {"delivery_reports": reports, "client": client}
     label = "Kafka I/O floor, confluent-kafka"
-    return Result(label, mode, counts["events"], windows.seconds, extra, ok, note)
+    return _floor_result(label, feed, windows, counts, more, ok, note)
 
 
 # --- contender: stock Faust agent ------------------------------------------------------------
