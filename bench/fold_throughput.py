@@ -75,7 +75,6 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 # The project is not pip-installed: run from a checkout, importable from the repository root.
@@ -107,6 +106,7 @@ from deliverytrack.models.events import (  # noqa: E402
 from deliverytrack.models.records import TrackingRecord  # noqa: E402
 from deliverytrack.models.settings import Settings  # noqa: E402
 from deliverytrack.streams.engine.loop import FoldEngine  # noqa: E402
+from deliverytrack.streams.kafka.partitioner import partition_for  # noqa: E402
 from deliverytrack.streams.state.store import PartitionStore  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 from deliverytrack.tables.fold import fold  # noqa: E402
@@ -256,10 +256,9 @@ async def produce(servers: list[str], topic: str, items: list[Item]) -> float:
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        partitioner = DefaultPartitioner()
         by_partition: dict[int, list[Item]] = defaultdict(list)
         for key, value in items:
-            by_partition[partitioner(key, partitions, partitions)].append((key, value))
+            by_partition[partition_for(key, partitions)].append((key, value))
 
         async def send_partition(partition: int, rows: list[Item]) -> None:
             futures = []
@@ -913,7 +912,6 @@ async def run_io_floor(
         fetch_max_bytes=16_777_216,
         fetch_max_wait_ms=100,
     )
-    partitioner = DefaultPartitioner()
     windows = Windows(feed.targets)
     counts: Counter[str] = Counter()
 
@@ -951,7 +949,7 @@ async def run_io_floor(
                     outs, raw = outputs_of[msg.value]
                     for name, key, value in outs:
                         partition = (
-                            tp.partition if name == "status-changes" else partitioner(key, ids, ids)
+                            tp.partition if name == "status-changes" else partition_for(key, ids)
                         )
                         grouped[(out_topics[name], partition)].append((key, value))
                     if raw is not None:
@@ -1143,7 +1141,6 @@ async def run_io_ck(
     )
     await loop.run_in_executor(pool, consumer.list_topics, changelog, 10.0)
     THREAD_OWNERS.update(dict.fromkeys(thread_ids() - started_threads, "consumer"))
-    partitioner = DefaultPartitioner()
     windows = Windows(feed.targets)
     batch_max = 20_000
 
@@ -1206,7 +1203,7 @@ async def run_io_ck(
                     if name == "status-changes":
                         produce(status_topic, out_key, value, partition)
                     else:
-                        produce(links_topic, out_key, value, partitioner(out_key, ids, ids))
+                        produce(links_topic, out_key, value, partition_for(out_key, ids))
                 counts["outputs"] += len(outs)
                 if raw is not None:
                     latest[partition][key] = raw
@@ -1872,7 +1869,6 @@ def micro(work: Workload, keys: int = 5_000) -> None:
     ]
     raw_sent = [encode_record(r) for r in sent if r is not None]
     raw_clicked = [encode_record(r) for r in clicked if r is not None]
-    partitioner = DefaultPartitioner()
     partitions = list(range(4))
     key_bytes = [key for key, _ in work.sends[:keys]]
 
@@ -1930,9 +1926,9 @@ def micro(work: Workload, keys: int = 5_000) -> None:
             lambda: [encode_record(r) for r in clicked if r is not None],
         ),
         (
-            "DefaultPartitioner (murmur2) per output",
+            "partition_for (Kafka's murmur2) per output",
             len(key_bytes),
-            lambda: [partitioner(k, partitions, partitions) for k in key_bytes],
+            lambda: [partition_for(k, partitions) for k in key_bytes],
         ),
         (
             "BatchBuilder.append (status change value)",

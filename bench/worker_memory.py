@@ -38,10 +38,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from deliverytrack.models.settings import Settings
 from deliverytrack.streams.dev.kafka_broker import KafkaBroker
+from deliverytrack.streams.kafka.partitioner import partition_for
 from deliverytrack.streams.topics import Topics
 
 CHUNK = 50_000
@@ -89,12 +89,11 @@ async def produce(servers: str, topic: str, start: int, stop: int) -> None:
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(topic))
-        partitioner = DefaultPartitioner()
         for first in range(start, stop, CHUNK):
             rows: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
             for n in range(first, min(stop, first + CHUNK)):
                 key, value = send_result(n)
-                rows[partitioner(key, partitions, partitions)].append((key, value))
+                rows[partition_for(key, partitions)].append((key, value))
 
             async def send(partition: int, items: list[tuple[bytes, bytes]]) -> None:
                 futures = []
