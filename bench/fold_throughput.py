@@ -110,6 +110,8 @@ from deliverytrack.streams.kafka.partitioner import partition_for  # noqa: E402
 from deliverytrack.streams.state.store import PartitionStore  # noqa: E402
 from deliverytrack.streams.topics import Topics  # noqa: E402
 from deliverytrack.tables.fold import fold  # noqa: E402
+from deliverytrack.tables.hot.codec import COMMAND, SEND, HotRecord  # noqa: E402
+from deliverytrack.tables.hot.fold import HotOutput  # noqa: E402
 
 SEED = 20261123
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -643,7 +645,10 @@ async def run_engine(
     partitions: int,
     timeout: float,
     profiler: Profiler | None,
+    oracle: bool = False,
 ) -> Result:
+    """The engine in this process; ``oracle``: with its decode + fold + encode replaced by a
+    look-up of each input's precomputed result (``oracle_fold``)."""
     settings = Settings(
         broker=broker,
         app_id=app_id,
@@ -657,6 +662,8 @@ async def run_engine(
     windows = Windows(feed.targets, profiler)
     sensor = TimedSensor(windows, {topics.send_results, topics.commands})
     engine = FoldEngine(settings, sensor=sensor)
+    if oracle:
+        oracle_fold(engine, feed.work)
     sizes_of_changes = _count_status_changes(engine)
     await engine.start()
     try:
@@ -716,9 +723,64 @@ async def run_engine(
             stats.events - sensor.workload_events
         )
         events = sensor.workload_events
-        return Result("deliverytrack engine", mode, events, seconds, extra, ok, note)
+        name = "engine, fold looked up (oracle)" if oracle else "deliverytrack engine"
+        return Result(name, mode, events, seconds, extra, ok, note)
     finally:
         await engine.stop()
+
+
+OracleStep = tuple[str, dict[str, Any] | None, bytes | None, tuple[HotOutput, ...]]
+
+
+def oracle_fold(engine: FoldEngine, work: Workload) -> None:
+    """Replace the engine's ``BatchFold.fold`` (decode, fold, encode: ``fold_batch``) by a
+    look-up of each input's result, computed beforehand by the engine's own hot fold in key
+    order: the ceiling of any speed-up of the fold itself. What stays is what any fold needs
+    around it: each messageId's stored record read once per batch (``get_for_fold``), a new
+    record object per change (its facts are computed again at the write), the outputs routed
+    as the engine routes them, and everything after the fold (publish, changelog, write,
+    links, commit)."""
+    hot = engine.batch.hot
+    steps: dict[bytes, OracleStep] = {}
+    for (_, send), commands in zip(work.sends, work.commands, strict=True):
+        record: HotRecord | None = None
+        for kind, value in ((SEND, send), *((COMMAND, command) for _, command in commands)):
+            event = hot.decode(kind, value)
+            step = None if event is None else hot.fold(record, kind, event)
+            if event is None or step is None:
+                raise SystemExit(f"oracle: the hot path declined a workload input: {value!r}")
+            new = step.record
+            changed = new is not None and new is not record
+            steps[value] = (
+                event["messageId"],
+                new.data if changed and new is not None else None,
+                new.json if changed and new is not None else None,
+                step.outputs,
+            )
+            record = new if changed else record
+    router, stats = engine.batch.router, engine.batch.stats
+
+    def fold_looked_up(
+        store: Any, records: list[Any], outputs: list[Any], markers: Any = None
+    ) -> dict[str, Any]:
+        emitted: list[Any] = []
+        before: dict[str, Any] = {}
+        last: dict[str, HotRecord] = {}
+        for index, msg in enumerate(records):
+            message_id, data, raw, outs = steps[msg.value]
+            if message_id not in before:
+                before[message_id] = store.get_for_fold(message_id)
+            if raw is not None:
+                last[message_id] = HotRecord(data, raw)
+            for out in outs:
+                emitted.append((index, *out))
+        router.fold_batch_outputs(records, emitted, outputs)
+        stats.events += len(records)
+        stats.applied += sum(1 for msg in records if steps[msg.value][2] is not None)
+        stats.hot += len(records)
+        return {mid: (before[mid], new, new.json) for mid, new in last.items()}
+
+    engine.batch.fold = fold_looked_up  # type: ignore[method-assign]
 
 
 def _count_status_changes(engine: FoldEngine) -> list[int]:
@@ -2049,7 +2111,7 @@ def _git_describe() -> str:
     return f"commit {head}" + (" + uncommitted changes in streams/tables/models" if dirty else "")
 
 
-CONTENDERS = ("engine", "baseline", "faust", "raw", "io", "io-ck")
+CONTENDERS = ("engine", "oracle", "baseline", "faust", "raw", "io", "io-ck")
 
 
 def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None:
@@ -2086,12 +2148,23 @@ def print_table(results: dict[tuple[str, str], list[Result]], runs: int) -> None
 
 def print_baseline_ratio(results: dict[tuple[str, str], list[Result]], baseline: Baseline) -> None:
     """engine / baseline: the ratio of the median events/s, and run by run."""
+    print_ratio(results, "engine", "baseline", f"engine / baseline {baseline.short}")
+    print(
+        f"baseline {baseline.short} = commit {baseline.commit} (--baseline {baseline.rev}): "
+        f"{baseline.subject}"
+    )
+
+
+def print_ratio(
+    results: dict[tuple[str, str], list[Result]], name: str, other_name: str, what: str
+) -> None:
+    """``name`` / ``other_name``: the ratio of the median events/s, and run by run."""
     for mode in ("phased", "backlog"):
-        engine = results.get(("engine", mode), [])
-        other = results.get(("baseline", mode), [])
+        engine = results.get((name, mode), [])
+        other = results.get((other_name, mode), [])
         if not engine or not other:
             continue
-        label = f"engine / baseline {baseline.short} ({mode}, events/s)"
+        label = f"{what} ({mode}, events/s)"
         engine_ok = [r.rate for r in engine if r.ok]
         other_ok = [r.rate for r in other if r.ok]
         failed = len(engine) - len(engine_ok) + len(other) - len(other_ok)
@@ -2106,10 +2179,6 @@ def print_baseline_ratio(results: dict[tuple[str, str], list[Result]], baseline:
                 f"{a.rate / b.rate:.2f}" if a.ok and b.ok else "-" for a, b in pairs
             )
         print(text + (f"; {failed} failed run(s) left out)" if failed else ")"))
-    print(
-        f"baseline {baseline.short} = commit {baseline.commit} (--baseline {baseline.rev}): "
-        f"{baseline.subject}"
-    )
 
 
 @contextlib.contextmanager
@@ -2138,7 +2207,7 @@ async def main_async(
     args: argparse.Namespace, broker: str, work_dir: Path, baseline: Baseline | None
 ) -> None:
     servers = servers_of(broker)
-    known = ("raw", "io", "io-ck", "engine", "baseline", "faust")
+    known = ("raw", "io", "io-ck", "engine", "oracle", "baseline", "faust")
     only = [name for name in known if name in args.only]
     if "io-ck" in only and (why := confluent_missing()) is not None:
         only.remove("io-ck")
@@ -2250,6 +2319,18 @@ async def main_async(
                         args.timeout,
                         use_profiler,
                     )
+                elif name == "oracle":
+                    coro = run_engine(
+                        feed,
+                        broker,
+                        prefix,
+                        ident,
+                        work_dir,
+                        args.partitions,
+                        args.timeout,
+                        None,
+                        oracle=True,
+                    )
                 elif name == "baseline":
                     assert baseline is not None
                     coro = run_baseline(
@@ -2288,6 +2369,9 @@ async def main_async(
     if baseline is not None:
         print()
         print_baseline_ratio(results, baseline)
+    if "oracle" in only and "engine" in only:
+        print()
+        print_ratio(results, "oracle", "engine", "oracle / engine: the ceiling of a faster fold")
     print(
         "\ninput 'phased': sends loaded, folded (window 1), then commands loaded while the "
         "contender's commands partitions are paused, folded (window 2); seconds = sum of "
@@ -2344,8 +2428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="engine,faust,raw",
-        help="contenders, comma-separated: engine, faust, raw, io (Kafka I/O floor), io-ck "
-        "(the same with confluent-kafka; skipped if not installed), baseline (needs --baseline)",
+        help="contenders, comma-separated: engine, oracle (the engine with its fold looked up: "
+        "the ceiling of a faster fold), faust, raw, io (Kafka I/O floor), io-ck (the same with "
+        "confluent-kafka; skipped if not installed), baseline (needs --baseline)",
     )
     parser.add_argument(
         "--ck-reports",
@@ -2422,6 +2507,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--only baseline needs --baseline REV")
     if args.engine_in_child and args.profile:
         parser.error("--profile profiles the engine in this process: not with --engine-in-child")
+    if args.engine_in_child and "oracle" in args.only:
+        parser.error("oracle runs in this process: compare it with the engine in this process")
     if args.micro:
         micro(generate(min(args.events, 4 * args.keys), args.keys))
         return 0
