@@ -431,8 +431,8 @@ class Settings(BaseSettings):
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, value: str) -> str:
-        if not value.startswith("kafka://") or len(value) <= len("kafka://"):
-            raise ValueError("broker must look like kafka://host:port")
+        if not value.startswith("kafka://") or not _addresses_ok(value.removeprefix("kafka://")):
+            raise ValueError("broker must look like kafka://host:port[;host:port] (port 1-65535)")
         return value
 
     @field_validator("producer_compression")
@@ -467,3 +467,23 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> list[str]:
         return [part for part in self.broker.removeprefix("kafka://").split(";") if part]
+
+
+def _addresses_ok(servers: str) -> bool:
+    """``host[:port]`` or ``[ipv6][:port]``, ``;``-separated, at least one: what the Kafka
+    client can connect to (it raised ValueError or OverflowError on the rest, from inside)."""
+    parts = [part for part in servers.split(";") if part]
+    for part in parts:
+        host, port = part, None
+        if part.startswith("["):
+            host, bracket, rest = part[1:].partition("]")
+            if not bracket or rest[:1] not in ("", ":"):
+                return False
+            port = rest[1:] if rest else None
+        elif ":" in part:
+            host, _, port = part.rpartition(":")
+        if not host.strip():
+            return False
+        if port is not None and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            return False
+    return bool(parts)

@@ -395,7 +395,11 @@ def _run(args: Any) -> int:
         if problems:
             print(f"regenerate with: deliverytrack schemas --out {args.out}", file=sys.stderr)
         return 1 if problems else 0
-    changed = write(directory)
+    try:
+        changed = write(directory)
+    except OSError as exc:  # not a directory, no permission, read-only: say so, no traceback
+        print(f"deliverytrack schemas: cannot write {directory}: {exc}", file=sys.stderr)
+        return 2
     print(f"{directory}: {len(render())} files, {len(changed)} changed" + (
         f" ({', '.join(changed)})" if changed else ""
     ))  # fmt: skip

@@ -275,7 +275,7 @@ async def message_history(settings: Settings, message_id: str) -> list[dict[str,
     found.sort(key=lambda item: (item[0].timestamp, rank[item[1]], item[0].offset))
     return [
         {
-            "timestamp": utc_text(datetime.fromtimestamp(msg.timestamp / 1000, UTC)),
+            "timestamp": timestamp_text(msg.timestamp),
             "topic": topic,
             "partition": msg.partition,
             "offset": msg.offset,
@@ -283,6 +283,15 @@ async def message_history(settings: Settings, message_id: str) -> list[dict[str,
         }
         for msg, topic in found
     ]
+
+
+def timestamp_text(timestamp_ms: int) -> str:
+    """A Kafka timestamp as the outputs write times; one a datetime cannot hold (a producer's
+    own on a CreateTime topic may be anything) as its milliseconds."""
+    try:
+        return utc_text(datetime.fromtimestamp(timestamp_ms / 1000, UTC))
+    except (ValueError, OverflowError, OSError):
+        return f"{timestamp_ms} ms"
 
 
 def _json(raw: bytes | None) -> Any:

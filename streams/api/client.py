@@ -16,6 +16,7 @@ the topics, so a read right after a write may not see it yet (use
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -48,6 +49,8 @@ from deliverytrack.models.settings import Settings
 from deliverytrack.streams.kafka.clients import new_consumer, new_producer, refresh_metadata
 from deliverytrack.streams.topics import Topics
 from deliverytrack.tables.query import RecordFilter
+
+log = logging.getLogger(__name__)
 
 FilterLike = RecordFilter | Mapping[str, Any] | None
 
@@ -483,7 +486,19 @@ async def follow_status_changes(
         if on_ready is not None:
             on_ready()
         async for message in consumer:
-            if message.value is not None:
-                yield StatusChanged.model_validate_json(message.value)
+            if message.value is None:
+                continue
+            try:
+                change = StatusChanged.model_validate_json(message.value)
+            except ValueError as exc:  # ValidationError included: one value, not the stream
+                log.warning(
+                    "skipped %s@%s:%s: not a status change: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    str(exc)[:500],
+                )
+                continue
+            yield change
     finally:
         await consumer.stop()

@@ -382,3 +382,14 @@ def test_schemas_command_writes_then_checks(
     err = capsys.readouterr().err
     assert "commands.json differs from the models" in err
     assert f"deliverytrack schemas --out {out}" in err
+
+
+def test_schemas_command_says_why_it_cannot_write_instead_of_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for out in (a_file, a_file / "schemas"):
+        assert _cli("schemas", "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"deliverytrack schemas: cannot write {out}: ")

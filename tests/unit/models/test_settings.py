@@ -53,3 +53,20 @@ def test_an_unknown_status_change_record_is_refused_at_start(
     err = capsys.readouterr().err
     assert "status_change_record (DELIVERYTRACK_STATUS_CHANGE_RECORD)" in err
     assert "'full' or 'changes'" in err
+
+
+@pytest.mark.parametrize(
+    "broker",
+    ["kafka://h:abc", "kafka://127.0.0.1:99999", "kafka://h:0", "kafka://[::1", "kafka://;"],
+)
+def test_a_broker_address_the_kafka_client_cannot_take_is_refused_at_start(broker: str) -> None:
+    """Not a ValueError or OverflowError traceback from inside the client later."""
+    with pytest.raises(ValidationError, match="broker must look like"):
+        Settings(broker=broker)
+
+
+@pytest.mark.parametrize(
+    "broker", ["kafka://a:9092;b:9093", "kafka://a", "kafka://[::1]:9092", "kafka://a:9092;"]
+)
+def test_broker_addresses_the_kafka_client_takes_are_accepted(broker: str) -> None:
+    assert Settings(broker=broker).broker == broker

@@ -89,3 +89,13 @@ def test_no_worker_is_one_line_and_exit_3(capsys: pytest.CaptureFixture[str]) ->
     assert main(["--url", url, "count"]) == 3
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"deliverytrack: cannot reach the worker at {url}")
+
+
+def test_history_shows_a_kafka_timestamp_no_datetime_can_hold_as_milliseconds() -> None:
+    """status-changes and the other topics the worker creates without LogAppendTime keep the
+    producer's timestamp, which may be anything: ``history`` shows it instead of failing."""
+    from deliverytrack.streams.replay import timestamp_text
+
+    assert timestamp_text(1_795_424_400_000) == "2026-11-23T09:00:00Z"
+    assert timestamp_text(4_000_000_000_000_000) == "4000000000000000 ms"
+    assert timestamp_text(-(2**63)) == f"{-(2**63)} ms"

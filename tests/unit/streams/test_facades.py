@@ -353,3 +353,40 @@ async def test_tracker_events_carry_the_record_or_its_changes(
         assert data["record"] is change.record and "changes" not in data
     else:
         assert data["record"] is None and data["changes"]["status"] == "SENT"
+
+
+async def test_a_status_change_that_does_not_decode_is_skipped_not_the_end_of_the_stream(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``tail`` and DeliveryTracker read status-changes, a topic others can write to: one
+    value that is not a status change (garbage, another version's, a record of someone else)
+    is skipped with a warning; the changes after it still come."""
+    from types import SimpleNamespace
+
+    from deliverytrack.models.codec import encode_status_changed
+    from deliverytrack.models.events import StatusChanged
+    from deliverytrack.models.policy import FoldPolicy
+    from deliverytrack.streams.api import client as client_module
+    from tests.factories import send_recorded_factory
+
+    _, (change, *_) = fold(None, send_recorded_factory("m-1"), FoldPolicy())
+    assert isinstance(change, StatusChanged)
+    good = encode_status_changed(change)
+    values = [b"{", b'{"eventType":"StatusChanged"}', b"[]", None, good]
+
+    class Consumer:
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        def subscribe(self, topics: list[str]) -> None: ...
+
+        async def __aiter__(self) -> Any:
+            for offset, value in enumerate(values):
+                yield SimpleNamespace(topic="t", partition=0, offset=offset, value=value)
+
+    monkeypatch.setattr(client_module, "new_consumer", lambda *a, **k: Consumer())
+    stream = client_module.follow_status_changes(Settings(), group_id="g")
+    followed = [c async for c in stream]
+    assert followed == [change]
+    assert "t@0:0" in caplog.text and "t@0:2" in caplog.text
