@@ -48,6 +48,8 @@ def correlate(
     the caller passes the protected report and its bytes, never the input's
     (:func:`deliverytrack.tables.pii.protect_report`): the held state is on the changelog and
     in RocksDB."""
+    if state is not None and not isinstance(event, HoldExpiryDue) and _collides(state, event):
+        return state, (_collision(state, event),)
     match event:
         case ProviderReportReceived():
             return _report(state, event, source, hold_ms)
@@ -57,6 +59,33 @@ def correlate(
             return _expire(state, event.issued_at, hold_ms)
         case _:
             assert_never(event)
+
+
+def _collides(state: CorrelationState, event: ProviderReportReceived | ProviderIdLinked) -> bool:
+    """Whether ``event`` shares its key with another provider message: ``providerId`` may
+    contain ``:``, so ("a:b", "c") and ("a", "b:c") are both keyed ``a:b:c``."""
+    return (state.provider_id, state.provider_message_id) != (
+        event.provider_id,
+        event.provider_message_id,
+    )
+
+
+def _collision(
+    state: CorrelationState, event: ProviderReportReceived | ProviderIdLinked
+) -> EventRejected:
+    """A report or link whose key another provider message holds: refused, so that neither
+    message's reports go to the other (a report has no messageId yet: "")."""
+    message_id = event.message_id if isinstance(event, ProviderIdLinked) else ""
+    return EventRejected(
+        event_id=event.event_id,
+        message_id=message_id,
+        reason="provider-key-collision",
+        detail=f"providerId {event.provider_id!r} and providerMessageId "
+        f"{event.provider_message_id!r} make the key "
+        f"{provider_key(event.provider_id, event.provider_message_id)!r}, which providerId "
+        f"{state.provider_id!r} and providerMessageId {state.provider_message_id!r} hold "
+        "(a providerId with ':' in it)",
+    )
 
 
 def hold_deadline(state: CorrelationState | None) -> datetime | None:

@@ -249,3 +249,39 @@ def test_the_source_of_a_report_is_asked_for_only_when_the_report_is_held() -> N
     assert asked == []
     held, _ = correlate(None, report_factory(S.DELIVERED), source=source, hold_ms=HOLD_MS)
     assert asked == [1] and held is not None and held.held[0].source == SOURCE
+
+
+def test_a_report_whose_key_another_provider_message_holds_is_refused_not_misrouted() -> None:
+    """providerId may contain ':': ("a:b", "c") and ("a", "b:c") share the key "a:b:c". A
+    report of the second must not reach the first's message."""
+    first = ProviderIdLinked(
+        event_id="m1:link",
+        provider_id="a:b",
+        provider_message_id="c",
+        message_id="m1",
+        linked_at=T0,
+    )
+    state, _ = run([first])
+    report = report_factory(S.DELIVERED, provider_id="a", provider_message_id="b:c")
+    after, out = run([report], state)
+    (rejected,) = out
+    assert isinstance(rejected, EventRejected) and rejected.reason == "provider-key-collision"
+    assert rejected.message_id == "" and "'a:b:c'" in (rejected.detail or "")
+    assert after == state  # nothing remembered, nothing held
+
+
+def test_a_link_whose_key_another_provider_message_holds_releases_nothing_of_it() -> None:
+    held = report_factory(S.DELIVERED, provider_id="a:b", provider_message_id="c")
+    state, _ = run([held])
+    other = ProviderIdLinked(
+        event_id="m2:link",
+        provider_id="a",
+        provider_message_id="b:c",
+        message_id="m2",
+        linked_at=T0,
+    )
+    after, out = run([other], state)
+    (rejected,) = out
+    assert isinstance(rejected, EventRejected) and rejected.reason == "provider-key-collision"
+    assert rejected.message_id == "m2"
+    assert after == state and after is not None and after.held  # still held for its own link
