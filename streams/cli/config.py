@@ -3,7 +3,10 @@ one-line-per-problem message and exit code 2 (never the values given)."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,3 +36,32 @@ def describe_settings_error(exc: ValidationError | SettingsError) -> str:
         env = "DELIVERYTRACK_" + str(error["loc"][0]).upper() if error["loc"] else ""
         lines.append(f"  {where}{f' ({env})' if env else ''}: {error['msg']}")
     return "\n".join(lines)
+
+
+def whole(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` (to ``high``), else a usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0, else a usage error (exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds above 0, got {text!r}"
+        )
+    return value

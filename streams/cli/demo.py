@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from deliverytrack.streams.cli.config import seconds, whole
+
 
 def add_to(commands: Any) -> None:
     demo = commands.add_parser(
@@ -18,10 +20,10 @@ def add_to(commands: Any) -> None:
         "stays up, until Ctrl-C or SIGTERM stops everything (exit code 0). "
         "--exit-after-summary stops after the summary instead, for scripts and CI.",
     )
-    demo.add_argument("--messages", type=int, default=10_000, help="messages to send (10000)")
+    demo.add_argument("--messages", type=whole(1), default=10_000, help="messages to send (10000)")
     demo.add_argument(
         "--duration",
-        type=float,
+        type=seconds,
         default=60.0,
         help="seconds to send them over; then the demo waits up to 90 s more for every record "
         "to reach a final status (a progress line every 2 s), and prints the summary",
@@ -47,7 +49,7 @@ def add_to(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from deliverytrack.streams.dev.demo import run_demo
 
-    if args.messages < 1 or args.duration <= 0:
+    if args.messages < 1 or not args.duration > 0:  # NaN too
         print("deliverytrack demo: --messages must be >= 1 and --duration > 0", file=sys.stderr)
         return 2
     return run_demo(

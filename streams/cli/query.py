@@ -27,6 +27,7 @@ from deliverytrack.streams.api.client import (
     record_path,
     resolve_token,
 )
+from deliverytrack.streams.cli.config import whole
 
 FILTERS = (
     ("message-id", "messageId"),
@@ -64,8 +65,8 @@ def add_query_commands(commands: Any, settings_of: Callable[[dict[str, Any]], Se
 
     lst = commands.add_parser("list", help="records matching k-msg filters")
     common(lst)
-    lst.add_argument("--limit", type=int, default=20)
-    lst.add_argument("--offset", type=int, default=0)
+    lst.add_argument("--limit", type=whole(0, 10_000), default=20)
+    lst.add_argument("--offset", type=whole(0, 10_000), default=0)
     lst.add_argument(
         "--order-by", default="requestedAt", choices=["requestedAt", "statusUpdatedAt"]
     )

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from typing import Any
 
-from deliverytrack.streams.cli.config import settings_of
+from deliverytrack.streams.cli.config import seconds, settings_of
 
 
 def add_to(commands: Any) -> None:
@@ -24,7 +24,7 @@ def add_to(commands: Any) -> None:
         action="store_true",
         help="stop where the live table is and compare every record; exit 1 on a difference",
     )
-    replay.add_argument("--timeout", type=float, default=3_600, help="give up after (s)")
+    replay.add_argument("--timeout", type=seconds, default=3_600, help="give up after (s)")
     replay.set_defaults(run=run_replay_command)
 
     history = commands.add_parser(

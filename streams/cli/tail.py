@@ -14,6 +14,7 @@ import orjson
 from deliverytrack.models.common import utc_text
 from deliverytrack.models.events import StatusChanged
 from deliverytrack.models.settings import Settings
+from deliverytrack.streams.cli.config import whole
 
 
 def add_to(commands: Any, settings_of: Callable[[dict[str, Any]], Settings]) -> None:
@@ -21,7 +22,7 @@ def add_to(commands: Any, settings_of: Callable[[dict[str, Any]], Settings]) -> 
     tail.add_argument("--broker", help="kafka://host:port (DELIVERYTRACK_BROKER)")
     tail.add_argument("--from-beginning", action="store_true")
     tail.add_argument("--json", action="store_true", help="one JSON object per line")
-    tail.add_argument("--max", type=int, help="stop after this many changes")
+    tail.add_argument("--max", type=whole(1), help="stop after this many changes")
     tail.set_defaults(run=lambda a: _tail(a, settings_of))
 
 

@@ -99,3 +99,24 @@ def test_history_shows_a_kafka_timestamp_no_datetime_can_hold_as_milliseconds() 
     assert timestamp_text(1_795_424_400_000) == "2026-11-23T09:00:00Z"
     assert timestamp_text(4_000_000_000_000_000) == "4000000000000000 ms"
     assert timestamp_text(-(2**63)) == f"{-(2**63)} ms"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "--timeout", "nan"], "--timeout: must be a finite number of seconds above 0"),
+        (["replay", "--timeout", "-5"], "--timeout: must be a finite number of seconds above 0"),
+        (["demo", "--duration", "inf"], "--duration: must be a finite number of seconds above 0"),
+        (["demo", "--messages", "0"], "--messages: must be at least 1, got 0"),
+        (["tail", "--max", "-1"], "--max: must be at least 1, got -1"),
+        (["list", "--limit", "10001"], "--limit: must be between 0 and 10000, got 10001"),
+        (["list", "--offset", "x"], "--offset: not a whole number: 'x'"),
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error_before_anything_runs(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
