@@ -15,6 +15,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -99,6 +100,9 @@ def _run(
 ) -> int:
     settings = settings_of({})
     url = (args.url or f"http://127.0.0.1:{settings.web_port}").rstrip("/")
+    if not _is_http_url(url):
+        print("deliverytrack: --url must look like http(s)://host[:port]", file=sys.stderr)
+        return 2
     headers = auth_headers(resolve_token(args.token, settings))
 
     async def main() -> int:
@@ -116,6 +120,15 @@ def _run(
     except (aiohttp.ClientError, TimeoutError) as exc:
         print(f"deliverytrack: cannot reach the worker at {url}: {exc}", file=sys.stderr)
         return 3
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parsed = urlsplit(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
 
 
 async def _fetch(

@@ -120,3 +120,13 @@ def test_a_number_out_of_range_is_a_usage_error_before_anything_runs(
         parse_args(argv)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "url", ["notaurl", "ftp://w:1", "http://", "http://w:99999", "http://[::1"]
+)
+def test_a_url_that_is_no_worker_address_is_a_usage_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--url", url, "count"]) == 2
+    assert "--url must look like http(s)://host[:port]" in capsys.readouterr().err
