@@ -50,6 +50,9 @@ async def ensure_topics(settings: Settings, topics: Topics, timeout: float = 30.
         internal[topics.records_changelog] = COMPACT_ONLY
         await _create_missing(admin, settings, internal, partitions)
         await _check_partitions(admin, topics, partitions)
+        folded = (topics.due_checks, topics.observations, topics.provider_ids)
+        inputs = [topics.send_results, *co_partitioned, *folded, topics.correlated_reports]
+        await _warn_create_time(admin, settings, inputs)
         return await _message_limit(admin, topics)
     finally:
         await admin.close()
@@ -99,6 +102,43 @@ async def _check_partitions(admin: AIOKafkaAdminClient, topics: Topics, partitio
             + ", ".join(wrong)
             + "; recreate them or repartition through a new topic prefix"
         )
+
+
+async def _warn_create_time(
+    admin: AIOKafkaAdminClient, settings: Settings, inputs: list[str]
+) -> list[str]:
+    """Warn about fold inputs that keep their producers' timestamps (topics created outside
+    the worker with ``CreateTime``): the fold orders its inputs by timestamp, so a record
+    stamped in the future holds back the later inputs of its partition. Returns their names."""
+    configs = await _topic_configs(admin, inputs, "message.timestamp.type")
+    create_time = sorted(name for name, value in configs.items() if value == "CreateTime")
+    if create_time:
+        log.warning(
+            "input topics %s use message.timestamp.type=CreateTime: the fold orders inputs by "
+            "their producers' timestamps, and a record stamped in the future holds back the "
+            "later inputs of its partition until %d are waiting; set LogAppendTime on them",
+            create_time,
+            4 * settings.fold_batch_max_records,
+        )
+    return create_time
+
+
+async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str], key: str) -> dict[str, str]:
+    """{topic: value of ``key``} for the topics whose config the broker gives."""
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, {key: ""}) for name in names]
+        )
+    except KafkaError as exc:
+        log.info("cannot read the topics' %s (%s)", key, exc)
+        return {}
+    return {
+        resource[3]: str(entry[1])
+        for response in responses
+        for resource in getattr(response, "resources", ())
+        for entry in resource[4]
+        if entry[0] == key
+    }
 
 
 async def _message_limit(admin: AIOKafkaAdminClient, topics: Topics) -> int | None:
