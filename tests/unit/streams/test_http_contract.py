@@ -264,3 +264,32 @@ def test_the_pure_python_parsers_quotes_are_left_out_too() -> None:
         status, message = describe_bad_http(exc)
         assert status == 400 and SECRET not in message, message
         assert message == f"malformed HTTP request: {words}", message
+
+
+@pytest.mark.parametrize(
+    ("listener", "path"), [("api", "/internal/query"), ("webhooks", "/webhooks/sol")]
+)
+async def test_a_client_that_hangs_up_mid_body_is_not_logged_as_a_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, listener: str, path: str
+) -> None:
+    """Anyone can announce a body and close the connection before sending it: that is the
+    client going away, not a bug of the worker (no ERROR, no traceback)."""
+    app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
+    application = app.web.web_app if listener == "api" else app.webhook_listener.app  # type: ignore[attr-defined]
+    runner, port = await _serve(application)
+    caplog.set_level(logging.INFO)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{{".encode())
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if caplog.records:
+                break
+    finally:
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
