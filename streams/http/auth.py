@@ -12,7 +12,9 @@
 - ``GET /health`` without a token answers only its status (for probes); with a valid token, or
   with no token configured, its counters and the workers' URLs too.
 - No token configured: the API is open, which a worker allows only on a loopback address
-  (:func:`check_listeners` refuses to start otherwise and says why).
+  (:func:`check_listeners` refuses to start otherwise and says why), and only to requests
+  whose ``Host`` and ``Origin`` name loopback (no web page of another site: DNS rebinding,
+  cross-site POSTs).
 - With personal data protection on, ``to``/``from`` filters are a phone-number oracle; only
   callers with a PII token may use them (:attr:`Caller.may_filter_numbers`).
 """
@@ -25,6 +27,7 @@ import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web as aiohttp_web
@@ -123,6 +126,43 @@ def _unauthorized(message: str, *, invalid: bool) -> aiohttp_web.Response:
     )
 
 
+def _loopback_name(value: str, *, url: bool) -> bool:
+    """``value`` (a Host header, or an Origin when ``url``) names a loopback host."""
+    try:
+        host = urlsplit(value if url else f"//{value}").hostname
+    except ValueError:
+        return False
+    return host is not None and is_loopback(host)
+
+
+def _from_another_site(request: aiohttp_web.Request) -> bool:
+    """An open API (no token, loopback only) is still reachable by every web page the
+    machine's browser opens: by its own name re-resolved to 127.0.0.1 (DNS rebinding: the
+    page reads the API as its own origin), or by a cross-site POST. Those requests name a host
+    other than loopback in ``Host`` or ``Origin``; a local client (curl, the CLI, another
+    worker on loopback) names loopback or sends no Origin."""
+    host = request.headers.get("Host")
+    origin = request.headers.get("Origin")
+    return (host is not None and not _loopback_name(host, url=False)) or (
+        origin is not None and not _loopback_name(origin, url=True)
+    )
+
+
+def _from_elsewhere() -> aiohttp_web.Response:
+    return aiohttp_web.Response(
+        body=orjson.dumps(
+            {
+                "error": "this worker's API has no token, so it answers only requests to a "
+                "loopback address (Host and Origin 127.0.0.1, ::1 or localhost), never a web "
+                "page of another site; call it as http://127.0.0.1:<port>, or set "
+                "DELIVERYTRACK_API_TOKENS"
+            }
+        ),
+        status=403,
+        content_type="application/json",
+    )
+
+
 def _is_public(request: aiohttp_web.Request) -> bool:
     """The route matched is a public one (by its registered path, not the raw request path)."""
     resource = request.match_info.route.resource
@@ -137,6 +177,8 @@ def api_auth(tokens: ApiTokens) -> Callable[..., Awaitable[aiohttp_web.StreamRes
         request: aiohttp_web.Request, handler: _Handler
     ) -> aiohttp_web.StreamResponse:
         if not tokens.required:
+            if _from_another_site(request):
+                return _from_elsewhere()
             request[CALLER] = tokens.open_caller()
             return await handler(request)
         header = request.headers.get("Authorization")

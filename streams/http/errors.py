@@ -8,6 +8,7 @@
   limit, ...) become JSON too;
 - a table that is not fully served (rebalancing) is 503, and so is a long query that found
   every scan slot taken; a query over its budget (``streams/query/limits.py``) is 422;
+- a client that closes its connection before its body arrived is logged as one INFO line;
 - anything else raised while *answering* a valid request is a server bug: logged with its
   traceback and answered 500 ``{"error": "internal error ..."}``, never disguised as a 4xx.
 """
@@ -131,7 +132,11 @@ async def json_errors(
             if name.lower() not in ("content-type", "content-length")
         }
         return _error_response(exc.status, exc.text or exc.reason, headers)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and request.transport is None:
+            # The client hung up before its body arrived: no one to answer, nothing broken.
+            log.info("%s %s: the client closed the connection", request.method, request.path)
+            return _error_response(400, "the connection closed before the request was read")
         log.exception("%s %s failed", request.method, request.path)
         return _error_response(500, "internal error (logged by the worker)")
 

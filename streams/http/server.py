@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 _REQUEST_TARGET = re.compile(rb"^(?:/|\*|https?://|[A-Z]+ )")
 """The start of what LineTooLong quotes when it is the request line (or its target)."""
+_QUOTE = re.compile(r"\n\n| b?'| b?\"")
+"""Where the parser's message starts quoting the request (llhttp: a blank line, then the line
+as bytes; the pure-Python parser: ``'...'`` after the reason). The quoted line may hold a token
+(``Authorization``, ``X-Webhook-Token``, a URL's ``?token=``): it is left out."""
 
 
 def describe_bad_http(exc: HttpProcessingError) -> tuple[int, str]:
@@ -39,8 +43,8 @@ def describe_bad_http(exc: HttpProcessingError) -> tuple[int, str]:
                 "parameters (page with after= instead of long lists)"
             )
         return 431, f"a request header is longer than {limit} bytes"
-    reason = (exc.message or type(exc).__name__).strip()
-    return 400, f"malformed HTTP request: {reason[:200]}"
+    reason = " ".join(_QUOTE.split(exc.message or "", maxsplit=1)[0].split()).rstrip(":")
+    return 400, f"malformed HTTP request: {(reason or type(exc).__name__)[:200]}"
 
 
 class JsonErrorRequestHandler(RequestHandler):

@@ -245,13 +245,21 @@ class LocalQueries:
         return found
 
     async def due(self, partition: int, now: datetime, limit: int) -> list[tuple[int, str, bytes]]:
-        """k-msg listDue on this partition: pollable records due at ``now``, oldest first."""
+        """k-msg listDue on this partition: pollable records due at ``now``, oldest first.
+        Like any list, within the budget's bytes, fetched in chunks, yielding between slices
+        (bounded by ``limit``, so not counted as reads)."""
         store = self.store(partition)
         out: list[tuple[int, str, bytes]] = []
         due = store.due(now, limit)
-        for (ms, mid), raw in zip(due, store.get_many_raw([mid for _, mid in due]), strict=True):
-            if raw is not None:
-                out.append((ms, mid, raw))
+        for start in range(0, len(due), 500):
+            chunk = due[start : start + 500]
+            raws = store.get_many_raw([mid for _, mid in chunk])
+            for (ms, mid), raw in zip(chunk, raws, strict=True):
+                if raw is not None:
+                    self.budget.hold(len(raw))
+                    out.append((ms, mid, raw))
+            if self.budget.slice_over():
+                await self._pause(partition, store)
         return out
 
 

@@ -312,6 +312,35 @@ async def test_without_tokens_the_api_is_open_on_loopback(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "rebind.attacker.example:6066"},  # DNS rebinding: the page's own name
+        {"Host": "10.0.0.5:6066"},
+        {"Origin": "https://attacker.example"},  # a page elsewhere posting to 127.0.0.1
+        {"Origin": "null"},  # a sandboxed frame
+    ],
+)
+async def test_an_open_api_answers_no_web_page_of_another_site(
+    tmp_path: Path, headers: dict[str, str]
+) -> None:
+    """Open (no token) means loopback only, but a browser on this machine reaches loopback
+    too: a page whose name re-resolves to 127.0.0.1 (DNS rebinding) reads the API as its own
+    origin, and any page can POST to it. Such requests name another host: refused (403)."""
+    settings = secured_settings(tmp_path, api_tokens="", api_pii_tokens="")
+    async for listeners in serve(create_app(settings), tmp_path):
+        for method, path in [*API_ROUTES, ("GET", "/health"), ("GET", "/ui")]:
+            status, body, _ = await listeners.call(method, path, headers=headers)
+            assert status == 403, (method, path, status, body)
+            assert "DELIVERYTRACK_API_TOKENS" in body["error"]
+        for local in ("localhost:6066", "127.0.0.1", "[::1]:6066", "LOCALHOST"):
+            status, _, _ = await listeners.call("GET", "/records/count", headers={"Host": local})
+            assert status == 200, local
+        same_origin = {"Origin": "http://127.0.0.1:6066"}
+        status, _, _ = await listeners.call("POST", "/admin/due-scan", headers=same_origin)
+        assert status == 200
+
+
+@pytest.mark.parametrize(
     "host",
     ["0.0.0.0", "::", "", "10.1.2.3", "worker.internal", "[::]"],  # noqa: S104 - not bound
 )

@@ -210,3 +210,86 @@ async def test_what_the_http_parser_refuses_is_json_and_no_traceback(
     assert "Traceback" not in caplog.text
     refused = [r for r in caplog.records if "refused a malformed request" in r.getMessage()]
     assert len(refused) == 3 and all(r.exc_info is None for r in refused)
+
+
+SECRET = "s3cret-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("listener", "request_bytes"),
+    [
+        # A token file saved with a Windows line end: the bearer header ends in a stray CR.
+        ("api", f"GET /records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\r\n\r\n"),
+        ("api", f"GET /records HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\x00\r\n\r\n"),
+        (
+            "webhooks",
+            f"POST /webhooks/sol HTTP/1.1\r\nHost: x\r\nX-Webhook-Token: {SECRET}\x01\r\n\r\n",
+        ),
+        # A provider console's URL (?token=) with a character the parser refuses.
+        ("webhooks", f"POST /webhooks/sol?token={SECRET}\x7f HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("webhooks", f"POST /webhooks/sol?token={SECRET} x HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ],
+)
+async def test_a_refused_request_line_or_header_is_not_quoted_back_or_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, listener: str, request_bytes: str
+) -> None:
+    """aiohttp's parser quotes the line it refused; that line may carry a token (a bearer
+    header, a webhook token, a URL's ?token=), which must reach neither the log nor the
+    answer."""
+    app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
+    application = app.web.web_app if listener == "api" else app.webhook_listener.app  # type: ignore[attr-defined]
+    runner, port = await _serve(application)
+    caplog.set_level(logging.DEBUG)
+    try:
+        status, _, body = await _raw(port, request_bytes.encode("latin-1"))
+    finally:
+        await runner.cleanup()
+    message = orjson.loads(body)["error"]
+    assert status == 400 and message.startswith("malformed HTTP request: "), message
+    assert len(message) > len("malformed HTTP request: ")
+    assert SECRET not in message
+    assert SECRET not in caplog.text
+
+
+def test_the_pure_python_parsers_quotes_are_left_out_too() -> None:
+    """aiohttp without its C extension quotes the line in another form (``'...'``)."""
+    from aiohttp.http_exceptions import BadStatusLine, InvalidHeader
+
+    from deliverytrack.streams.http.server import describe_bad_http
+
+    for exc, words in (
+        (BadStatusLine(f"POST /webhooks/sol?token={SECRET} x HTTP/1.1"), "Bad status line"),
+        (InvalidHeader(f"Authorization: Bearer {SECRET}\x00".encode()), "Invalid HTTP header"),
+    ):
+        status, message = describe_bad_http(exc)
+        assert status == 400 and SECRET not in message, message
+        assert message == f"malformed HTTP request: {words}", message
+
+
+@pytest.mark.parametrize(
+    ("listener", "path"), [("api", "/internal/query"), ("webhooks", "/webhooks/sol")]
+)
+async def test_a_client_that_hangs_up_mid_body_is_not_logged_as_a_server_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, listener: str, path: str
+) -> None:
+    """Anyone can announce a body and close the connection before sending it: that is the
+    client going away, not a bug of the worker (no ERROR, no traceback)."""
+    app = create_app(Settings(data_dir=tmp_path / "data", partitions=1))
+    application = app.web.web_app if listener == "api" else app.webhook_listener.app  # type: ignore[attr-defined]
+    runner, port = await _serve(application)
+    caplog.set_level(logging.INFO)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{{".encode())
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading the body
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if caplog.records:
+                break
+    finally:
+        await runner.cleanup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text

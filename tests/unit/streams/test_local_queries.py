@@ -184,6 +184,42 @@ def test_due_listing_is_oldest_first(tmp_path: Path) -> None:
     assert [mid for _, mid, _ in due] == [r.message_id for r in pollable[:10]]
 
 
+def test_the_due_listing_holds_no_more_than_a_list_may(tmp_path: Path) -> None:
+    """``/records/due?limit=10000`` reads up to 10,000 records per partition: like any list,
+    within DELIVERYTRACK_QUERY_MAX_ANSWER_BYTES (422 past it), yielding the event loop."""
+    from deliverytrack.streams.query.limits import QueryLimitExceeded, ScanBudget
+
+    store = PartitionStore(tmp_path / "p0.db")
+    write_all(store, random_history(5))
+    now = T0 + timedelta(days=3)
+    everything = asyncio.run(LocalQueries({0: store}, {0}).due(0, now, 10_000))
+    size = sum(len(raw) for _, _, raw in everything)
+    assert len(everything) > 2
+    pauses = 0
+
+    class Counted(ScanBudget):
+        async def pause(self) -> None:
+            nonlocal pauses
+            pauses += 1
+            await super().pause()
+
+    async def due(budget: ScanBudget) -> list[Any]:
+        return await LocalQueries({0: store}, {0}, budget).due(0, now, 10_000)
+
+    assert asyncio.run(due(Counted(max_bytes=size))) == everything
+    with pytest.raises(QueryLimitExceeded, match="holds more than"):
+        asyncio.run(due(Counted(max_bytes=size - 1)))
+    import deliverytrack.streams.query.limits as limits
+
+    pauses = 0
+    slice_s, limits.SLICE_S = limits.SLICE_S, -1.0  # every slice is over at once
+    try:
+        asyncio.run(due(Counted()))
+    finally:
+        limits.SLICE_S = slice_s
+    assert pauses > 0
+
+
 def test_a_partition_that_is_not_ready_is_not_answered(tmp_path: Path) -> None:
     from deliverytrack.streams.query.service import PartitionGone
 
