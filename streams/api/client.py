@@ -115,6 +115,18 @@ def read_answer(status: int, reason: str | None, body: bytes) -> Any:
     return data
 
 
+ROUTE_NAMES = frozenset({"count", "count-by", "due"})
+"""messageIds that ``/records/<messageId>`` cannot name (other routes answer there): their
+record is read with the list's ``messageId`` filter (:func:`record_query`)."""
+
+
+def record_query(message_id: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """For a messageId in :data:`ROUTE_NAMES`: the list query that finds its record."""
+    if message_id not in ROUTE_NAMES:
+        return None
+    return "/records", [("messageId", message_id), ("limit", "1")]
+
+
 def record_path(message_id: str, suffix: str = "") -> str:
     """``/records/<messageId>``, the id quoted (it may contain ``/``, ``?``, ``%``...)."""
     return f"/records/{quote(message_id, safe='')}{suffix}"
@@ -265,6 +277,9 @@ class DeliveryTrackClient:
             return read_answer(response.status, response.reason, await response.read())
 
     async def get_record(self, message_id: str) -> TrackingRecord | None:
+        if (query := record_query(message_id)) is not None:
+            found = (await self._get(*query))["records"]
+            return decode_record(orjson.dumps(found[0])) if found else None
         try:
             data = await self._get(record_path(message_id))
         except QueryFailed as exc:

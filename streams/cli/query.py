@@ -26,6 +26,7 @@ from deliverytrack.streams.api.client import (
     auth_headers,
     read_answer,
     record_path,
+    record_query,
     resolve_token,
 )
 from deliverytrack.streams.cli.config import whole
@@ -161,7 +162,13 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 async def _get(session: aiohttp.ClientSession, url: str, args: argparse.Namespace) -> int:
-    record = await _fetch(session, url + record_path(args.message_id))
+    if (query := record_query(args.message_id)) is not None:
+        found = (await _fetch(session, url + query[0], query[1]))["records"]
+        if not found:
+            raise QueryFailed(404, f"no record for messageId {args.message_id!r}")
+        record = found[0]
+    else:
+        record = await _fetch(session, url + record_path(args.message_id))
     if args.json:
         _dump(record)
         return 0

@@ -366,6 +366,20 @@ async def test_queries_facades_and_two_workers(
         svc = await client.wait_for("svc-1")
         assert svc.status is S.SENT and svc.provider_message_id == "pm-svc-1"
         assert (await service.get_record("svc-1")) == svc
+        # A messageId that /records/<id> cannot name (/records/count is the count): found.
+        await service.record_send(
+            {"messageId": "count", "options": {"type": "SMS", "to": "01000000000"},
+             "timestamp": int((T0 - timedelta(days=30)).timestamp() * 1000), "providerId": "sim"},
+            {"messageId": "count", "providerId": "sim", "providerMessageId": "pm-count"},
+        )  # fmt: skip
+        named_count = await client.wait_for("count")
+        assert named_count.provider_message_id == "pm-count"
+        assert await service.get_record("count") == named_count
+        assert await service.get_record("due") is None
+        code, out, _ = await run_cli(settings, "get", "count", "--json")
+        assert code == 0 and orjson.loads(out)["providerMessageId"] == "pm-count"
+        code, _, err = await run_cli(settings, "get", "due")
+        assert code == 1 and "no record for messageId 'due'" in err
         assert await service.count_records({"messageId": ["svc-1"]}) == 1
         assert await service.count_by({"messageId": "svc-1"}, ["providerId"]) == [
             {"key": {"providerId": "sim"}, "count": 1}
@@ -556,7 +570,7 @@ async def test_queries_facades_and_two_workers(
         assert status == 200 and [r["messageId"] for r in body["records"]] == ["us-1"]
 
         total = await tracker.get_stats()
-        assert total["totalMessages"] == N + 1 + 2 + 10 + 4 + 1
+        assert total["totalMessages"] == N + 1 + 1 + 2 + 10 + 4 + 1  # svc-1, "count", ...
 
         await tracker.stop()
         await service.stop()
