@@ -286,6 +286,20 @@ class Settings(BaseSettings):
         description="Webhook ingress: how long to wait for Kafka to acknowledge a request's "
         "reports before answering 503",
     )
+    webhook_body_timeout_ms: int = Field(
+        default=30_000,
+        ge=100,
+        le=600_000,
+        description="Webhook ingress: how long a request's body may take to arrive once its "
+        "headers have; a slower one is answered 408 and its connection closed",
+    )
+    http_max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="Open connections each HTTP listener (the API, the webhook ingress) keeps "
+        "at most; a connection beyond them is closed at once (slow clients hold theirs)",
+    )
     command_hold_ms: int = Field(
         default=3_600_000,
         ge=0,

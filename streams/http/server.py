@@ -12,8 +12,12 @@ traceback. Errors of the server (5xx) keep aiohttp's own handling.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import re
+import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
@@ -48,6 +52,12 @@ def describe_bad_http(exc: HttpProcessingError) -> tuple[int, str]:
 
 
 class JsonErrorRequestHandler(RequestHandler):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(self._manager, _JsonErrorServer) and self._manager.full():
+            transport.close()  # before the handler starts: nothing to serve, nothing to clean
+            return
+        super().connection_made(transport)
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -69,14 +79,39 @@ class JsonErrorRequestHandler(RequestHandler):
 
 
 class _JsonErrorServer(Server):
+    max_connections: int | None = None
+    refused_at = -math.inf
+
     def __call__(self) -> RequestHandler:
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
+    def full(self) -> bool:
+        """``max_connections`` are open: a new one is closed at once (warned once a minute),
+        so slow clients, each holding a connection and up to a body's memory, cannot pile up."""
+        if self.max_connections is None or len(self.connections) < self.max_connections:
+            return False
+        now = time.monotonic()
+        if now - self.refused_at > 60:
+            self.refused_at = now
+            log.warning(
+                "%d connections open: closing new ones (DELIVERYTRACK_HTTP_MAX_CONNECTIONS)",
+                len(self.connections),
+            )
+        return True
+
 
 class JsonErrorAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections are served by :class:`JsonErrorRequestHandler`."""
+    """``web.AppRunner`` whose connections are served by :class:`JsonErrorRequestHandler`,
+    at most ``max_connections`` at a time (None: no limit)."""
+
+    def __init__(
+        self, app: web.Application, *, max_connections: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.max_connections = max_connections
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer  # the same server; only its handler class differs
+        server.max_connections = self.max_connections  # type: ignore[attr-defined]
         return server

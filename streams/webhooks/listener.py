@@ -16,6 +16,7 @@ engine's producer is up and stops before it, so an accepted report always has a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -37,15 +38,25 @@ def _json(body: object, status: int = 200) -> aiohttp_web.Response:
 
 
 def webhook_application(
-    ingress: WebhookIngress, healthy: Callable[[], bool], metrics: Metrics | None = None
+    ingress: WebhookIngress,
+    healthy: Callable[[], bool],
+    metrics: Metrics | None = None,
+    body_timeout_s: float = 30.0,
 ) -> aiohttp_web.Application:
-    """The public listener's routes (an aiohttp application; tests serve it directly)."""
+    """The public listener's routes (an aiohttp application; tests serve it directly). A body
+    that takes longer than ``body_timeout_s`` to arrive is answered 408."""
 
     async def receive(request: aiohttp_web.Request) -> aiohttp_web.Response:
         """The ingress answers every outcome itself (401/400/413 refused, 404 unknown
         provider, 503 Kafka did not acknowledge in time, 200 accepted)."""
         provider_id = request.match_info["provider_id"]
-        body = await request.read()
+        try:
+            async with asyncio.timeout(body_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            late = _json({"error": f"the body did not arrive within {body_timeout_s:g} s"}, 408)
+            late.force_close()
+            return late
         headers = CIMultiDict(request.headers)
         token = request.query.get("token")
         if token and "X-Webhook-Token" not in headers:
@@ -80,8 +91,11 @@ class WebhookListener:
         *,
         shutdown_timeout_s: float = 15.0,
         metrics: Metrics | None = None,
+        max_connections: int | None = None,
+        body_timeout_s: float = 30.0,
     ) -> None:
-        self.app = webhook_application(ingress, healthy, metrics)
+        self.app = webhook_application(ingress, healthy, metrics, body_timeout_s)
+        self.max_connections = max_connections
         self.host = host
         self.port = port
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -91,7 +105,10 @@ class WebhookListener:
         # No access log: a provider may put its token in the URL (?token=...).
         # Requests aiohttp's parser refuses (a URL over 8,190 bytes, ...) are JSON too.
         runner = JsonErrorAppRunner(
-            self.app, access_log=None, shutdown_timeout=self.shutdown_timeout_s
+            self.app,
+            access_log=None,
+            shutdown_timeout=self.shutdown_timeout_s,
+            max_connections=self.max_connections,
         )
         await runner.setup()
         site = aiohttp_web.TCPSite(runner, self.host, self.port)

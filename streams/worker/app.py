@@ -161,7 +161,11 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
     app.settings = settings
     # Requests aiohttp's HTTP parser refuses before any route (a URL over 8,190 bytes, ...) get
     # a JSON answer too, without a traceback in the log (Faust's runner, not yet set up).
-    runner = JsonErrorAppRunner(app.web.web_app, access_log=None)  # type: ignore[attr-defined]
+    runner = JsonErrorAppRunner(
+        app.web.web_app,  # type: ignore[attr-defined]
+        access_log=None,
+        max_connections=settings.http_max_connections,
+    )
     app.web._runner = runner  # type: ignore[attr-defined]  # noqa: SLF001 - Faust has no setter
     app.engine = FoldEngine(settings)
     providers = build_registry(settings)
@@ -180,6 +184,8 @@ def create_app(settings: Settings | None = None) -> DeliveryTrackApp:
         settings.webhook_port,
         shutdown_timeout_s=settings.webhook_ack_timeout_ms / 1000 + 1,
         metrics=app.engine.metrics,
+        max_connections=settings.http_max_connections,
+        body_timeout_s=settings.webhook_body_timeout_ms / 1000,
     )
     app.service(
         FoldService(  # type: ignore[arg-type]

@@ -293,3 +293,58 @@ async def test_a_client_that_hangs_up_mid_body_is_not_logged_as_a_server_error(
         await runner.cleanup()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "Traceback" not in caplog.text
+
+
+async def test_connections_beyond_the_cap_are_closed_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slow clients each hold a connection: past DELIVERYTRACK_HTTP_MAX_CONNECTIONS a new one
+    is closed at once (one warning), and a place that frees up serves again."""
+    settings = Settings(data_dir=tmp_path / "data", partitions=1, http_max_connections=2)
+    app = create_app(settings)
+    assert app.webhook_listener.max_connections == 2  # type: ignore[attr-defined]
+    runner = JsonErrorAppRunner(app.webhook_listener.app, access_log=None, max_connections=2)  # type: ignore[attr-defined]
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level(logging.INFO)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _, writer in held:  # headers never finished: slowloris
+            writer.write(b"POST /webhooks/sol HTTP/1.1\r\nHost: x\r\n")
+            await writer.drain()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+        writer.close()
+        for _, writer in held:
+            writer.close()
+        await asyncio.sleep(0.2)
+        status, _, _ = await _raw(port, b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert status in (200, 503)
+    finally:
+        await runner.cleanup()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["2 connections open: closing new ones (DELIVERYTRACK_HTTP_MAX_CONNECTIONS)"]
+
+
+async def test_a_webhook_body_slower_than_its_deadline_is_answered_408(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", partitions=1, webhook_body_timeout_ms=300)
+    app = create_app(settings)
+    runner, port = await _serve(app.webhook_listener.app)  # type: ignore[attr-defined]
+    try:
+        started = asyncio.get_running_loop().time()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhooks/sol HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        waited = asyncio.get_running_loop().time() - started
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+        body = await reader.readexactly(int(headers["Content-Length"]))
+        writer.close()
+    finally:
+        await runner.cleanup()
+    assert lines[0].split()[1] == "408" and headers["Connection"] == "close"
+    assert orjson.loads(body) == {"error": "the body did not arrive within 0.3 s"}
+    assert 0.25 < waited < 5
