@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 
 from deliverytrack.streams.state.memory import RocksMemory
-from deliverytrack.streams.state.store import PartitionStore, Position
+from deliverytrack.streams.state.store import PartitionStore, Position, destroy_store
 
 Restore = Callable[[int, PartitionStore], Awaitable[Position]]
 
@@ -58,13 +58,18 @@ class OwnedPartitions:
         self.ready.clear()
 
     async def assign(self, partitions: Collection[int], restore: Restore) -> None:
-        """Own exactly ``partitions``: close the others' stores, split the record cache over
+        """Own exactly ``partitions``: delete the others' stores, split the record cache over
         the new set, open and ``restore`` each new one. A partition whose restore fails does
-        not join (its store is closed) and the error propagates."""
+        not join (its store is closed) and the error propagates.
+
+        A store whose partition moved to another worker is deleted, not kept for its return:
+        the new owner's deletions (purges, retention) reach it only as changelog tombstones,
+        which compaction drops after ``delete.retention.ms``, so the copy would keep deleted
+        records' personal data and, restored from its old position, serve them again."""
         partitions = set(partitions)
         self.ready &= partitions
         for partition in sorted(set(self._stores) - partitions):
-            self._stores.pop(partition).close()
+            destroy_store(self._stores.pop(partition))
             self._positions.pop(partition, None)
         # The record cache is per worker: split over the partitions it owns now.
         total = self.cache_total

@@ -192,6 +192,12 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
         batch.put(key, raw)
 
 
+def destroy_store(store: PartitionStore) -> None:
+    """Close ``store`` and delete its database from disk."""
+    store.close()
+    Rdict.destroy(str(store.path), Options(raw_mode=True))
+
+
 class PartitionStore:
     """One partition's RocksDB; ``cache_size``: how many records a :class:`RecordCache` keeps."""
 
