@@ -15,6 +15,7 @@ from datetime import datetime
 from math import isfinite
 from typing import Any, Protocol, runtime_checkable
 
+import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
 from deliverytrack.models.common import UtcDatetime
@@ -94,6 +95,21 @@ def loads_provider_json(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+async def read_answer(method: str, url: str, response: aiohttp.ClientResponse) -> tuple[int, str]:
+    """(HTTP status, text) of a provider's answer. Requests are made with
+    ``allow_redirects=False``: a status API that answers 3xx is a retryable ``PROVIDER_ERROR``
+    and the redirect is not followed (it would take our request, and IWINV's ``AUTH``/``secret``
+    headers, which aiohttp does not drop for another host, anywhere the answer points)."""
+    status = response.status
+    if 300 <= status < 400:
+        raise ProviderError(
+            "PROVIDER_ERROR",
+            f"{method} {url}: HTTP {status} (redirects are not followed)",
+            http_status=status,
+        )
+    return status, await response.text()
 
 
 def is_retryable(code: str, http_status: int | None = None) -> bool:

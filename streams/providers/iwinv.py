@@ -92,6 +92,7 @@ from deliverytrack.streams.providers.base import (
     bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
     storable_time,
 )
 from deliverytrack.streams.providers.solapi import check_shared_secret, json_reports
@@ -355,9 +356,9 @@ class IwinvProvider:
                 data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
                 headers=dict(headers),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer("POST", url, response)
         except TimeoutError as exc:
             raise ProviderError(
                 "NETWORK_TIMEOUT", f"POST {url}: no answer within {self.timeout_s:g}s"

@@ -44,6 +44,7 @@ from deliverytrack.streams.providers.base import (
     StatusQuery,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
 )
 
 Outcome = Literal["DELIVERED", "FAILED", "PENDING", "ERROR_RETRYABLE", "ERROR_FATAL", "NOT_FOUND"]
@@ -394,9 +395,9 @@ class SimulatedProvider:
                 json=json_body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer(method, url, response)
         except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
             raise ProviderError(
                 "NETWORK_TIMEOUT", f"{method} {url}: no answer within {self.timeout_s:g}s"

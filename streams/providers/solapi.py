@@ -72,6 +72,7 @@ from deliverytrack.streams.providers.base import (
     bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
     storable_time,
 )
 
@@ -237,9 +238,9 @@ class SolapiProvider:
                 params=dict(params),
                 headers={"Authorization": self.authorization(), "Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer("GET", url, response)
         except TimeoutError as exc:
             raise ProviderError(
                 "NETWORK_TIMEOUT", f"GET {url}: no answer within {self.timeout_s:g}s"
