@@ -1,17 +1,25 @@
 """Hostile provider answers, for every status client (generic, SOLAPI, IWINV AlimTalk and SMS):
-a redirect is not followed (it would send our keys and a request elsewhere)."""
+a redirect is not followed (it would send our keys and a request elsewhere), and a huge or
+compressed answer is not read whole into memory."""
 
 from __future__ import annotations
 
+import gzip
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from deliverytrack.models.enums import MessageType
+from deliverytrack.models.events import PollRequested
+from deliverytrack.streams.polling.poller import Poller
 from deliverytrack.streams.providers.base import (
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_MESSAGE_CHARS,
     ProviderError,
     StatusProvider,
     StatusQuery,
@@ -126,3 +134,104 @@ async def test_a_redirect_is_not_followed_with_our_keys(
         assert "redirect" in error.message
     assert len(provider_site.seen) == 4
     assert elsewhere.seen == []  # no request, no AUTH/secret/Authorization header, elsewhere
+
+
+async def test_a_compressed_bomb_is_not_inflated_whole(sites: tuple[Site, Site]) -> None:
+    provider_site, _ = sites
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)
+
+    async def inflate(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=bomb,
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    provider_site.handler = inflate
+    for provider, type in clients(provider_site.url):
+        tracemalloc.start()
+        try:
+            error = await lookup_error(provider, type)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 1024 * 1024
+        assert error.retryable
+        assert f"larger than {MAX_ANSWER_BYTES:,} bytes" in error.message
+
+
+@pytest.mark.parametrize("status", [200, 503])
+async def test_a_huge_answer_is_cut_off(sites: tuple[Site, Site], status: int) -> None:
+    provider_site, _ = sites
+    huge: dict[str, Any] = {"error": "x" * (4 * MAX_ANSWER_BYTES), "errorMessage": "y"}
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response(huge, status=status)
+
+    provider_site.handler = answer
+    for provider, type in clients(provider_site.url):
+        error = await lookup_error(provider, type)
+        assert error.retryable  # 503 by its status, 200 as a PROVIDER_ERROR
+        assert error.http_status == status
+        assert len(error.message) < 1_000
+        assert ("larger than" in error.message) == (status == 200)
+
+
+async def test_a_huge_not_found_is_still_no_result_yet(sites: tuple[Site, Site]) -> None:
+    provider_site, _ = sites
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": "x" * (4 * MAX_ANSWER_BYTES)}, status=404)
+
+    provider_site.handler = answer
+    provider = SimulatedProvider("gen", provider_site.url)
+    try:
+        assert await provider.get_delivery_status(query(MessageType.SMS)) is None
+    finally:
+        await provider.close()
+
+
+async def test_an_answer_within_the_limit_is_read_as_before(sites: tuple[Site, Site]) -> None:
+    provider_site, _ = sites
+
+    async def latin1(request: web.Request) -> web.StreamResponse:
+        body = '{"error": "caf\u00e9"}'.encode("latin-1")
+        return web.Response(
+            body=body, status=400, content_type="application/json", charset="latin-1"
+        )
+
+    provider_site.handler = latin1
+    provider, type = clients(provider_site.url)[0]
+    error = await lookup_error(provider, type)
+    assert error.message == "caf\u00e9"
+    assert error.http_status == 400
+
+
+async def test_a_long_error_message_is_cut_in_the_observation(sites: tuple[Site, Site]) -> None:
+    provider_site, _ = sites
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"error": "x" * 100_000}, status=400)
+
+    provider_site.handler = answer
+    provider = SimulatedProvider("gen", provider_site.url)
+    poller = Poller({"gen": provider}, timeout_s=5.0, clock=lambda: NOW)
+    request = PollRequested(
+        event_id="m1:poll:1",
+        message_id="m1",
+        check_seq=1,
+        provider_id="gen",
+        provider_message_id="12345",
+        type=MessageType.SMS,
+        to="01012345678",
+        requested_at=NOW,
+        due_at=NOW,
+        issued_at=NOW,
+    )
+    try:
+        observed = await poller.poll(request)
+    finally:
+        await provider.close()
+    assert observed.error is not None
+    assert observed.error.code == "INVALID_REQUEST"
+    assert len(observed.error.message) == MAX_ERROR_MESSAGE_CHARS
+    assert observed.error.message.endswith("xx...")
