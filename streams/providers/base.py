@@ -16,6 +16,7 @@ from math import isfinite
 from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
+import yarl
 from pydantic import TypeAdapter, ValidationError
 
 from deliverytrack.models.common import UtcDatetime
@@ -95,6 +96,15 @@ def loads_provider_json(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as error messages quote it: without a user and password (a base URL may carry a
+    gateway's credentials, and a message is published on observations and kept on records)."""
+    try:
+        return str(yarl.URL(url).with_user(None))
+    except ValueError:
+        return "<an invalid URL>"
 
 
 MAX_ANSWER_BYTES = 262_144

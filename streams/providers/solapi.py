@@ -73,6 +73,7 @@ from deliverytrack.streams.providers.base import (
     code_for_http_status,
     loads_provider_json,
     read_answer,
+    shown_url,
     storable_time,
 )
 
@@ -240,13 +241,13 @@ class SolapiProvider:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                 allow_redirects=False,
             ) as response:
-                status, text = await read_answer("GET", url, response)
+                status, text = await read_answer("GET", shown_url(url), response)
         except TimeoutError as exc:
             raise ProviderError(
-                "NETWORK_TIMEOUT", f"GET {url}: no answer within {self.timeout_s:g}s"
+                "NETWORK_TIMEOUT", f"GET {shown_url(url)}: no answer within {self.timeout_s:g}s"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError("NETWORK_ERROR", f"GET {url}: {exc}") from exc
+            raise ProviderError("NETWORK_ERROR", f"GET {shown_url(url)}: {exc}") from exc
         try:
             body: Any = loads_provider_json(text) if text else None
         except ValueError:

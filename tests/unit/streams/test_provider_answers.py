@@ -4,7 +4,9 @@ compressed answer is not read whole into memory."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import socket
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -235,3 +237,29 @@ async def test_a_long_error_message_is_cut_in_the_observation(sites: tuple[Site,
     assert observed.error.code == "INVALID_REQUEST"
     assert len(observed.error.message) == MAX_ERROR_MESSAGE_CHARS
     assert observed.error.message.endswith("xx...")
+
+
+async def test_a_password_in_the_base_url_is_not_quoted_in_errors(
+    sites: tuple[Site, Site],
+) -> None:
+    provider_site, _ = sites
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(1)
+        return web.json_response({})
+
+    provider_site.handler = slow
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]  # nothing listens once it is closed
+    slow_url = provider_site.url.replace("http://", "http://gw:pw-0123456789@")
+    for base_url in (f"http://gw:pw-0123456789@127.0.0.1:{closed_port}", slow_url):
+        # Those that send no Authorization header (aiohttp refuses both with credentials).
+        for provider, type in [(SimulatedProvider("gen", base_url), MessageType.SMS)] + clients(
+            base_url
+        )[2:]:
+            provider.timeout_s = 0.2  # type: ignore[attr-defined]
+            error = await lookup_error(provider, type)
+            assert error.code in ("NETWORK_ERROR", "NETWORK_TIMEOUT")
+            assert "pw-0123456789" not in str(error)
+            assert "127.0.0.1" in error.message
