@@ -20,7 +20,12 @@ from deliverytrack.models.events import (
 from deliverytrack.models.policy import PiiPolicy
 from deliverytrack.streams.clock import utc_now
 from deliverytrack.streams.metrics import Metrics
-from deliverytrack.streams.providers.base import ProviderError, StatusProvider, StatusQuery
+from deliverytrack.streams.providers.base import (
+    MAX_ERROR_MESSAGE_CHARS,
+    ProviderError,
+    StatusProvider,
+    StatusQuery,
+)
 from deliverytrack.tables.pii import (
     PiiError,
     decrypt_field,
@@ -87,6 +92,16 @@ class Poller:
         trace = mask_phone_text("".join(traceback.format_exception(exc)))
         log.error("provider %s failed on %s: %s", request.provider_id, request.message_id, trace)
 
+    def _bounded(self, error: ProviderErrorInfo) -> ProviderErrorInfo:
+        """The error as it is published and kept: a provider's text may quote the number
+        (masked while personal data is protected) and be long (cut)."""
+        message = error.message
+        if self.pii.protects_plain:
+            message = mask_phone_text(message)
+        if len(message) > MAX_ERROR_MESSAGE_CHARS:
+            message = message[: MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+        return error if message == error.message else error.model_copy(update={"message": message})
+
     async def poll(self, request: PollRequested) -> StatusObserved:
         outcome: ObservationOutcome
         result: ProviderStatus | None = None
@@ -142,9 +157,8 @@ class Poller:
         if self.metrics is not None and outcome not in ("provider_not_found", "unsupported"):
             elapsed = time.perf_counter() - started
             self.metrics.provider_call(request.provider_id, outcome, elapsed)
-        if error is not None and self.pii.protects_plain:
-            # A provider's error text may quote the number (it is published and kept).
-            error = error.model_copy(update={"message": mask_phone_text(error.message)})
+        if error is not None:
+            error = self._bounded(error)
         return StatusObserved(
             # Derived from the lease: a redelivered poll request answers with the same id.
             event_id=f"{request.message_id}:obs:{request.check_seq}",

@@ -15,6 +15,8 @@ from datetime import datetime
 from math import isfinite
 from typing import Any, Protocol, runtime_checkable
 
+import aiohttp
+import yarl
 from pydantic import TypeAdapter, ValidationError
 
 from deliverytrack.models.common import UtcDatetime
@@ -94,6 +96,57 @@ def loads_provider_json(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=lambda _: None, parse_float=_finite_or_none)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def shown_url(url: str) -> str:
+    """``url`` as error messages quote it: without a user and password (a base URL may carry a
+    gateway's credentials, and a message is published on observations and kept on records)."""
+    try:
+        return str(yarl.URL(url).with_user(None))
+    except ValueError:
+        return "<an invalid URL>"
+
+
+MAX_ANSWER_BYTES = 262_144
+"""The most of a provider's answer that is read (after decompression): a longer 2xx answer is
+a retryable ``PROVIDER_ERROR``; of an error answer (4xx, 5xx) the start is kept, and the error
+is classified by its status as usual. A status answer is a few KiB; read whole, a huge or
+compressed one (a few KiB of gzip inflate to GiB) would fill the worker's memory."""
+MAX_ERROR_MESSAGE_CHARS = 1_000
+"""The longest provider error message an observation keeps (the poller cuts longer ones: an
+error answer's text could otherwise make the record too large to keep the observation)."""
+
+
+async def read_answer(method: str, url: str, response: aiohttp.ClientResponse) -> tuple[int, str]:
+    """(HTTP status, text) of a provider's answer, at most ``MAX_ANSWER_BYTES`` of it, decoded
+    by its charset (UTF-8 by default, undecodable bytes replaced). Requests are made with
+    ``allow_redirects=False``: a status API that answers 3xx is a retryable ``PROVIDER_ERROR``
+    and the redirect is not followed (it would take our request, and IWINV's ``AUTH``/``secret``
+    headers, which aiohttp does not drop for another host, anywhere the answer points)."""
+    status = response.status
+    if 300 <= status < 400:
+        raise ProviderError(
+            "PROVIDER_ERROR",
+            f"{method} {url}: HTTP {status} (redirects are not followed)",
+            http_status=status,
+        )
+    body = bytearray()
+    while len(body) <= MAX_ANSWER_BYTES:
+        chunk = await response.content.read(MAX_ANSWER_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    if len(body) > MAX_ANSWER_BYTES and 200 <= status < 300:
+        raise ProviderError(
+            "PROVIDER_ERROR",
+            f"{method} {url}: HTTP {status}, an answer larger than {MAX_ANSWER_BYTES:,} bytes",
+            http_status=status,
+        )
+    del body[MAX_ANSWER_BYTES:]
+    try:
+        return status, body.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return status, body.decode("utf-8", errors="replace")
 
 
 def is_retryable(code: str, http_status: int | None = None) -> bool:

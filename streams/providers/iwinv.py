@@ -92,6 +92,8 @@ from deliverytrack.streams.providers.base import (
     bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
+    shown_url,
     storable_time,
 )
 from deliverytrack.streams.providers.solapi import check_shared_secret, json_reports
@@ -355,15 +357,15 @@ class IwinvProvider:
                 data=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
                 headers=dict(headers),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer("POST", shown_url(url), response)
         except TimeoutError as exc:
             raise ProviderError(
-                "NETWORK_TIMEOUT", f"POST {url}: no answer within {self.timeout_s:g}s"
+                "NETWORK_TIMEOUT", f"POST {shown_url(url)}: no answer within {self.timeout_s:g}s"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError("NETWORK_ERROR", f"POST {url}: {exc}") from exc
+            raise ProviderError("NETWORK_ERROR", f"POST {shown_url(url)}: {exc}") from exc
         try:
             body: Any = loads_provider_json(text) if text else None
         except ValueError:

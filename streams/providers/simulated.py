@@ -44,6 +44,8 @@ from deliverytrack.streams.providers.base import (
     StatusQuery,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
+    shown_url,
 )
 
 Outcome = Literal["DELIVERED", "FAILED", "PENDING", "ERROR_RETRYABLE", "ERROR_FATAL", "NOT_FOUND"]
@@ -394,15 +396,16 @@ class SimulatedProvider:
                 json=json_body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer(method, shown_url(url), response)
         except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
             raise ProviderError(
-                "NETWORK_TIMEOUT", f"{method} {url}: no answer within {self.timeout_s:g}s"
+                "NETWORK_TIMEOUT",
+                f"{method} {shown_url(url)}: no answer within {self.timeout_s:g}s",
             ) from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError("NETWORK_ERROR", f"{method} {url}: {exc}") from exc
+            raise ProviderError("NETWORK_ERROR", f"{method} {shown_url(url)}: {exc}") from exc
         try:
             body: Any = loads_provider_json(text) if text else None
         except ValueError:

@@ -72,6 +72,8 @@ from deliverytrack.streams.providers.base import (
     bounded_event_id,
     code_for_http_status,
     loads_provider_json,
+    read_answer,
+    shown_url,
     storable_time,
 )
 
@@ -237,15 +239,15 @@ class SolapiProvider:
                 params=dict(params),
                 headers={"Authorization": self.authorization(), "Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
             ) as response:
-                text = await response.text()
-                status = response.status
+                status, text = await read_answer("GET", shown_url(url), response)
         except TimeoutError as exc:
             raise ProviderError(
-                "NETWORK_TIMEOUT", f"GET {url}: no answer within {self.timeout_s:g}s"
+                "NETWORK_TIMEOUT", f"GET {shown_url(url)}: no answer within {self.timeout_s:g}s"
             ) from exc
         except aiohttp.ClientError as exc:
-            raise ProviderError("NETWORK_ERROR", f"GET {url}: {exc}") from exc
+            raise ProviderError("NETWORK_ERROR", f"GET {shown_url(url)}: {exc}") from exc
         try:
             body: Any = loads_provider_json(text) if text else None
         except ValueError:
