@@ -330,9 +330,11 @@ class FoldEngine:
     # --- rebalancing ------------------------------------------------------------------------
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Not answering queries for partitions that may be moving: callers retry or get 503.
+        """Stop answering for ``revoked`` (callers retry or get 503); return (the consumer then
+        rejoins) only once the batch in flight is written: the next owners restore all of it."""
         self.partitions.ready -= {tp.partition for tp in revoked}
-        log.info("fold: revoked %s", sorted(tp.partition for tp in revoked))
+        async with self._lock:
+            log.info("fold: revoked %s", sorted(tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         """Open and restore the stores of the assigned partitions, then seek to what they

@@ -9,12 +9,15 @@ answer with the record again."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from deliverytrack.models.codec import encode_record
+from deliverytrack.models.settings import Settings
 from deliverytrack.streams.engine.changelog import POSITION_KEY, encode_position, restore_one
+from deliverytrack.streams.engine.loop import FoldEngine
 from deliverytrack.streams.engine.partitions import OwnedPartitions
 from deliverytrack.streams.state.store import (
     CorrelationChange,
@@ -76,3 +79,19 @@ async def test_a_partition_that_comes_back_is_not_served_from_a_stale_copy(
     assert owned.stores[0].get("m-1") is None
     assert list(owned.stores[0].iter_raw()) == []
     owned.close_all()
+
+
+async def test_a_revocation_waits_for_the_batch_in_flight(tmp_path: Path) -> None:
+    """The consumer rejoins the group once the revocation returns; the batch being folded
+    (the engine's lock held) must have written its changelog and RocksDB batch by then, or the
+    partition's next owner restores while this worker still writes."""
+    engine = FoldEngine(Settings(data_dir=tmp_path))
+    engine.partitions.ready.add(0)
+    in_flight = engine._lock  # noqa: SLF001 - what a batch holds while it is processed
+    await in_flight.acquire()
+    revoking = asyncio.create_task(engine.on_partitions_revoked({TopicPartition("t", 0)}))
+    await asyncio.sleep(0.05)
+    assert engine.partitions.ready == set()  # queries stop at once ...
+    assert not revoking.done()  # ... the revocation waits for the batch
+    in_flight.release()
+    await asyncio.wait_for(revoking, 1)
