@@ -7,6 +7,7 @@ import re
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -67,6 +68,26 @@ class ProviderConfig(BaseModel):
     x_forwarded_for: str | None = None
     # Inbound delivery reports (webhooks) of solapi/iwinv: the shared secret they must carry.
     webhook_secret: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> ProviderConfig:
+        """A ``user:password@`` in ``baseUrl`` is sent as an Authorization header, which the
+        generic ``apiKey`` and SOLAPI's signature are too: the HTTP client refuses both at
+        once, on every poll. Refused here, where it is set (the URL is not repeated)."""
+        signs = self.kind == "solapi" or (self.kind in ("generic", "simulated") and self.api_key)
+        if signs and self.base_url is not None and "@" in self.base_url:
+            try:
+                parts = urlsplit(self.base_url)
+                credentials = parts.username is not None or parts.password is not None
+            except ValueError:
+                credentials = False
+            if credentials:
+                raise ValueError(
+                    "baseUrl carries a user:password@ and the provider also signs its requests "
+                    "(apiKey, or SOLAPI's signature): both are an Authorization header; "
+                    "keep one"
+                )
+        return self
 
 
 MIN_TOKEN_CHARS = 16

@@ -70,3 +70,33 @@ def test_a_broker_address_the_kafka_client_cannot_take_is_refused_at_start(broke
 )
 def test_broker_addresses_the_kafka_client_takes_are_accepted(broker: str) -> None:
     assert Settings(broker=broker).broker == broker
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        {"kind": "generic", "baseUrl": "https://u:p@status.example", "apiKey": "k"},
+        {
+            "kind": "solapi",
+            "baseUrl": "https://u:p@api.solapi.example",
+            "apiKey": "k",
+            "apiSecret": "s",
+        },
+    ],
+)
+def test_a_base_url_with_credentials_and_a_signing_provider_is_refused(
+    provider: dict[str, str],
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(providers={"p": provider})
+    message = str(refused.value)
+    assert "keep one" in message and "u:p@" not in message
+
+
+def test_a_base_url_with_credentials_alone_is_kept() -> None:
+    settings = Settings(providers={"p": {"kind": "generic", "baseUrl": "https://u:p@s.example"}})
+    assert settings.providers["p"].base_url == "https://u:p@s.example"
+    iwinv = {"kind": "iwinv", "baseUrl": "https://u:p@alimtalk.example", "apiKey": "k"}
+    assert (
+        Settings(providers={"p": iwinv}).providers["p"].kind == "iwinv"
+    )  # AUTH, not Authorization
