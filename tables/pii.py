@@ -436,6 +436,8 @@ def _mask_node(node: Any, named: bool, sensitive: Sensitive | None) -> Any:
         changed = False
         for key, value in node.items():
             new_key, phone_key = _key(key) if isinstance(key, str) else (key, False)
+            if sensitive is not None and isinstance(new_key, str):
+                new_key = _mask_own(new_key, sensitive)  # a payload keyed by the record's number
             new_value = _mask_node(value, phone_key, sensitive)
             changed = changed or new_key != key or new_value is not value
             out[new_key] = new_value

@@ -512,6 +512,18 @@ def test_the_record_s_own_number_is_masked_in_any_spelling_in_free_text() -> Non
     assert masked == {"note": "sent to 1-4*********71 at noon", "n": "141******71"}
 
 
+def test_the_record_s_own_number_is_masked_as_a_key_too() -> None:
+    # A payload keyed by recipient: the key is the record's own number, in a spelling the
+    # patterns do not know (no +). Values and keys are masked alike.
+    p = pii()
+    send = send_recorded_factory("msg-1").model_copy(update={"to": "4155552671"})
+    record, _ = fold(None, send, policy_with(p))
+    assert record is not None
+    raw = {"results": {"4155552671": {"status": "ok"}, "415-555-2671": 1}}
+    masked = redact_record_raw(raw, record, p)
+    assert masked == {"results": {"415*****71": {"status": "ok"}, "415*******71": 1}}
+
+
 _SPELLINGS = st.sampled_from(["{a}{b}{c}", "{a}-{b}-{c}", "{a} {b} {c}", "{a}.{b}.{c}"])
 _PREFIXES = st.sampled_from(["010", "011", "016", "017", "018", "019", "02", "031", "064", "070"])
 _TEXT = st.text(alphabet=st.characters(blacklist_categories=("Nd",)), max_size=12)
