@@ -373,7 +373,9 @@ class SolapiWebhookAdapter:
     ) -> list[ProviderReportReceived]:
         reports: list[ProviderReportReceived] = []
         for index, item in enumerate(json_reports(body, "messageList", "data")):
-            message_id = _text(item.get("messageId"))
+            # Trimmed, as the fold trims a send result's providerMessageId (k-msg): " M1 " must
+            # reach the record linked as "M1" (the IWINV adapter trims its ids too).
+            message_id = (_text(item.get("messageId")) or "").strip() or None
             if message_id is None:
                 raise WebhookRejected(400, f"report {index} has no messageId")
             fields = _status_fields(item)

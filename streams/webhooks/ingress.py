@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 from aiokafka.errors import KafkaError
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from deliverytrack.models.common import Frozen, JsonObject, NonEmptyStr, UtcDatetime
 from deliverytrack.models.enums import TrackingStatus
@@ -70,6 +70,13 @@ class GenericReport(Frozen):
         description="The provider's own unique id of this report; derived from it if absent",
     )
     raw: JsonObject | None = None
+
+    @field_validator("provider_message_id", mode="before")
+    @classmethod
+    def _trimmed(cls, value: object) -> object:
+        """Trimmed, as the fold trims a send result's providerMessageId (k-msg): a padded id
+        must reach the record it names; a blank one is refused."""
+        return value.strip() if isinstance(value, str) else value
 
 
 class GenericWebhookAdapter:

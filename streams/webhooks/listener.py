@@ -30,6 +30,9 @@ from deliverytrack.streams.webhooks.ingress import WebhookIngress
 
 log = logging.getLogger(__name__)
 
+MIN_BODY_BYTES = 1_048_576
+"""The largest request body is the largest report the ingress accepts, and at least this."""
+
 
 def _json(body: object, status: int = 200) -> aiohttp_web.Response:
     return aiohttp_web.Response(
@@ -44,7 +47,9 @@ def webhook_application(
     body_timeout_s: float = 30.0,
 ) -> aiohttp_web.Application:
     """The public listener's routes (an aiohttp application; tests serve it directly). A body
-    that takes longer than ``body_timeout_s`` to arrive is answered 408."""
+    that takes longer than ``body_timeout_s`` to arrive is answered 408; one larger than
+    ``max(ingress.max_report_bytes, 1 MiB)`` is 413 (aiohttp's own limit, 1 MiB, would refuse
+    a report the ingress accepts once ``DELIVERYTRACK_MAX_INPUT_BYTES`` is raised)."""
 
     async def receive(request: aiohttp_web.Request) -> aiohttp_web.Response:
         """The ingress answers every outcome itself (401/400/413 refused, 404 unknown
@@ -73,7 +78,10 @@ def webhook_application(
             return _json({"status": "ok"})
         return _json({"status": "unavailable"}, 503)
 
-    app = aiohttp_web.Application(middlewares=[json_errors])
+    app = aiohttp_web.Application(
+        middlewares=[json_errors],
+        client_max_size=max(ingress.max_report_bytes, MIN_BODY_BYTES),
+    )
     app.router.add_post("/webhooks/{provider_id}", receive)
     app.router.add_get("/health", health, allow_head=True)
     return app
