@@ -13,8 +13,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import settings
 
 from deliverytrack.streams.dev.kafka_broker import BrokerInfo, KafkaBroker
+
+# Property tests check what a fold does, not how fast: on 2 shared cores running 3 test
+# processes, hypothesis's default 200 ms deadline per example failed a test that takes <1 ms
+# alone. Tests that set a deadline of their own keep it.
+settings.register_profile("deliverytrack", deadline=None)
+settings.load_profile("deliverytrack")
 
 TEST_BROKER_ENV = "DELIVERYTRACK_TEST_BROKER"
 
