@@ -32,12 +32,14 @@ from deliverytrack.streams.engine.publisher import Publisher
 from deliverytrack.streams.engine.routing import Output, Router
 from deliverytrack.streams.engine.stats import EngineStats
 from deliverytrack.streams.kafka.clients import new_consumer
+from deliverytrack.streams.kafka.topic_admin import tombstone_retention_ms
 from deliverytrack.streams.state.store import (
     CorrelationChange,
     MarkerChange,
     PartitionStore,
     Position,
     RecordChange,
+    StaleStore,
     StoreError,
 )
 from deliverytrack.streams.topics import Topics
@@ -90,6 +92,8 @@ class Changelog:
         self.publisher = publisher
         self.router = router
         self.stats = stats
+        self.tombstones_ms: int | None = None
+        """The changelog's ``delete.retention.ms``, read when first needed."""
 
     async def publish(
         self, results: Mapping[int, PartitionResult], positions: Mapping[int, Position]
@@ -126,6 +130,16 @@ class Changelog:
             partition: (await future).offset + 1 for partition, future in position_futures.items()
         }
 
+    async def _stale(self, store: PartitionStore) -> bool:
+        """Whether ``store`` was last written longer ago than the changelog keeps tombstones
+        (``delete.retention.ms``): deletions since then may be gone from the changelog."""
+        written = store.written_ms()
+        if written is None:
+            return False
+        if self.tombstones_ms is None:
+            self.tombstones_ms = await tombstone_retention_ms(self.settings, self.topic)
+        return time.time() * 1000 - written >= self.tombstones_ms
+
     async def catch_up(self, partition: int, store: PartitionStore) -> Position:
         """Apply changelog records newer than the local store (all of them when it is new);
         returns the position the store then reflects.
@@ -150,6 +164,8 @@ class Changelog:
             end = (await restorer.end_offsets([tp]))[tp]
             if position.changelog_next >= end:
                 return position
+            if await self._stale(store):
+                raise StaleStore(f"partition {partition}: its store predates the tombstones")
             started = time.monotonic()
             restored = 0
             restorer.seek(tp, position.changelog_next)

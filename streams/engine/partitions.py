@@ -4,13 +4,29 @@ for once it is in ``ready``; both only after its store has caught up with the ch
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 
 from deliverytrack.streams.state.memory import RocksMemory
-from deliverytrack.streams.state.store import PartitionStore, Position, destroy_store
+from deliverytrack.streams.state.store import (
+    PartitionStore,
+    Position,
+    StaleStore,
+    destroy_store,
+)
 
 Restore = Callable[[int, PartitionStore], Awaitable[Position]]
+
+log = logging.getLogger(__name__)
+
+
+async def _restore_or_close(restore: Restore, partition: int, store: PartitionStore) -> Position:
+    try:
+        return await restore(partition, store)
+    except BaseException:
+        store.close()
+        raise
 
 
 class OwnedPartitions:
@@ -78,12 +94,19 @@ class OwnedPartitions:
             if store.cache.size != share:
                 store.cache.resize(share)
         for partition in sorted(partitions - set(self._stores)):
-            store = PartitionStore(
-                self.state_dir / f"partition-{partition}.db", cache_size=share, memory=self.memory
-            )
+            store = self._open(partition, share)
             try:
                 position = await restore(partition, store)
+            except StaleStore as stale:  # it may have missed deletions: restore it afresh
+                log.warning("%s; restoring it from the changelog", stale)
+                destroy_store(store)
+                store = self._open(partition, share)
+                position = await _restore_or_close(restore, partition, store)
             except BaseException:
                 store.close()
                 raise
             self.attach(partition, store, position)
+
+    def _open(self, partition: int, cache_size: int) -> PartitionStore:
+        path = self.state_dir / f"partition-{partition}.db"
+        return PartitionStore(path, cache_size=cache_size, memory=self.memory)

@@ -123,6 +123,24 @@ async def _warn_create_time(
     return create_time
 
 
+KAFKA_DELETE_RETENTION_MS = 86_400_000
+"""Kafka's default ``delete.retention.ms``: how long a compacted topic keeps a tombstone."""
+
+
+async def tombstone_retention_ms(settings: Settings, topic: str) -> int:
+    """The topic's ``delete.retention.ms`` (Kafka's default when the broker does not say)."""
+    admin = new_admin(settings, client_id=f"{settings.app_id}-admin")
+    try:
+        await admin.start()
+        value = (await _topic_configs(admin, [topic], "delete.retention.ms")).get(topic, "")
+    except KafkaError as exc:
+        log.info("cannot read %s's delete.retention.ms (%s)", topic, exc)
+        value = ""
+    finally:
+        await admin.close()
+    return int(value) if value.isdigit() else KAFKA_DELETE_RETENTION_MS
+
+
 async def _topic_configs(admin: AIOKafkaAdminClient, names: list[str], key: str) -> dict[str, str]:
     """{topic: value of ``key``} for the topics whose config the broker gives."""
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,6 +91,7 @@ RecordChange = tuple[Record | None, Record | None, bytes | None]
 _META_POSITION = META + b"position"
 _META_DERIVED = META + b"derived"
 _META_HOT = META + b"hot"
+_META_WRITTEN = META + b"written"
 DERIVED_VERSION = b"1"
 """Version of the derived data (aggregates, secondary indexes); a store without it, or with
 another version, rebuilds them from its records when opened."""
@@ -190,6 +192,29 @@ def _put_or_delete(batch: WriteBatch, key: bytes, raw: bytes | None) -> None:
         batch.delete(key)
     else:
         batch.put(key, raw)
+
+
+def _expiries(
+    batch: WriteBatch,
+    changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
+    markers: Mapping[str, MarkerChange],
+) -> None:
+    """Expiry-index entries of the records, and the deletion markers with theirs."""
+    for old, new in changes.values():
+        _move(batch, EXPIRY, *expiry_index_change(old, new))
+    for message_id, (old_marker, new_marker, raw) in markers.items():
+        key = MARKER + message_id.encode()
+        _put_or_delete(batch, key, None if new_marker is None else raw)
+        _move(batch, MARKER_EXPIRY, *marker_index_change(old_marker, new_marker))
+        held = new_marker.commands if isinstance(new_marker, CommandHold) else ()
+        if held or isinstance(old_marker, CommandHold):
+            count = str(len(held)).encode() if held else None
+            _put_or_delete(batch, HELD + message_id.encode(), count)
+
+
+class StaleStore(Exception):  # noqa: N818 - a state, like Kafka Streams' TaskCorruptedException
+    """A partition's store is older than the changelog keeps its tombstones, and the changelog
+    has records after it: it may have missed deletions; restore the partition afresh."""
 
 
 def destroy_store(store: PartitionStore) -> None:
@@ -422,6 +447,12 @@ class PartitionStore:
         raw = self._db.get(_META_POSITION)
         return None if raw is None else Position.from_json(raw)
 
+    def written_ms(self) -> int | None:
+        """When this store was last written (wall clock, ms; None before this was kept): a
+        store older than the changelog keeps its tombstones may have missed deletions."""
+        raw = self._db.get(_META_WRITTEN)
+        return int(raw) if raw is not None and raw.isdigit() else None
+
     # --- writes -----------------------------------------------------------------------------
 
     def write(
@@ -437,7 +468,7 @@ class PartitionStore:
         deletes the record (and its index entries)."""
         batch = WriteBatch(raw_mode=True)
         facts = {mid: (_facts(old), _facts(new)) for mid, (old, new, _) in changes.items()}
-        self._expiries(batch, facts, markers or {})
+        _expiries(batch, facts, markers or {})
         for provider_key, (old_state, new_state, raw) in (correlations or {}).items():
             key = CORRELATION + provider_key.encode()
             _put_or_delete(batch, key, None if new_state is None else raw)
@@ -452,6 +483,7 @@ class PartitionStore:
             _move(batch, DUE, *due_index_change(old_facts, new_facts))
         self._derived(batch, facts)
         batch.put(_META_POSITION, position.to_json())
+        batch.put(_META_WRITTEN, str(int(time.time() * 1000)).encode())  # see written_ms
         self._db.write(batch)
         for message_id, (_, new, _) in changes.items():
             self.cache.put(message_id, new)
@@ -480,21 +512,3 @@ class PartitionStore:
                 batch.delete(key)
             else:
                 batch.put(key, row.pack())
-
-    def _expiries(
-        self,
-        batch: WriteBatch,
-        changes: Mapping[str, tuple[RecordFacts | None, RecordFacts | None]],
-        markers: Mapping[str, MarkerChange],
-    ) -> None:
-        """Expiry-index entries of the records, and the deletion markers with theirs."""
-        for old, new in changes.values():
-            _move(batch, EXPIRY, *expiry_index_change(old, new))
-        for message_id, (old_marker, new_marker, raw) in markers.items():
-            key = MARKER + message_id.encode()
-            _put_or_delete(batch, key, None if new_marker is None else raw)
-            _move(batch, MARKER_EXPIRY, *marker_index_change(old_marker, new_marker))
-            held = new_marker.commands if isinstance(new_marker, CommandHold) else ()
-            if held or isinstance(old_marker, CommandHold):
-                count = str(len(held)).encode() if held else None
-                _put_or_delete(batch, HELD + message_id.encode(), count)

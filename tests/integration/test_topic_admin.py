@@ -1,4 +1,5 @@
-"""Topic set-up against a real broker: what the worker says about topics it did not create."""
+"""Topic set-up and restore against a real broker: what the worker says about topics it did not
+create, and a store too old to catch up from the changelog."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import logging
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from deliverytrack.streams.kafka.topic_admin import ensure_topics
+from deliverytrack.models.codec import encode_record
+from deliverytrack.streams.engine.changelog import POSITION_KEY, encode_position
+from deliverytrack.streams.engine.loop import FoldEngine
+from deliverytrack.streams.kafka.topic_admin import ensure_topics, tombstone_retention_ms
+from deliverytrack.streams.state.store import PartitionStore, StaleStore
 from deliverytrack.streams.topics import Topics
+from deliverytrack.tables.fold import fold
+from tests.factories import send_recorded_factory
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +45,36 @@ async def test_an_input_topic_with_producer_timestamps_is_named_in_a_warning(
     with caplog.at_level(logging.WARNING, logger="deliverytrack.streams.kafka.topic_admin"):
         await ensure_topics(fresh, Topics.from_prefix(fresh.topic_prefix, fresh.app_id), 20)
     assert not [r for r in caplog.records if "CreateTime" in r.getMessage()]
+
+
+async def test_a_store_older_than_the_changelog_tombstones_is_not_caught_up(
+    settings_factory: Any, tmp_path: Any
+) -> None:
+    """Restore refuses to catch a store up once it is older than the changelog keeps its
+    tombstones (the partition is then restored afresh: ``OwnedPartitions.assign``)."""
+    settings = settings_factory(partitions=1)
+    topics = Topics.of(settings)
+    await ensure_topics(settings, topics, timeout=20)
+    assert await tombstone_retention_ms(settings, topics.records_changelog) == 86_400_000
+    record, _ = fold(None, send_recorded_factory("m-1"))
+    assert record is not None
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    engine = FoldEngine(settings)
+    store = PartitionStore(tmp_path / "p0.db")
+    try:
+        changelog = topics.records_changelog
+        await producer.send_and_wait(changelog, encode_record(record), key=b"m-1", partition=0)
+        position = encode_position({topics.send_results: 1})
+        await producer.send_and_wait(changelog, position, key=POSITION_KEY, partition=0)
+        await engine.changelog.catch_up(0, store)  # a new store: restored
+        assert store.get("m-1") is not None and store.written_ms() is not None
+        await producer.send_and_wait(changelog, position, key=POSITION_KEY, partition=0)
+        engine.changelog.tombstones_ms = 0  # any store is older than that
+        with pytest.raises(StaleStore, match="partition 0: its store predates the tombstones"):
+            await engine.changelog.catch_up(0, store)
+        engine.changelog.tombstones_ms = 86_400_000
+        assert (await engine.changelog.catch_up(0, store)).changelog_next == 3
+    finally:
+        store.close()
+        await producer.stop()

@@ -10,6 +10,7 @@ answer with the record again."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -25,6 +26,7 @@ from deliverytrack.streams.state.store import (
     PartitionStore,
     Position,
     RecordChange,
+    StaleStore,
 )
 from deliverytrack.tables.fold import fold
 from deliverytrack.tables.hot.codec import load_record
@@ -95,3 +97,43 @@ async def test_a_revocation_waits_for_the_batch_in_flight(tmp_path: Path) -> Non
     assert not revoking.done()  # ... the revocation waits for the batch
     in_flight.release()
     await asyncio.wait_for(revoking, 1)
+
+
+async def test_a_store_older_than_the_tombstones_is_restored_afresh(tmp_path: Path) -> None:
+    """A worker down longer than the changelog keeps tombstones (``delete.retention.ms``)
+    restarts with a store that may have missed deletions: when the changelog has records after
+    it, the store is dropped and the partition restored from the changelog alone."""
+    record, _ = fold(None, send_recorded_factory("m-1"))
+    assert record is not None
+    raw = encode_record(record)
+    log: Log = [(0, b"m-1", raw), (1, POSITION_KEY, encode_position({"send-results": 1}))]
+    owned = OwnedPartitions(tmp_path, 0)
+    await owned.assign({0}, _restorer(log))
+    assert owned.stores[0].get("m-1") is not None
+    written = owned.stores[0].written_ms()
+    assert written is not None and abs(written - time.time() * 1000) < 60_000
+    owned.close_all()  # the worker stops; meanwhile m-1 is purged, its tombstone compacted away
+
+    engine = FoldEngine(Settings(data_dir=tmp_path / "engine"))
+    engine.changelog.tombstones_ms = 1_000
+    later: Log = [(3, POSITION_KEY, encode_position({"send-results": 2}))]
+    restores: list[int | None] = []
+
+    async def restore(partition: int, store: PartitionStore) -> Position:
+        restores.append(store.written_ms())
+        if store.written_ms() is not None and await engine.changelog._stale(store):  # noqa: SLF001
+            raise StaleStore(f"partition {partition}: its store predates the tombstones")
+        return await _restorer(later)(partition, store)
+
+    assert not await engine.changelog._stale(owned_store_written_now(tmp_path))  # noqa: SLF001
+    time.sleep(1.1)  # older than the changelog's tombstones (1 s here)
+    await owned.assign({0}, restore)
+    assert restores[0] is not None and restores[1] is None  # dropped, then restored afresh
+    assert owned.stores[0].get("m-1") is None
+    assert owned.stores[0].position() == Position({"send-results": 2}, 4)
+
+
+def owned_store_written_now(tmp_path: Path) -> PartitionStore:
+    store = PartitionStore(tmp_path / "fresh.db")
+    store.write({}, Position())
+    return store
