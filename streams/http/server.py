@@ -88,14 +88,15 @@ class _JsonErrorServer(Server):
     def full(self) -> bool:
         """``max_connections`` are open: a new one is closed at once (warned once a minute),
         so slow clients, each holding a connection and up to a body's memory, cannot pile up."""
-        if self.max_connections is None or len(self.connections) < self.max_connections:
+        open_now = len(self._connections)  # not .connections: a list copy per connection
+        if self.max_connections is None or open_now < self.max_connections:
             return False
         now = time.monotonic()
         if now - self.refused_at > 60:
             self.refused_at = now
             log.warning(
                 "%d connections open: closing new ones (DELIVERYTRACK_HTTP_MAX_CONNECTIONS)",
-                len(self.connections),
+                open_now,
             )
         return True
 

@@ -170,19 +170,6 @@ async def _message_limit(admin: AIOKafkaAdminClient, topics: Topics) -> int | No
         topics.provider_ids,
         topics.record_deletions,
     ]
-    wanted = {"max.message.bytes": ""}
-    try:
-        responses = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in written]
-        )
-    except KafkaError as exc:
-        log.info("cannot read the topics' max.message.bytes (%s)", exc)
-        return None
-    limits = [
-        int(entry[1])
-        for response in responses
-        for resource in getattr(response, "resources", ())
-        for entry in resource[4]
-        if entry[0] == "max.message.bytes" and str(entry[1]).isdigit()
-    ]
+    configs = await _topic_configs(admin, written, "max.message.bytes")
+    limits = [int(value) for value in configs.values() if value.isdigit()]
     return min(limits) if limits else None

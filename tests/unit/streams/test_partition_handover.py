@@ -125,15 +125,12 @@ async def test_a_store_older_than_the_tombstones_is_restored_afresh(tmp_path: Pa
             raise StaleStore(f"partition {partition}: its store predates the tombstones")
         return await _restorer(later)(partition, store)
 
-    assert not await engine.changelog._stale(owned_store_written_now(tmp_path))  # noqa: SLF001
+    fresh = PartitionStore(tmp_path / "fresh.db")
+    fresh.write({}, Position())  # written just now: not stale
+    assert not await engine.changelog._stale(fresh)  # noqa: SLF001
+    fresh.close()
     time.sleep(1.1)  # older than the changelog's tombstones (1 s here)
     await owned.assign({0}, restore)
     assert restores[0] is not None and restores[1] is None  # dropped, then restored afresh
     assert owned.stores[0].get("m-1") is None
     assert owned.stores[0].position() == Position({"send-results": 2}, 4)
-
-
-def owned_store_written_now(tmp_path: Path) -> PartitionStore:
-    store = PartitionStore(tmp_path / "fresh.db")
-    store.write({}, Position())
-    return store
