@@ -53,8 +53,12 @@ def wait_for(driver: WebDriver, what: str, check: Callable[[WebDriver], Any], ti
     try:
         return WebDriverWait(driver, timeout, poll_frequency=0.2).until(check)
     except Exception:
-        errors = driver.find_element(By.ID, "error").text
-        pytest.fail(f"dashboard: {what} within {timeout}s (page error: {errors!r})")
+        found = driver.find_elements(By.ID, "error")
+        if found:
+            pytest.fail(f"dashboard: {what} within {timeout}s (page error: {found[0].text!r})")
+        # Not the dashboard at all (once, under load in CI): say what the browser shows instead.
+        page = driver.page_source[:500]
+        pytest.fail(f"dashboard: {what} within {timeout}s; at {driver.current_url}: {page!r}")
 
 
 def text(driver: WebDriver, element_id: str) -> str:
